@@ -1,0 +1,42 @@
+//! One error type for the whole engine. Every variant carries what a person needs to act:
+//! the file, the tensor, what was expected and what was found.
+
+use std::path::PathBuf;
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Weights { path: PathBuf, message: String },
+    #[error("config {path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("cancelled")]
+    Cancelled,
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+impl Error {
+    pub fn weights(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Weights { path: path.into(), message: message.into() }
+    }
+    pub fn config(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Config { path: path.into(), message: message.into() }
+    }
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}

@@ -1,0 +1,6 @@
+//! The three networks of EzAudio, one file each, plus the shared config schema.
+
+pub mod config;
+pub mod dit;
+pub mod t5;
+pub mod vae;
