@@ -1,1 +1,192 @@
-//! Helpers for end-to-end tests.
+//! A small, real CLAP host for end-to-end tests: it loads the bundled `.clap` the way a DAW
+//! does, instantiates the plugin, activates it at a given rate and block size, feeds note
+//! events sample-accurately and collects every output port.
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+use clack_extensions::audio_ports::{AudioPortInfoBuffer, PluginAudioPorts};
+use clack_extensions::state::PluginState;
+use clack_host::events::event_types::{NoteOffEvent, NoteOnEvent};
+use clack_host::prelude::*;
+
+/// Root of the workspace (this crate lives in `<root>/tests`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Cargo's target folder, honouring `CARGO_TARGET_DIR` like cargo itself.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// The bundle under test: `EZAUDIO_CLAP_BUNDLE`, else `<target>/bundled/EzAudio.clap`.
+/// Panics with instructions when it does not exist, so a missing bundle fails the suite.
+pub fn clap_bundle() -> PathBuf {
+    let path = std::env::var_os("EZAUDIO_CLAP_BUNDLE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("bundled/EzAudio.clap"));
+    assert!(
+        path.exists(),
+        "CLAP bundle {} is missing: build it with `cargo xtask bundle ezaudio-plugin` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+pub const PLUGIN_ID: &str = "org.ezaudio.daw.instrument";
+
+struct TestHostShared;
+
+impl SharedHandler<'_> for TestHostShared {
+    fn request_restart(&self) {}
+    fn request_process(&self) {}
+    fn request_callback(&self) {}
+}
+
+struct TestHost;
+
+impl HostHandlers for TestHost {
+    type Shared<'a> = TestHostShared;
+    type MainThread<'a> = ();
+    type AudioProcessor<'a> = ();
+}
+
+/// A note event at an absolute sample position of the render.
+#[derive(Debug, Clone, Copy)]
+pub struct Note {
+    pub at: u32,
+    pub key: u8,
+    pub velocity: f64,
+    pub on: bool,
+}
+
+impl Note {
+    pub fn on(at: u32, key: u8, velocity: f64) -> Self {
+        Self { at, key, velocity, on: true }
+    }
+    pub fn off(at: u32, key: u8) -> Self {
+        Self { at, key, velocity: 0.0, on: false }
+    }
+}
+
+/// Rendered audio: `ports[port][channel][frame]`, port 0 being the main output.
+pub type Render = Vec<Vec<Vec<f32>>>;
+
+pub struct PluginUnderTest {
+    instance: PluginInstance<TestHost>,
+    // The entry must outlive the instance: keep it last so it drops after.
+    _entry: PluginEntry,
+}
+
+impl PluginUnderTest {
+    pub fn load(bundle: &Path) -> Result<Self, String> {
+        // SAFETY: loading a CLAP library runs its initialisation code; the bundle is our own.
+        let entry = unsafe { PluginEntry::load(bundle) }
+            .map_err(|e| format!("cannot load {}: {e:?}", bundle.display()))?;
+        let host_info = HostInfo::new("ezaudio-tests", "EzAudio", "https://example.invalid", "0.1")
+            .map_err(|e| format!("{e:?}"))?;
+        let id = CString::new(PLUGIN_ID).map_err(|e| e.to_string())?;
+        let instance = PluginInstance::<TestHost>::new(|_| TestHostShared, |_| (), &entry, &id, &host_info)
+            .map_err(|e| format!("cannot instantiate {PLUGIN_ID}: {e:?}"))?;
+        Ok(Self { instance, _entry: entry })
+    }
+
+    /// Plugin descriptor ids found in the bundle's factory.
+    pub fn descriptor_ids(bundle: &Path) -> Result<Vec<String>, String> {
+        // SAFETY: as in `load`.
+        let entry = unsafe { PluginEntry::load(bundle) }.map_err(|e| format!("{e:?}"))?;
+        let factory = entry.get_plugin_factory().ok_or("no plugin factory")?;
+        Ok(factory
+            .plugin_descriptors()
+            .filter_map(|d| d.id().map(|id| id.to_string_lossy().into_owned()))
+            .collect())
+    }
+
+    /// Channel counts of the output ports, main first, as the plugin declares them.
+    pub fn output_ports(&mut self) -> Vec<u32> {
+        let handle = self.instance.plugin_handle();
+        let Some(ports) = handle.get_extension::<PluginAudioPorts>() else {
+            return Vec::new();
+        };
+        let mut buffer = AudioPortInfoBuffer::new();
+        (0..ports.count(&handle, false))
+            .filter_map(|i| ports.get(&handle, i, false, &mut buffer).map(|p| p.channel_count))
+            .collect()
+    }
+
+    pub fn save_state(&mut self) -> Result<Vec<u8>, String> {
+        let handle = self.instance.plugin_handle();
+        let state = handle.get_extension::<PluginState>().ok_or("no state extension")?;
+        let mut bytes = Vec::new();
+        state.save(&handle, &mut bytes).map_err(|e| format!("{e:?}"))?;
+        Ok(bytes)
+    }
+
+    pub fn load_state(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let handle = self.instance.plugin_handle();
+        let state = handle.get_extension::<PluginState>().ok_or("no state extension")?;
+        state.load(&handle, &mut &bytes[..]).map_err(|e| format!("{e:?}"))
+    }
+
+    /// Activates at `sample_rate` with blocks of at most `block` frames, renders `frames` frames
+    /// with `notes`, and deactivates. Blocks are split so every event lands at its exact sample.
+    pub fn render(&mut self, sample_rate: f64, block: u32, frames: u32, notes: &[Note]) -> Result<Render, String> {
+        let ports = self.output_ports();
+        if ports.is_empty() {
+            return Err("plugin declares no output ports".into());
+        }
+        let config = PluginAudioConfiguration { sample_rate, min_frames_count: 1, max_frames_count: block };
+        let stopped = self.instance.activate(|_, _| (), config).map_err(|e| format!("activate: {e:?}"))?;
+        let mut processor = stopped.start_processing().map_err(|e| format!("start_processing: {e:?}"))?;
+
+        let mut out: Render = ports.iter().map(|&ch| vec![vec![0.0f32; frames as usize]; ch as usize]).collect();
+        let mut scratch: Vec<Vec<Vec<f32>>> =
+            ports.iter().map(|&ch| vec![vec![0.0f32; block as usize]; ch as usize]).collect();
+        let mut output_ports = AudioPorts::with_capacity(ports.iter().sum::<u32>() as usize, ports.len());
+        let mut input_ports = AudioPorts::with_capacity(0, 0);
+        let mut events = EventBuffer::new();
+        let mut out_events = EventBuffer::new();
+        let mut steady_time = 0u64;
+
+        let mut start = 0u32;
+        while start < frames {
+            let len = block.min(frames - start);
+            events.clear();
+            for n in notes.iter().filter(|n| n.at >= start && n.at < start + len) {
+                let pckn = Pckn::new(0u16, 0u16, n.key as u16, 0u32);
+                if n.on {
+                    events.push(&NoteOnEvent::new(n.at - start, pckn, n.velocity));
+                } else {
+                    events.push(&NoteOffEvent::new(n.at - start, pckn, 0.0));
+                }
+            }
+            let no_inputs: [AudioPortBuffer<[InputChannel<f32>; 0], [InputChannel<f64>; 0]>; 0] = [];
+            let input_audio = input_ports.with_input_buffers(no_inputs);
+            let mut output_audio = output_ports.with_output_buffers(scratch.iter_mut().map(|port| AudioPortBuffer {
+                latency: 0,
+                channels: AudioPortBufferType::f32_output_only(port.iter_mut().map(|c| &mut c[..len as usize])),
+            }));
+            processor
+                .process(
+                    &input_audio,
+                    &mut output_audio,
+                    &InputEvents::from_buffer(&events),
+                    &mut OutputEvents::from_buffer(&mut out_events),
+                    Some(steady_time),
+                    None,
+                )
+                .map_err(|e| format!("process: {e:?}"))?;
+            for (port, scratch_port) in out.iter_mut().zip(&scratch) {
+                for (channel, scratch_channel) in port.iter_mut().zip(scratch_port) {
+                    channel[start as usize..(start + len) as usize].copy_from_slice(&scratch_channel[..len as usize]);
+                }
+            }
+            steady_time += len as u64;
+            start += len;
+        }
+        let stopped = processor.stop_processing();
+        self.instance.deactivate(stopped);
+        Ok(out)
+    }
+}

@@ -1,0 +1,30 @@
+//! The plugin's audio ports: a stereo main mix plus one stereo stem output per pad, so every
+//! pad can be recorded to its own track. The layout is fixed so that projects stay routable.
+
+use nice_plug::prelude::*;
+
+/// Number of pads (clip slots), and of stem outputs.
+pub const PAD_COUNT: usize = 16;
+
+const STEREO: NonZeroU32 = new_nonzero_u32(2);
+
+const STEM_PORTS: [NonZeroU32; PAD_COUNT] = [STEREO; PAD_COUNT];
+
+const STEM_NAMES: [&str; PAD_COUNT] = [
+    "Stem 1", "Stem 2", "Stem 3", "Stem 4", "Stem 5", "Stem 6", "Stem 7", "Stem 8", "Stem 9",
+    "Stem 10", "Stem 11", "Stem 12", "Stem 13", "Stem 14", "Stem 15", "Stem 16",
+];
+
+pub const LAYOUTS: &[AudioIOLayout] = &[AudioIOLayout {
+    main_input_channels: None,
+    main_output_channels: Some(STEREO),
+    aux_input_ports: &[],
+    aux_output_ports: &STEM_PORTS,
+    names: PortNames {
+        layout: Some("Stereo mix + 16 stereo stems"),
+        main_input: None,
+        main_output: Some("Main"),
+        aux_inputs: &[],
+        aux_outputs: &STEM_NAMES,
+    },
+}];
