@@ -225,3 +225,56 @@ impl SimpleBackend for ProbeBackend {
         self.expected.contains_key(name)
     }
 }
+
+// ---- Multi-file and filtered loading (Hugging Face model folders, e.g. the T5 text encoder) ----
+
+impl Checkpoint {
+    /// Reads the tensors whose names pass `keep` from one or more `.safetensors` files (a Hugging
+    /// Face sharded checkpoint lists them in `model.safetensors.index.json`). The files are
+    /// memory-mapped, so skipped tensors (e.g. the decoder half of a full T5 file) are never read.
+    /// `display` names the checkpoint in error messages; a name found in two files is an error.
+    pub fn load_safetensors_filtered(
+        files: &[PathBuf],
+        display: &Path,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Self> {
+        let mut tensors = HashMap::new();
+        for file in files {
+            if !file.exists() {
+                return Err(Error::weights(file, "file not found"));
+            }
+            // SAFETY: the mapping lives only inside this loop iteration and every kept tensor is
+            // copied out of it; as with any mmap, the file must not be truncated meanwhile.
+            let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(file) }
+                .map_err(|e| Error::weights(file, format!("not a readable safetensors file: {e}")))?;
+            for (name, _) in st.tensors() {
+                if !keep(&name) {
+                    continue;
+                }
+                let t = st
+                    .load(&name, &Device::Cpu)
+                    .map_err(|e| Error::weights(file, format!("cannot read tensor '{name}': {e}")))?;
+                if tensors.insert(name.clone(), t).is_some() {
+                    return Err(Error::weights(file, format!("tensor '{name}' appears in two shards")));
+                }
+            }
+        }
+        if tensors.is_empty() {
+            return Err(Error::weights(display, "holds no tensors the model could use"));
+        }
+        Ok(Self::from_tensors(display, tensors))
+    }
+
+    /// Joins checkpoints read separately (PyTorch shards) into one; a name found twice is an error.
+    pub fn merge(display: &Path, parts: Vec<Checkpoint>) -> Result<Self> {
+        let mut tensors = HashMap::new();
+        for part in parts {
+            for (name, t) in part.tensors {
+                if tensors.insert(name.clone(), t).is_some() {
+                    return Err(Error::weights(&part.path, format!("tensor '{name}' appears in two shards")));
+                }
+            }
+        }
+        Ok(Self::from_tensors(display, tensors))
+    }
+}

@@ -3,4 +3,5 @@
 pub mod config;
 pub mod dit;
 pub mod t5;
+pub mod text;
 pub mod vae;
