@@ -280,6 +280,8 @@ fn scheduler_pipeline_steps() {
                     noise,
                 )
                 .unwrap();
+            let e = rel_error(&out, get(&f, &k("latents_out")));
+            println!("{run} step {i} (t {t}): ddim rel {e:e} (tol {tol:e})");
             assert_close(
                 &format!("{run} step {i} ddim"),
                 &out,
