@@ -10,7 +10,7 @@ pub mod attention;
 pub mod block;
 pub mod config;
 
-use candle_core::{DType, Module, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
 pub use self::attention::{rope_inv_freq, Rope};
@@ -165,7 +165,8 @@ impl MaskDit {
             )));
         }
         let dtype = self.model.dtype;
-        let x = x.to_dtype(dtype)?;
+        let dev = &self.model.device;
+        let x = x.to_device(dev)?.to_dtype(dtype)?;
         let embed = self
             .mask_embed
             .reshape((1, c, 1))?
@@ -183,14 +184,18 @@ impl MaskDit {
                         [b, c, t]
                     )));
                 }
-                let mask = mask.ne(0f64)?.broadcast_as((b, c, t)).map_err(|_| {
-                    Error::InvalidInput(format!(
-                        "DiT: mae_mask of shape {:?} does not broadcast to {:?}",
-                        mask.dims(),
-                        [b, c, t]
-                    ))
-                })?;
-                let gt_masked = mask.where_cond(&embed, &gt.to_dtype(dtype)?)?;
+                let mask = mask
+                    .to_device(dev)?
+                    .ne(0f64)?
+                    .broadcast_as((b, c, t))
+                    .map_err(|_| {
+                        Error::InvalidInput(format!(
+                            "DiT: mae_mask of shape {:?} does not broadcast to {:?}",
+                            mask.dims(),
+                            [b, c, t]
+                        ))
+                    })?;
+                let gt_masked = mask.where_cond(&embed, &gt.to_device(dev)?.to_dtype(dtype)?)?;
                 (gt_masked, mask.narrow(1, 0, 1)?.to_dtype(dtype)?)
             }
             (Some(_), None) => {
@@ -243,6 +248,7 @@ struct Udit {
     context_dim: usize,
     head_dim: usize,
     dtype: DType,
+    device: Device,
 }
 
 impl Udit {
@@ -288,6 +294,7 @@ impl Udit {
             context_dim,
             head_dim: cfg.head_dim(),
             dtype: vb.dtype(),
+            device: vb.device().clone(),
         })
     }
 
@@ -349,16 +356,26 @@ impl Udit {
 
         // Linear inputs are made contiguous: candle 0.11's CPU matmul gives wrong results for a
         // transposed lhs against the broadcast weight that `Linear` uses for non-contiguous 3-D input.
-        let x = self
-            .patch_embed
-            .forward(&input.to_dtype(self.dtype)?.transpose(1, 2)?.contiguous()?)?;
+        let x = self.patch_embed.forward(
+            &input
+                .to_device(&self.device)?
+                .to_dtype(self.dtype)?
+                .transpose(1, 2)?
+                .contiguous()?,
+        )?;
         rec.record(|| "patch_embed".into(), &x);
-        let context = self
-            .context_embed
-            .forward(&context.to_dtype(self.dtype)?.contiguous()?)?;
+        let context = self.context_embed.forward(
+            &context
+                .to_device(&self.device)?
+                .to_dtype(self.dtype)?
+                .contiguous()?,
+        )?;
         rec.record(|| "context_embed".into(), &context);
 
-        let t_freq = block::timestep_features(&Self::batch_timesteps(timesteps, b)?)?;
+        let t_freq = block::timestep_features(&Self::batch_timesteps(
+            &timesteps.to_device(&self.device)?,
+            b,
+        )?)?;
         rec.record(|| "t_freq".into(), &t_freq);
         let t_emb = self.time_embed.forward(&t_freq.to_dtype(self.dtype)?)?;
         rec.record(|| "time_embed".into(), &t_emb);
@@ -369,7 +386,7 @@ impl Udit {
         let time_ada = self.time_ada.forward(&time_token)?;
         rec.record(|| "time_ada".into(), &time_ada);
 
-        let rope = Rope::new(t, self.head_dim, self.dtype, input.device())?;
+        let rope = Rope::new(t, self.head_dim, self.dtype, &self.device)?;
         if rec.is_on() {
             rec.record(
                 || "rope_cos".into(),
@@ -384,7 +401,10 @@ impl Udit {
             time_token,
             time_ada,
             context,
-            context_bias: attention::key_padding_bias(context_mask, self.dtype)?,
+            context_bias: attention::key_padding_bias(
+                &context_mask.to_device(&self.device)?,
+                self.dtype,
+            )?,
             rope,
         };
 

@@ -294,13 +294,13 @@ impl DitConfig {
                 2 * out + 1
             )));
         }
-        if self.num_heads == 0 || self.embed_dim % self.num_heads != 0 {
+        if self.num_heads == 0 || self.head_dim() * self.num_heads != self.embed_dim {
             return Err(Error::Unsupported(format!(
                 "DiT config: embed_dim {} is not divisible by num_heads {}",
                 self.embed_dim, self.num_heads
             )));
         }
-        if self.head_dim() % 2 != 0 {
+        if self.head_dim() & 1 == 1 {
             return Err(Error::Unsupported(format!(
                 "DiT config: head_dim {} is odd (RoPE rotates pairs)",
                 self.head_dim()
