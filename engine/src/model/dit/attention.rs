@@ -1,0 +1,206 @@
+//! Multi-head attention of the DiT blocks: per-head LayerNorm on q and k, NeoX-style RoPE on
+//! self-attention, key-padding mask on cross-attention.
+
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{Linear, VarBuilder};
+
+use crate::error::Result;
+
+/// `nn.LayerNorm` with affine weight and bias over the last dim.
+///
+/// The input is centred before candle's fused kernel: that kernel takes the variance as
+/// E[x²] - E[x]², which loses precision when a row's mean is large against its spread;
+/// after centring it is exact up to rounding, like PyTorch's two-pass moments.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f32,
+}
+
+impl LayerNorm {
+    pub const EPS: f32 = 1e-5;
+
+    pub fn new(size: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(size, "weight")?,
+            bias: vb.get(size, "bias")?,
+            eps: Self::EPS,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = if x.dtype() == DType::F32 || x.dtype() == DType::F64 {
+            x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?
+        } else {
+            // Half precision: the fused kernel accumulates in f32 already; centring in half would
+            // round more than it saves.
+            x.contiguous()?
+        };
+        Ok(candle_nn::ops::layer_norm(
+            &x,
+            &self.weight,
+            &self.bias,
+            self.eps,
+        )?)
+    }
+}
+
+/// RoPE tables for one sequence length: `cos`/`sin` of `pos * inv_freq`, shape `(T, head_dim/2)`.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    pub cos: Tensor,
+    pub sin: Tensor,
+}
+
+/// `1 / 10000^(arange(0, d, 2) / d)` rounded step by step to f32 like the reference's float32
+/// formula (the checkpoint's `rotary.inv_freq` buffers hold these values).
+pub fn rope_inv_freq(head_dim: usize) -> Vec<f32> {
+    (0..head_dim)
+        .step_by(2)
+        .map(|i| {
+            let e = i as f32 / head_dim as f32;
+            let p = 10000f64.powf(e as f64) as f32;
+            1.0 / p
+        })
+        .collect()
+}
+
+impl Rope {
+    /// Tables for positions `0..len`. Angles are formed in f32 exactly as the reference does
+    /// (`pos * inv_freq`, one rounding); cos/sin are evaluated in f64 and rounded once.
+    pub fn new(len: usize, head_dim: usize, dtype: DType, device: &Device) -> Result<Self> {
+        let inv_freq = rope_inv_freq(head_dim);
+        let half = inv_freq.len();
+        let mut cos = Vec::with_capacity(len * half);
+        let mut sin = Vec::with_capacity(len * half);
+        for pos in 0..len {
+            for &f in &inv_freq {
+                let angle = (pos as f32 * f) as f64;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        let cos = Tensor::from_vec(cos, (len, half), device)?.to_dtype(dtype)?;
+        let sin = Tensor::from_vec(sin, (len, half), device)?.to_dtype(dtype)?;
+        Ok(Self { cos, sin })
+    }
+
+    /// Rotates `(B, T, H, head_dim)` (contiguous) by position along T.
+    fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::rotary_emb::rope_thd(
+            &x.contiguous()?,
+            &self.cos,
+            &self.sin,
+        )?)
+    }
+}
+
+/// Additive key-padding bias `(B, 1, 1, L)` from a `(B, L)` mask (non-zero = attend): 0 where
+/// attended, the dtype's most negative finite value elsewhere (so a row with no valid key stays
+/// finite instead of NaN).
+pub fn key_padding_bias(mask: &Tensor, dtype: DType) -> Result<Tensor> {
+    let (b, l) = mask.dims2()?;
+    let min = match dtype {
+        DType::F16 => -65504.0,
+        DType::BF16 => -3.3895313892515355e38,
+        DType::F64 => f64::MIN,
+        _ => f32::MIN as f64,
+    };
+    let keep = mask.ne(0f64)?.to_dtype(dtype)?;
+    // keep * (-min) + min: 0 for keep = 1, min for keep = 0.
+    Ok(keep.affine(-min, min)?.reshape((b, 1, 1, l))?)
+}
+
+/// `Attention` of `src/models/utils/attention.py`: keys `to_q`, `to_k`, `to_v`, `norm_q`,
+/// `norm_k`, `proj` (and `rotary.inv_freq` for self-attention with RoPE).
+#[derive(Debug, Clone)]
+pub struct Attention {
+    to_q: Linear,
+    to_k: Linear,
+    to_v: Linear,
+    norm_q: LayerNorm,
+    norm_k: LayerNorm,
+    proj: Linear,
+    num_heads: usize,
+    head_dim: usize,
+    scale: f64,
+}
+
+impl Attention {
+    /// `rotary`: whether this attention owns a RoPE buffer (self-attention with
+    /// `rope_mode: shared`). Its `inv_freq` values are the fixed formula values, so the tables
+    /// come from [`Rope::new`]; the buffer is still requested so strict loading accounts for it.
+    pub fn new(
+        dim: usize,
+        kv_dim: usize,
+        num_heads: usize,
+        qkv_bias: bool,
+        rotary: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let head_dim = dim / num_heads;
+        let to_q = candle_nn::linear_b(dim, dim, qkv_bias, vb.pp("to_q"))?;
+        let to_k = candle_nn::linear_b(kv_dim, dim, qkv_bias, vb.pp("to_k"))?;
+        let to_v = candle_nn::linear_b(kv_dim, dim, qkv_bias, vb.pp("to_v"))?;
+        let norm_q = LayerNorm::new(head_dim, vb.pp("norm_q"))?;
+        let norm_k = LayerNorm::new(head_dim, vb.pp("norm_k"))?;
+        let proj = candle_nn::linear(dim, dim, vb.pp("proj"))?;
+        if rotary {
+            vb.get(head_dim / 2, "rotary.inv_freq")?;
+        }
+        Ok(Self {
+            to_q,
+            to_k,
+            to_v,
+            norm_q,
+            norm_k,
+            proj,
+            num_heads,
+            head_dim,
+            scale: 1.0 / (head_dim as f64).sqrt(),
+        })
+    }
+
+    /// Splits `(B, L, H*hd)` into heads `(B, L, H, hd)`.
+    fn heads(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, l, _) = x.dims3()?;
+        Ok(x.reshape((b, l, self.num_heads, self.head_dim))?)
+    }
+
+    /// `x`: `(B, T, D)` queries. `context`: keys/values `(B, L, kv_dim)`, or `None` for
+    /// self-attention. `bias`: additive `(B, 1, 1, L)` mask. `rope`: rotate q and k.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        context: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        rope: Option<&Rope>,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let kv = context.unwrap_or(x);
+        let q = self.norm_q.forward(&self.heads(&self.to_q.forward(x)?)?)?;
+        let k = self.norm_k.forward(&self.heads(&self.to_k.forward(kv)?)?)?;
+        let v = self.heads(&self.to_v.forward(kv)?)?;
+        let (q, k) = match rope {
+            Some(rope) => (rope.apply(&q)?, rope.apply(&k)?),
+            None => (q, k),
+        };
+        // (B, L, H, hd) -> (B, H, L, hd): batched matmuls need the head dims outermost.
+        let q = q.transpose(1, 2)?.contiguous()?;
+        let k = k.transpose(1, 2)?.contiguous()?;
+        let v = v.transpose(1, 2)?.contiguous()?;
+        let scores = (q.matmul(&k.t()?)? * self.scale)?;
+        let scores = match bias {
+            Some(bias) => scores.broadcast_add(bias)?,
+            None => scores,
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out =
+            probs
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .reshape((b, t, self.num_heads * self.head_dim))?;
+        Ok(self.proj.forward(&out)?)
+    }
+}
