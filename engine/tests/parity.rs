@@ -2,9 +2,14 @@
 //! (default: `../shared/fixtures/ezaudio-ref` beside the repository). Every config and shape
 //! comes from the files; a missing folder or file is a failure, not a skip.
 
+#[path = "parity/common.rs"]
 mod common;
 
+#[path = "parity/dit.rs"]
 mod dit;
+#[path = "parity/scheduler.rs"]
 mod scheduler;
+#[path = "parity/t5.rs"]
 mod t5;
+#[path = "parity/vae.rs"]
 mod vae;
