@@ -279,3 +279,58 @@ fn vae_real_layout() {
         problems.join("\n")
     );
 }
+
+#[test]
+fn vae_f64_uses_the_generic_path() {
+    // Float64 skips the fused CPU SnakeBeta, so this checks the tensor-op path and the dtype casts.
+    let ckpt = checkpoint("vae/vae.pt");
+    let vae = Oobleck::new(&config(), ckpt.var_builder(DType::F64, &Device::Cpu)).unwrap();
+    let io = load("vae/decode.safetensors");
+    let latent = get(&io, "latent").to_dtype(DType::F64).unwrap();
+    let audio = vae.decode(&latent).unwrap();
+    assert_eq!(audio.dtype(), DType::F64);
+    assert_close("decode f64", &audio, get(&io, "audio"), TOL_FORWARD);
+}
+
+/// Real-size decode speed on this machine with random weights:
+/// `cargo test -p ezaudio-engine --test parity vae_real_size_timing -- --ignored --nocapture`
+/// (`VAE_FRAMES`, default 50 = 1 s of audio).
+#[test]
+#[ignore]
+fn vae_real_size_timing() {
+    let json = read_json("real-layout.json");
+    let prefix = json["vae"]["key_prefix"].as_str().unwrap_or("").to_string();
+    let tensors: HashMap<String, Tensor> = json["vae"]["tensors"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            let dims: Vec<usize> = v
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .collect();
+            let t = Tensor::randn(0f32, 0.1, dims, &Device::Cpu).unwrap();
+            (k.strip_prefix(prefix.as_str()).unwrap_or(k).to_string(), t)
+        })
+        .collect();
+    let ckpt = Checkpoint::from_tensors("random", tensors);
+    let cfg = VaeConfig::oobleck_24k();
+    let t0 = std::time::Instant::now();
+    let vae = Oobleck::new_decoder_only(&cfg, ckpt.var_builder(DType::F32, &Device::Cpu)).unwrap();
+    eprintln!("build: {:?}", t0.elapsed());
+    let frames: usize = std::env::var("VAE_FRAMES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let latent =
+        Tensor::randn(0f32, 1.0, (1, cfg.latent_channels(), frames), &Device::Cpu).unwrap();
+    let t0 = std::time::Instant::now();
+    let audio = vae.decode(&latent).unwrap();
+    eprintln!(
+        "decode {frames} frames -> {:?}: {:?}",
+        audio.dims(),
+        t0.elapsed()
+    );
+}
