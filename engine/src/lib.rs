@@ -1,13 +1,19 @@
 //! EzAudio text-to-audio on candle.
 //!
-//! Data flows one way: prompt -> [`pipeline`] (T5 -> DiT + DDIM -> VAE) -> clip.
-//! The model code knows no threads; the engine thread and the CLI sit on top.
+//! Data flows one way: prompt -> [`worker::Engine`] (the engine thread) -> [`pipeline::Pipeline`]
+//! (T5 -> DiT + DDIM -> VAE) -> [`clip::Clip`] -> [`published::ClipSlot`] for realtime playback.
+//! The model code knows no threads; the engine knows no plugin.
 
 pub mod clip;
+pub mod device;
+pub mod edit;
 pub mod error;
 pub mod model;
+pub mod models;
+pub mod pipeline;
 pub mod published;
 pub mod sampler;
 pub mod weights;
+pub mod worker;
 
 pub use error::{Error, Result};

@@ -8,10 +8,153 @@
 //! <dir>/<text_encoder.model>/               Hugging Face T5 folder (config.json, weights, tokenizer.json)
 //! ```
 
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use crate::error::{Error, Result};
 use crate::model::config::EzAudioConfig;
+
+/// The published EzAudio models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Official {
+    L,
+    Xl,
+}
+
+impl Official {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::L => "ezaudio-l",
+            Self::Xl => "ezaudio-xl",
+        }
+    }
+    pub fn config(self) -> EzAudioConfig {
+        match self {
+            Self::L => EzAudioConfig::ezaudio_l(),
+            Self::Xl => EzAudioConfig::ezaudio_xl(),
+        }
+    }
+    /// File of the DiT checkpoint in the `OpenSound/EzAudio` repository.
+    pub fn dit_file(self) -> &'static str {
+        match self {
+            Self::L => "ckpts/s3/ezaudio_s3_l.pt",
+            Self::Xl => "ckpts/s3/ezaudio_s3_xl.pt",
+        }
+    }
+    /// The Hugging Face repository of the matching text encoder.
+    pub fn text_encoder_repo(self) -> &'static str {
+        match self {
+            Self::L => "google/flan-t5-large",
+            Self::Xl => "google/flan-t5-xl",
+        }
+    }
+    /// Approximate download size, for messages.
+    pub fn download_size(self) -> &'static str {
+        match self {
+            Self::L => "about 4 GB (DiT 2.4 GB, VAE 0.2 GB, FLAN-T5-large 1.4 GB incl. decoder)",
+            Self::Xl => "about 15 GB (DiT 3.5 GB, VAE 0.2 GB, FLAN-T5-XL 11 GB incl. decoder)",
+        }
+    }
+}
+
+/// Hugging Face repository holding the EzAudio checkpoints.
+pub const EZAUDIO_REPO: &str = "OpenSound/EzAudio";
+pub const VAE_FILE: &str = "ckpts/vae/1m.pt";
+pub const VAE_CONFIG_FILE: &str = "ckpts/vae/config.json";
+/// Files of a text-encoder repository the engine needs.
+pub const TEXT_ENCODER_FILES: &[&str] = &["config.json", "model.safetensors", "tokenizer.json"];
+
+/// What to load: a model folder on disk, or an official model found by [`resolve_model`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ModelSource {
+    Folder(PathBuf),
+    Official(Official),
+}
+
+impl FromStr for ModelSource {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "l" | "ezaudio-l" => Ok(Self::Official(Official::L)),
+            "xl" | "ezaudio-xl" => Ok(Self::Official(Official::Xl)),
+            "" => Err(Error::InvalidInput("empty model name".into())),
+            _ => Ok(Self::Folder(PathBuf::from(s))),
+        }
+    }
+}
+
+impl fmt::Display for ModelSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Folder(p) => write!(f, "{}", p.display()),
+            Self::Official(m) => write!(f, "{}", m.name()),
+        }
+    }
+}
+
+/// Environment variable naming a folder that holds model folders (`ezaudio-l/`, `ezaudio-xl/`).
+pub const MODELS_ENV: &str = "EZAUDIO_MODELS";
+
+/// The per-user folder for model folders (e.g. `~/.local/share/ezaudio/models` on Linux).
+pub fn user_models_dir() -> Option<PathBuf> {
+    dirs::data_dir().map(|d| d.join("ezaudio").join("models"))
+}
+
+/// Hugging Face's cache (`$HF_HOME/hub`, default `~/.cache/huggingface/hub`).
+pub fn hf_cache_dir() -> Option<PathBuf> {
+    if let Some(home) = std::env::var_os("HF_HOME") {
+        return Some(PathBuf::from(home).join("hub"));
+    }
+    dirs::home_dir().map(|h| h.join(".cache").join("huggingface").join("hub"))
+}
+
+/// Finds a model, in this order: the explicit folder; `$EZAUDIO_MODELS/<name>`; the per-user
+/// folder; the Hugging Face cache (where `ezaudio models fetch` puts the official files).
+pub fn resolve_model(source: &ModelSource) -> Result<ModelFolder> {
+    let official = match source {
+        ModelSource::Folder(dir) => return ModelFolder::open(dir),
+        ModelSource::Official(m) => *m,
+    };
+    let mut searched = Vec::new();
+    let roots = std::env::var_os(MODELS_ENV).map(PathBuf::from).into_iter().chain(user_models_dir());
+    for root in roots {
+        let dir = root.join(official.name());
+        if dir.join("config.yml").is_file() {
+            return ModelFolder::open(&dir);
+        }
+        searched.push(dir);
+    }
+    if let Some(folder) = hf_cache_dir().and_then(|hub| ModelFolder::from_hf_cache(&hub, official)) {
+        return Ok(folder);
+    }
+    Err(Error::weights(
+        searched.first().cloned().unwrap_or_default(),
+        not_installed_message(official, &searched),
+    ))
+}
+
+/// Plain instructions for a model that is not installed.
+pub fn not_installed_message(model: Official, searched: &[PathBuf]) -> String {
+    let places: Vec<String> = searched.iter().map(|p| format!("  {}", p.display())).collect();
+    format!(
+        "{name} is not installed ({size}).\n\
+         Download it with `ezaudio models fetch {short}` (needs internet), or place a model folder at one of:\n{places}\n\
+         A model folder holds config.yml, dit.pt ({repo}: {dit}), vae/1m.pt and vae/config.json \
+         ({repo}: {vae}, {vae_cfg}) and the text encoder folder {te_name}/ ({te}: {te_files}).",
+        name = model.name(),
+        size = model.download_size(),
+        short = if model == Official::L { "l" } else { "xl" },
+        places = places.join("\n"),
+        repo = EZAUDIO_REPO,
+        dit = model.dit_file(),
+        vae = VAE_FILE,
+        vae_cfg = VAE_CONFIG_FILE,
+        te = model.text_encoder_repo(),
+        te_name = model.text_encoder_repo().rsplit('/').next().unwrap_or_default(),
+        te_files = TEXT_ENCODER_FILES.join(", "),
+    )
+}
 
 #[derive(Debug, Clone)]
 pub struct ModelFolder {
@@ -45,6 +188,19 @@ impl ModelFolder {
         }
         let text_encoder = resolve_text_encoder(dir, &config.text_encoder.model)?;
         Ok(Self { root: dir.to_path_buf(), config, dit, vae, vae_config, text_encoder })
+    }
+
+    /// An official model from the Hugging Face cache layout
+    /// (`models--OpenSound--EzAudio/snapshots/<rev>/ckpts/...`), if every file is there.
+    pub fn from_hf_cache(hub: &Path, model: Official) -> Option<Self> {
+        let ez = latest_snapshot(&hub.join(repo_cache_name(EZAUDIO_REPO)))?;
+        let te = latest_snapshot(&hub.join(repo_cache_name(model.text_encoder_repo())))?;
+        let dit = ez.join(model.dit_file());
+        let vae = ez.join(VAE_FILE);
+        let vae_config = ez.join(VAE_CONFIG_FILE);
+        let complete = [&dit, &vae, &vae_config].iter().all(|p| p.is_file())
+            && TEXT_ENCODER_FILES.iter().all(|f| te.join(f).is_file());
+        complete.then(|| Self { root: ez.clone(), config: model.config(), dit, vae, vae_config, text_encoder: te })
     }
 
     /// A short identifier recorded in clip metadata.
@@ -87,4 +243,20 @@ fn resolve_text_encoder(dir: &Path, model: &str) -> Result<PathBuf> {
                 format!("missing: the text encoder '{model}' (a Hugging Face T5 folder with config.json, weights and tokenizer.json)"),
             )
         })
+}
+
+/// `org/name` -> `models--org--name`, Hugging Face's cache folder name.
+pub fn repo_cache_name(repo: &str) -> String {
+    format!("models--{}", repo.replace('/', "--"))
+}
+
+fn latest_snapshot(repo_dir: &Path) -> Option<PathBuf> {
+    let main_ref = std::fs::read_to_string(repo_dir.join("refs").join("main")).ok();
+    if let Some(rev) = main_ref.map(|r| r.trim().to_string()) {
+        let dir = repo_dir.join("snapshots").join(rev);
+        if dir.is_dir() {
+            return Some(dir);
+        }
+    }
+    std::fs::read_dir(repo_dir.join("snapshots")).ok()?.filter_map(|e| e.ok().map(|e| e.path())).find(|p| p.is_dir())
 }

@@ -104,13 +104,13 @@ impl Pipeline {
         let tokenizer =
             TextTokenizer::from_file(&folder.text_encoder.join("tokenizer.json"), config.text_encoder.max_length)?;
         let (text_encoder, _) = load_t5_folder(&folder.text_encoder, dtype, device)?;
-        if text_encoder.hidden_size() != config.model.context_dim {
+        if text_encoder.hidden_size() != config.model.context_dim.unwrap_or(0) {
             return Err(Error::config(
                 &folder.text_encoder,
                 format!(
                     "text encoder width {} does not match the DiT's context_dim {}",
                     text_encoder.hidden_size(),
-                    config.model.context_dim
+                    config.model.context_dim.unwrap_or(0)
                 ),
             ));
         }
@@ -123,13 +123,13 @@ impl Pipeline {
         let vae_ckpt = Checkpoint::load(&folder.vae, Some("state_dict"), Some("autoencoder."))?;
         let vae = Oobleck::new(&vae_cfg, vae_ckpt.var_builder(dtype, device))?;
         vae_ckpt.ensure_all_used(|_| false)?;
-        if vae_cfg.latent_channels() != config.model.out_chans {
+        if vae_cfg.latent_channels() != config.model.latent_channels() {
             return Err(Error::config(
                 &folder.vae_config,
                 format!(
                     "VAE latent channels {} do not match the DiT's out_chans {}",
                     vae_cfg.latent_channels(),
-                    config.model.out_chans
+                    config.model.latent_channels()
                 ),
             ));
         }
@@ -221,7 +221,7 @@ impl Pipeline {
         };
         let batch = context.dim(0)?;
 
-        let channels = self.config.model.out_chans;
+        let channels = self.config.model.latent_channels();
         let mut rng = ChaCha8Rng::seed_from_u64(settings.seed);
         let mut draw = |shape: (usize, usize, usize)| -> Result<Tensor> {
             let n = shape.0 * shape.1 * shape.2;

@@ -6,7 +6,6 @@
 //! model loads lazily on the first job, on the worker, and is released when the last handle goes
 //! (or after an idle timeout).
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
@@ -19,7 +18,7 @@ use crate::clip::{Clip, ClipKind, ClipMeta};
 use crate::device::{describe, DeviceChoice};
 use crate::edit::Span;
 use crate::error::Error;
-use crate::models::{resolve_model, ModelFolder, ModelSource};
+use crate::models::{resolve_model, ModelSource};
 use crate::pipeline::{Noise, Pipeline, Settings, Stage};
 
 /// Which model an engine serves, on which device, in which precision.
@@ -412,8 +411,7 @@ impl Worker {
 }
 
 fn load_pipeline(choice: &ModelChoice) -> Result<Pipeline, Error> {
-    let dir: PathBuf = resolve_model(&choice.source)?;
-    let folder = ModelFolder::open(&dir)?;
+    let folder = resolve_model(&choice.source)?;
     let device = choice.device.open()?;
     Pipeline::load(&folder, &device, choice.dtype)
 }

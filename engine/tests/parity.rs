@@ -7,6 +7,8 @@ mod common;
 
 #[path = "parity/dit.rs"]
 mod dit;
+#[path = "parity/pipeline.rs"]
+mod pipeline;
 #[path = "parity/scheduler.rs"]
 mod scheduler;
 #[path = "parity/t5.rs"]

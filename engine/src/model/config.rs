@@ -78,10 +78,10 @@ impl EzAudioConfig {
                 self.autoencoder.name
             )));
         }
-        if self.autoencoder.dim != self.model.out_chans {
+        if self.autoencoder.dim != self.model.latent_channels() {
             return Err(Error::InvalidInput(format!(
                 "autoencoder.dim {} differs from model.out_chans {}",
-                self.autoencoder.dim, self.model.out_chans
+                self.autoencoder.dim, self.model.latent_channels()
             )));
         }
         if self.autoencoder.sr == 0 || self.autoencoder.latent_sr == 0 || self.text_encoder.max_length == 0 {
