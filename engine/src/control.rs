@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use crate::energy::{energy_from_points, prepare_reference, ConditionerConfig, EnergyConditioner};
 use crate::error::{Error, Result};
-use crate::model::config::{AutoencoderConfig, TextEncoderConfig};
+use crate::model::config::{AutoencoderConfig, EzAudioConfig, TextEncoderConfig};
 use crate::model::controlnet::{ControlNetConfig, DitControlNet};
 use crate::model::dit::DitConfig;
 use crate::pipeline::{Noise, Output, Pipeline, Settings, Stage};
@@ -44,6 +44,20 @@ pub struct ControlNetFileConfig {
 }
 
 impl ControlNetFileConfig {
+    /// `ckpts/controlnet/energy_l.yml` (EzAudio-L-Energy, paired with EzAudio-L).
+    pub fn energy_l() -> Self {
+        let l = EzAudioConfig::ezaudio_l();
+        Self {
+            model_name: Some("EzAudio-L-Energy".into()),
+            model: l.model,
+            controlnet: ControlNetConfig::energy_l(),
+            conditioner: ConditionerConfig::energy_l(),
+            autoencoder: Some(l.autoencoder),
+            text_encoder: Some(l.text_encoder),
+            diff: Some(l.diff),
+        }
+    }
+
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let cfg: Self =
@@ -73,7 +87,10 @@ impl ControlNetFolder {
     /// Explicit files.
     pub fn from_files(config_path: &Path, checkpoint: &Path) -> Result<Self> {
         if !checkpoint.is_file() {
-            return Err(Error::weights(checkpoint, "ControlNet checkpoint not found"));
+            return Err(Error::weights(
+                checkpoint,
+                "ControlNet checkpoint not found",
+            ));
         }
         Ok(Self {
             config: ControlNetFileConfig::from_file(config_path)?,
@@ -82,7 +99,8 @@ impl ControlNetFolder {
         })
     }
 
-    /// A folder with the yml and the checkpoint (names in the module documentation).
+    /// A folder with the yml and the checkpoint (names in the module documentation). Without a
+    /// yml, the official `s3_l_energy.pt` alone is taken with the built-in `energy_l.yml`.
     pub fn open(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
             return Err(Error::weights(dir, "ControlNet folder not found"));
@@ -91,10 +109,24 @@ impl ControlNetFolder {
             .iter()
             .map(|n| dir.join(n))
             .find(|p| p.is_file())
-            .or_else(|| only_file_with_extension(dir, &["yml", "yaml"]))
-            .ok_or_else(|| {
-                Error::weights(dir.join("energy_l.yml"), "missing: the ControlNet's yml config")
-            })?;
+            .or_else(|| only_file_with_extension(dir, &["yml", "yaml"]));
+        let official = dir.join("s3_l_energy.pt");
+        let config = match config {
+            Some(c) => c,
+            None if official.is_file() => {
+                return Ok(Self {
+                    config_path: official.clone(),
+                    checkpoint: official,
+                    config: ControlNetFileConfig::energy_l(),
+                })
+            }
+            None => {
+                return Err(Error::weights(
+                    dir.join("energy_l.yml"),
+                    "missing: the ControlNet's yml config",
+                ))
+            }
+        };
         let checkpoint = ["s3_l_energy.pt", "controlnet.safetensors", "controlnet.pt"]
             .iter()
             .map(|n| dir.join(n))
@@ -148,13 +180,25 @@ impl ControlNet {
             conditioner: EnergyConditioner::new(&cfg.conditioner)
                 .map_err(|e| Error::config(&folder.config_path, e.to_string()))?,
             model_id: cfg.model_name.clone().unwrap_or_else(|| {
-                folder.checkpoint.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+                folder
+                    .checkpoint
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default()
             }),
         })
     }
 
-    pub fn from_parts(net: DitControlNet, conditioner: EnergyConditioner, model_id: String) -> Self {
-        Self { net, conditioner, model_id }
+    pub fn from_parts(
+        net: DitControlNet,
+        conditioner: EnergyConditioner,
+        model_id: String,
+    ) -> Self {
+        Self {
+            net,
+            conditioner,
+            model_id,
+        }
     }
 
     pub fn net(&self) -> &DitControlNet {
@@ -178,7 +222,11 @@ fn check_pairing(folder: &ControlNetFolder, pipeline: &Pipeline) -> Result<()> {
         ("embed_dim", a.embed_dim, b.embed_dim),
         ("depth", a.depth, b.depth),
         ("num_heads", a.num_heads, b.num_heads),
-        ("context_dim", a.context_dim.unwrap_or(0), b.context_dim.unwrap_or(0)),
+        (
+            "context_dim",
+            a.context_dim.unwrap_or(0),
+            b.context_dim.unwrap_or(0),
+        ),
     ];
     for (key, cn, dit) in pairs {
         if cn != dit {
@@ -244,11 +292,15 @@ impl Pipeline {
                 // `int(seconds * sr)` samples, as the API pads/trims to.
                 let num_samples = (seconds * sr as f64) as usize;
                 let r = prepare_reference(audio, *surpass_noise, num_samples)?;
-                (controlnet.conditioner.energy(&r.samples)?, Some(r.original_length))
+                (
+                    controlnet.conditioner.energy(&r.samples)?,
+                    Some(r.original_length),
+                )
             }
-            ControlInput::Envelope(points) => {
-                (energy_from_points(points, n, controlnet.conditioner.frame_rate(sr)), None)
-            }
+            ControlInput::Envelope(points) => (
+                energy_from_points(points, n, controlnet.conditioner.frame_rate(sr)),
+                None,
+            ),
             ControlInput::Curve(values) => {
                 if values.is_empty() || values.iter().any(|v| !v.is_finite()) {
                     return Err(Error::InvalidInput(
@@ -307,7 +359,9 @@ impl Pipeline {
         let provider = |input: &Tensor, t: &Tensor, ctx: &Tensor, mask: &Tensor| {
             let (b, l, d) = embedded.dims3()?;
             let cond = embedded.broadcast_as((input.dim(0)?.max(b), l, d))?;
-            controlnet.net.forward_embedded(input, t, ctx, mask, &cond, conditioning_scale)
+            controlnet
+                .net
+                .forward_embedded(input, t, ctx, mask, &cond, conditioning_scale)
         };
         let mut out = self.run_with(settings, frames, None, noise, progress, Some(&provider))?;
         let mut wanted = (seconds * self.sample_rate() as f64).round() as usize;
@@ -321,7 +375,9 @@ impl Pipeline {
 
 fn check_seconds(seconds: f64) -> Result<()> {
     if !seconds.is_finite() || seconds <= 0.0 {
-        return Err(Error::InvalidInput(format!("seconds must be positive, got {seconds}")));
+        return Err(Error::InvalidInput(format!(
+            "seconds must be positive, got {seconds}"
+        )));
     }
     Ok(())
 }

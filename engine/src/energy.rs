@@ -170,7 +170,11 @@ impl EnergyConditioner {
         let pad = window.saturating_sub(hop) / 2;
         // `unfold(...)[:, :, :N // hop]`: fewer when the padded clip holds fewer whole windows.
         let padded = audio.len() + 2 * pad;
-        let windows = if padded >= window { (padded - window) / hop + 1 } else { 0 };
+        let windows = if padded >= window {
+            (padded - window) / hop + 1
+        } else {
+            0
+        };
         let n = (audio.len() / hop).min(windows);
         if self.padding == Padding::Reflect && pad >= audio.len() {
             // F.pad(mode='reflect') needs more samples than the padding.

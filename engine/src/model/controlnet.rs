@@ -52,7 +52,9 @@ impl ControlNetConfig {
 
     pub fn validate(&self) -> Result<()> {
         if self.cond_in == 0 {
-            return Err(Error::InvalidInput("controlnet: cond_in must be positive".into()));
+            return Err(Error::InvalidInput(
+                "controlnet: cond_in must be positive".into(),
+            ));
         }
         // With a single width the reference never creates `blocks` and fails in forward.
         if self.cond_blocks.len() < 2 || self.cond_blocks.contains(&0) {

@@ -392,10 +392,8 @@ impl Udit {
         )?;
         rec.record(|| "context_embed".into(), &context);
 
-        let t_freq = block::timestep_features(&batch_timesteps(
-            &timesteps.to_device(&self.device)?,
-            b,
-        )?)?;
+        let t_freq =
+            block::timestep_features(&batch_timesteps(&timesteps.to_device(&self.device)?, b)?)?;
         rec.record(|| "t_freq".into(), &t_freq);
         let t_emb = self.time_embed.forward(&t_freq.to_dtype(self.dtype)?)?;
         rec.record(|| "time_embed".into(), &t_emb);
