@@ -5,8 +5,10 @@
 //! The model code knows no threads; the engine knows no plugin.
 
 pub mod clip;
+pub mod control;
 pub mod device;
 pub mod edit;
+pub mod energy;
 pub mod error;
 pub mod model;
 pub mod models;

@@ -86,6 +86,10 @@ pub struct Output {
     pub trace: Vec<StepTrace>,
 }
 
+/// Per-step ControlNet hook for [`Pipeline::run_with`]: `(MaskDiT-prepared input (B, 2C+1, T),
+/// timesteps (B,), context, context_mask) -> skips`, one per UDiT out block.
+pub type SkipsProvider<'a> = dyn Fn(&Tensor, &Tensor, &Tensor, &Tensor) -> Result<Vec<Tensor>> + 'a;
+
 pub struct Pipeline {
     config: EzAudioConfig,
     model_id: String,
@@ -165,6 +169,9 @@ impl Pipeline {
     pub fn scheduler(&self) -> &Ddim {
         &self.scheduler
     }
+    pub fn dit(&self) -> &MaskDit {
+        &self.dit
+    }
     pub fn vae(&self) -> &Oobleck {
         &self.vae
     }
@@ -207,6 +214,20 @@ impl Pipeline {
         inpaint: Option<(&Tensor, &Tensor)>,
         noise: Noise,
         progress: &mut dyn FnMut(Stage) -> bool,
+    ) -> Result<Output> {
+        self.run_with(settings, frames, inpaint, noise, progress, None)
+    }
+
+    /// [`Self::run`] with an optional ControlNet: each step the DiT input is prepared once, the
+    /// provider turns it into skips, and the UDiT runs with them (`inference_controlnet.py`).
+    pub fn run_with(
+        &self,
+        settings: &Settings,
+        frames: usize,
+        inpaint: Option<(&Tensor, &Tensor)>,
+        noise: Noise,
+        progress: &mut dyn FnMut(Stage) -> bool,
+        skips: Option<&SkipsProvider>,
     ) -> Result<Output> {
         settings.check(self.max_steps())?;
         let cancelled = |go: bool| if go { Ok(()) } else { Err(Error::Cancelled) };
@@ -257,10 +278,16 @@ impl Pipeline {
             let x = latents.to_dtype(self.dtype)?;
             let x_batch = if batch == 2 { Tensor::cat(&[&x, &x], 0)? } else { x };
             let t_batch = Tensor::full(t, batch, &self.device)?;
-            let out = self
-                .dit
-                .forward(&x_batch, &t_batch, &context, &context_mask, gt_batch.as_ref(), mask_batch.as_ref())?
-                .to_dtype(DType::F32)?;
+            let (gt_b, mask_b) = (gt_batch.as_ref(), mask_batch.as_ref());
+            let out = match skips {
+                None => self.dit.forward(&x_batch, &t_batch, &context, &context_mask, gt_b, mask_b)?,
+                Some(provider) => {
+                    let input = self.dit.prepare_input(&x_batch, gt_b, mask_b)?;
+                    let s = provider(&input, &t_batch, &context, &context_mask)?;
+                    self.dit.forward_model(&input, &t_batch, &context, &context_mask, Some(&s))?
+                }
+            }
+            .to_dtype(DType::F32)?;
             let (out_text, out_uncond, pred) = if batch == 2 {
                 let text = out.narrow(0, 0, 1)?;
                 let uncond = out.narrow(0, 1, 1)?;

@@ -5,6 +5,8 @@
 #[path = "parity/common.rs"]
 mod common;
 
+#[path = "parity/controlnet.rs"]
+mod controlnet;
 #[path = "parity/dit.rs"]
 mod dit;
 #[path = "parity/pipeline.rs"]

@@ -229,6 +229,49 @@ impl MaskDit {
             &mut Recorder::off(),
         )
     }
+
+    /// [`Self::forward_model`] that also appends the named intermediates to `record`.
+    pub fn forward_model_debug(
+        &self,
+        input: &Tensor,
+        timesteps: &Tensor,
+        context: &Tensor,
+        context_mask: &Tensor,
+        controlnet_skips: Option<&[Tensor]>,
+        record: &mut Vec<(String, Tensor)>,
+    ) -> Result<Tensor> {
+        self.model.forward(
+            input,
+            timesteps,
+            context,
+            context_mask,
+            controlnet_skips,
+            &mut Recorder::new(record),
+        )
+    }
+}
+
+/// Timesteps as `(B,)` f32. A 0-d tensor is cast to an integer first, as the reference
+/// does (`expand(B).to(long)`); `(1,)` broadcasts unchanged. (Shared with the ControlNet.)
+pub fn batch_timesteps(timesteps: &Tensor, b: usize) -> Result<Tensor> {
+    let t = match timesteps.dims() {
+        [] => {
+            let t = if timesteps.dtype().is_float() {
+                timesteps.to_dtype(DType::I64)?
+            } else {
+                timesteps.clone()
+            };
+            t.reshape(1)?
+        }
+        [1] => timesteps.clone(),
+        [n] if *n == b => timesteps.clone(),
+        dims => {
+            return Err(Error::InvalidInput(format!(
+                "DiT: timesteps must be 0-d, (1,) or ({b},), got {dims:?}"
+            )))
+        }
+    };
+    Ok(t.to_dtype(DType::F32)?.broadcast_as(b)?.contiguous()?)
 }
 
 /// `UDiT` with the EzAudio feature set (see [`DitConfig::validate`]).
@@ -298,29 +341,6 @@ impl Udit {
         })
     }
 
-    /// Timesteps as `(B,)` f32. A 0-d tensor is cast to an integer first, as the reference
-    /// does (`expand(B).to(long)`); `(1,)` broadcasts unchanged.
-    fn batch_timesteps(timesteps: &Tensor, b: usize) -> Result<Tensor> {
-        let t = match timesteps.dims() {
-            [] => {
-                let t = if timesteps.dtype().is_float() {
-                    timesteps.to_dtype(DType::I64)?
-                } else {
-                    timesteps.clone()
-                };
-                t.reshape(1)?
-            }
-            [1] => timesteps.clone(),
-            [n] if *n == b => timesteps.clone(),
-            dims => {
-                return Err(Error::InvalidInput(format!(
-                    "DiT: timesteps must be 0-d, (1,) or ({b},), got {dims:?}"
-                )))
-            }
-        };
-        Ok(t.to_dtype(DType::F32)?.broadcast_as(b)?.contiguous()?)
-    }
-
     fn forward(
         &self,
         input: &Tensor,
@@ -372,10 +392,8 @@ impl Udit {
         )?;
         rec.record(|| "context_embed".into(), &context);
 
-        let t_freq = block::timestep_features(&Self::batch_timesteps(
-            &timesteps.to_device(&self.device)?,
-            b,
-        )?)?;
+        let t_freq =
+            block::timestep_features(&batch_timesteps(&timesteps.to_device(&self.device)?, b)?)?;
         rec.record(|| "t_freq".into(), &t_freq);
         let t_emb = self.time_embed.forward(&t_freq.to_dtype(self.dtype)?)?;
         rec.record(|| "time_embed".into(), &t_emb);

@@ -5,3 +5,4 @@ pub mod dit;
 pub mod t5;
 pub mod text;
 pub mod vae;
+pub mod controlnet;

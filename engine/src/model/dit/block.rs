@@ -213,7 +213,9 @@ impl DitBlock {
                     self.name
                 ))
             })?;
-            let cat = merge.norm.forward(&Tensor::cat(&[&x, skip], D::Minus1)?)?;
+            let cat = Tensor::cat(&[&x, skip], D::Minus1)?;
+            rec.record(|| format!("{}.skip_cat", self.name), &cat);
+            let cat = merge.norm.forward(&cat)?;
             rec.record(|| format!("{}.skip_norm", self.name), &cat);
             x = merge.linear.forward(&cat)?;
             rec.record(|| format!("{}.skip_linear", self.name), &x);
