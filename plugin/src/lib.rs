@@ -32,6 +32,19 @@ use voice::{VoiceStart, FADE_MS, NO_KEY};
 /// Highest host sample rate accepted by `activate`.
 const MAX_HOST_RATE: f32 = 1_536_000.0;
 
+/// Largest gain a (pad or main) gain parameter can ask for: +12 dB.
+const MAX_GAIN: f32 = 3.982;
+
+/// `v` clamped to `[lo, hi]`, or `default` when it is not a number.
+#[inline]
+fn sane(v: f32, default: f32, lo: f32, hi: f32) -> f32 {
+    if v.is_nan() {
+        default
+    } else {
+        v.clamp(lo, hi)
+    }
+}
+
 pub struct EzAudio {
     params: Arc<EzAudioParams>,
     shared: Arc<Shared>,
@@ -75,15 +88,17 @@ impl EzAudio {
         let Some(buffer) = reader.acquire() else { return };
         let p = self.params.pad(pad);
         let len = buffer.len() as f64;
-        let start = (p.start.value().clamp(0.0, 1.0) as f64 * len).round() as usize;
-        let end = (p.end.value().clamp(0.0, 1.0) as f64 * len).round() as usize;
-        let ratio = 2f64.powf((p.pitch.value() as f64 + semitones) / 12.0);
+        let start = (sane(p.start.value(), 0.0, 0.0, 1.0) as f64 * len).round() as usize;
+        let end = (sane(p.end.value(), 1.0, 0.0, 1.0) as f64 * len).round() as usize;
+        // Values are clamped here: a state or host can set plain values outside the ranges.
+        let pitch = sane(p.pitch.value(), 0.0, -24.0, 24.0) as f64;
+        let ratio = 2f64.powf((pitch + semitones).clamp(-96.0, 96.0) / 12.0);
         let fade_len = (FADE_MS * 1e-3 * self.sample_rate).round().max(1.0) as u32;
-        let release_len = (p.release.value() * 1e-3 * self.sample_rate).round().max(fade_len as f32) as u32;
+        let release_len = (sane(p.release.value(), 50.0, 1.0, 5000.0) * 1e-3 * self.sample_rate).round().max(fade_len as f32) as u32;
         let start = VoiceStart {
             pad: pad as u8,
             key,
-            velocity: velocity.clamp(0.0, 1.0),
+            velocity: sane(velocity, 0.0, 0.0, 1.0),
             ratio,
             start,
             end,
@@ -123,9 +138,9 @@ impl EzAudio {
     /// Steps every smoother once and computes the pads' left/right gains for one frame.
     fn step_gains(&mut self) -> f32 {
         for (g, p) in self.gains.iter_mut().zip(self.params.pads()) {
-            *g = pan_gains(p.gain.smoothed.next(), p.pan.smoothed.next());
+            *g = pan_gains(sane(p.gain.smoothed.next(), 0.0, 0.0, MAX_GAIN), p.pan.smoothed.next());
         }
-        self.params.main_gain.smoothed.next()
+        sane(self.params.main_gain.smoothed.next(), 0.0, 0.0, MAX_GAIN)
     }
 }
 

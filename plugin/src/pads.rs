@@ -18,7 +18,7 @@ pub type PadGains = [[f32; 2]; PAD_COUNT];
 /// linearly (hard left = left only).
 #[inline]
 pub fn pan_gains(gain: f32, pan: f32) -> [f32; 2] {
-    let pan = pan.clamp(-1.0, 1.0);
+    let pan = if pan.is_nan() { 0.0 } else { pan.clamp(-1.0, 1.0) };
     [gain * (1.0 - pan).min(1.0), gain * (1.0 + pan).min(1.0)]
 }
 
