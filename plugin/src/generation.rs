@@ -64,7 +64,7 @@ pub trait PendingJob: Send {
 /// Where jobs go: the engine, or a fake in tests.
 pub trait Backend: Send {
     fn submit(&mut self, job: worker::Job) -> Box<dyn PendingJob>;
-    fn model_line(&self) -> String;
+    fn model_line(&mut self) -> String;
 }
 
 impl PendingJob for worker::JobHandle {
@@ -79,20 +79,23 @@ impl PendingJob for worker::JobHandle {
     }
 }
 
-/// The process-wide engine, fetched on the first job (so opening a plugin loads nothing).
+/// The process-wide engine handle (one worker and model per process; the model itself loads
+/// lazily on the first job).
 #[derive(Default)]
 pub struct EngineBackend(Option<worker::Engine>);
 
+impl EngineBackend {
+    fn engine(&mut self) -> &worker::Engine {
+        self.0.get_or_insert_with(|| worker::Engine::shared(worker::ModelChoice::default()))
+    }
+}
+
 impl Backend for EngineBackend {
     fn submit(&mut self, job: worker::Job) -> Box<dyn PendingJob> {
-        let engine = self.0.get_or_insert_with(|| worker::Engine::shared(worker::ModelChoice::default()));
-        Box::new(engine.submit(job))
+        Box::new(self.engine().submit(job))
     }
-    fn model_line(&self) -> String {
-        match &self.0 {
-            Some(engine) => format!("Model: {}", engine.model_status()),
-            None => format!("Model: {}", worker::Engine::shared(worker::ModelChoice::default()).model_status()),
-        }
+    fn model_line(&mut self) -> String {
+        format!("Model: {}", self.engine().model_status())
     }
 }
 
@@ -187,7 +190,7 @@ fn run(shared: Arc<Shared>, mut backend: Box<dyn Backend>, rx: Receiver<Command>
         }
         shared.collect();
 
-        if line_tick % 40 == 0 {
+        if line_tick.is_multiple_of(40) {
             *shared.model_line.lock() = backend.model_line();
         }
         line_tick = line_tick.wrapping_add(1);
@@ -218,7 +221,7 @@ mod tests {
             let meta = ClipMeta { prompt: p.prompt, seed: p.seed, ..Default::default() };
             Box::new(Ready(Clip::new(vec![0.5; 2400], 24_000, meta)))
         }
-        fn model_line(&self) -> String {
+        fn model_line(&mut self) -> String {
             "Model: fake".into()
         }
     }

@@ -174,7 +174,7 @@ impl Plugin for EzAudio {
         _context: &mut impl ActivateContext<Self>,
     ) -> bool {
         let rate = buffer_config.sample_rate;
-        if !(rate.is_finite() && rate >= 1.0 && rate <= MAX_HOST_RATE) {
+        if !(1.0..=MAX_HOST_RATE).contains(&rate) {
             return false;
         }
         self.sample_rate = rate;

@@ -267,7 +267,7 @@ mod tests {
         }
         let kept: Vec<bool> = store.with(|b| b.pads[1].history.iter().map(|h| h.clip.is_some()).collect());
         assert_eq!(kept, vec![true, true, false]);
-        assert_eq!(store.with(|b| b.pads[0].history.iter().all(|h| h.clip.is_none())), true);
+        assert!(store.with(|b| b.pads[0].history.iter().all(|h| h.clip.is_none())));
     }
 
     #[test]
