@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what is missing, builds the plugin bundles
-# (debug, with allocation checks in process()) and runs every test of the workspace.
+# (debug, with allocation checks in process() and the test-only allocation probe) and runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +8,6 @@ scripts/setup.sh
 
 # A debug bundle shares its compiled dependencies with `cargo test` below, so nothing is built
 # twice; `assert_process_allocs` aborts on any allocation inside process().
-cargo xtask bundle ezaudio-plugin --features assert_process_allocs
+cargo xtask bundle ezaudio-plugin --features assert_process_allocs,test_alloc_probe
 
 cargo test --workspace --exclude xtask

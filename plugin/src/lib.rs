@@ -1,23 +1,146 @@
 //! EzAudio as a DAW instrument: pads hold generated clips and play them from MIDI.
 //!
-//! The audio thread only reads published clips; generation happens on the engine thread.
+//! The audio thread only reads published clips (see [`pads`], [`voice`]); generation and
+//! resampling happen on the generation thread ([`generation`]) and on activate ([`shared`]).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use ezaudio_engine::published::SlotReader;
 use nice_plug::prelude::*;
 
+pub mod editor;
+pub mod export;
+pub mod generation;
 pub mod layout;
+pub mod pads;
 pub mod params;
+pub mod shared;
+pub mod state;
+pub mod store;
+pub mod voice;
+pub mod worker_standin;
 
-use params::EzAudioParams;
+use generation::{EngineBackend, Generator};
+use layout::PAD_COUNT;
+use pads::{pan_gains, PadGains, Sampler};
+use params::{EzAudioParams, PlayMode};
+use shared::Shared;
+use store::PadStore;
+use voice::{VoiceStart, FADE_MS, NO_KEY};
+
+/// Highest host sample rate accepted by `activate`.
+const MAX_HOST_RATE: f32 = 1_536_000.0;
+
+/// Largest gain a (pad or main) gain parameter can ask for: +12 dB.
+const MAX_GAIN: f32 = 3.982;
+
+/// `v` clamped to `[lo, hi]`, or `default` when it is not a number.
+#[inline]
+fn sane(v: f32, default: f32, lo: f32, hi: f32) -> f32 {
+    if v.is_nan() {
+        default
+    } else {
+        v.clamp(lo, hi)
+    }
+}
 
 pub struct EzAudio {
     params: Arc<EzAudioParams>,
+    shared: Arc<Shared>,
+    /// The audio thread's side of each pad's clip slot.
+    readers: Vec<SlotReader>,
+    sampler: Sampler,
+    gains: PadGains,
+    sample_rate: f32,
+    editor_state: Arc<nice_plug_egui::EguiEditorState>,
+    /// Test-only switch (feature `test_alloc_probe`): allocate in process on purpose.
+    alloc_probe: bool,
+    // Last: stops the generation thread when the plugin goes away.
+    generator: Generator,
 }
 
 impl Default for EzAudio {
     fn default() -> Self {
-        Self { params: Arc::new(EzAudioParams::default()) }
+        let store = Arc::new(PadStore::default());
+        let params = Arc::new(EzAudioParams::new(store.clone()));
+        let (shared, readers) = Shared::new(store);
+        let generator = Generator::spawn(shared.clone(), Box::new(EngineBackend::default()));
+        Self {
+            params,
+            shared,
+            readers,
+            sampler: Sampler::default(),
+            gains: [[0.0; 2]; PAD_COUNT],
+            sample_rate: 48_000.0,
+            editor_state: editor::default_state(),
+            alloc_probe: false,
+            generator,
+        }
+    }
+}
+
+impl EzAudio {
+    /// Starts pad `pad` (audio thread). `semitones` adds to the pad's pitch (chromatic mode);
+    /// `audition` plays it once regardless of gate mode.
+    fn trigger(&mut self, pad: usize, key: u8, velocity: f32, semitones: f64, audition: bool) {
+        let Some(reader) = self.readers.get_mut(pad) else { return };
+        let Some(buffer) = reader.acquire() else { return };
+        let p = self.params.pad(pad);
+        let len = buffer.len() as f64;
+        let start = (sane(p.start.value(), 0.0, 0.0, 1.0) as f64 * len).round() as usize;
+        let end = (sane(p.end.value(), 1.0, 0.0, 1.0) as f64 * len).round() as usize;
+        // Values are clamped here: a state or host can set plain values outside the ranges.
+        let pitch = sane(p.pitch.value(), 0.0, -24.0, 24.0) as f64;
+        let ratio = 2f64.powf((pitch + semitones).clamp(-96.0, 96.0) / 12.0);
+        let fade_len = (FADE_MS * 1e-3 * self.sample_rate).round().max(1.0) as u32;
+        let release_len = (sane(p.release.value(), 50.0, 1.0, 5000.0) * 1e-3 * self.sample_rate).round().max(fade_len as f32) as u32;
+        let start = VoiceStart {
+            pad: pad as u8,
+            key,
+            velocity: sane(velocity, 0.0, 0.0, 1.0),
+            ratio,
+            start,
+            end,
+            gate: !audition && p.mode.value() == PlayMode::Gate,
+            choke: p.choke.value().clamp(0, params::CHOKE_GROUPS) as u8,
+            stem: p.output.value().clamp(0, PAD_COUNT as i32) as u8,
+            fade_len,
+            release_len,
+        };
+        self.sampler.note_on(start, buffer);
+    }
+
+    fn handle_event(&mut self, event: NoteEvent<()>) {
+        match event {
+            NoteEvent::NoteOn { key, velocity, .. } => {
+                let Some(k) = key.number() else { return };
+                if velocity <= 0.0 {
+                    self.sampler.note_off(Some(k));
+                } else if self.params.chromatic.value() {
+                    let pad = (self.params.chromatic_pad.value() - 1).clamp(0, PAD_COUNT as i32 - 1) as usize;
+                    let semitones = k as f64 - self.params.chromatic_root.value() as f64;
+                    self.trigger(pad, k, velocity, semitones, false);
+                } else {
+                    for pad in 0..PAD_COUNT {
+                        if self.params.pad(pad).note.value() == k as i32 {
+                            self.trigger(pad, k, velocity, 0.0, false);
+                        }
+                    }
+                }
+            }
+            NoteEvent::NoteOff { key, .. } => self.sampler.note_off(key.number()),
+            NoteEvent::Choke { key, .. } => self.sampler.choke(key.number()),
+            _ => {}
+        }
+    }
+
+    /// Steps every smoother once and computes the pads' left/right gains for one frame.
+    fn step_gains(&mut self) -> f32 {
+        for (g, p) in self.gains.iter_mut().zip(self.params.pads()) {
+            *g = pan_gains(sane(p.gain.smoothed.next(), 0.0, 0.0, MAX_GAIN), p.pan.smoothed.next());
+        }
+        sane(self.params.main_gain.smoothed.next(), 0.0, 0.0, MAX_GAIN)
     }
 }
 
@@ -32,12 +155,38 @@ impl Plugin for EzAudio {
     const MIDI_INPUT: MidiConfig = MidiConfig::Basic;
     const SAMPLE_ACCURATE_AUTOMATION: bool = true;
 
-    type Editor = ();
+    type Editor = nice_plug_egui::EguiEditor<editor::EditorApp>;
     type SysExMessage = ();
     type BackgroundTask = ();
 
     fn params(&self) -> Arc<dyn Params> {
         self.params.clone()
+    }
+
+    fn editor(&mut self, _async_executor: AsyncExecutor<Self>) -> Option<Self::Editor> {
+        editor::create(self.params.clone(), self.shared.clone(), self.generator.sender(), self.editor_state.clone())
+    }
+
+    fn activate(
+        &mut self,
+        _layout: &AudioIOLayout,
+        buffer_config: &BufferConfig,
+        _context: &mut impl ActivateContext<Self>,
+    ) -> bool {
+        let rate = buffer_config.sample_rate;
+        if !(1.0..=MAX_HOST_RATE).contains(&rate) {
+            return false;
+        }
+        self.sample_rate = rate;
+        self.alloc_probe = cfg!(feature = "test_alloc_probe") && std::env::var_os("EZAUDIO_TEST_ALLOC_IN_PROCESS").is_some();
+        // Main thread: resample and publish every pad's clip at this rate before audio runs.
+        self.shared.host_rate.store(rate.round() as u32, Ordering::SeqCst);
+        self.shared.publish_all();
+        true
+    }
+
+    fn reset(&mut self) {
+        self.sampler.reset();
     }
 
     fn process(
@@ -46,15 +195,38 @@ impl Plugin for EzAudio {
         aux: &mut AuxiliaryBuffers,
         context: &mut impl ProcessContext<Self>,
     ) -> ProcessStatus {
-        // Drain note events so hosts see them consumed; playback arrives with the pads.
-        while context.next_event().is_some() {}
-        for channel in buffer.as_slice() {
-            channel.fill(0.0);
+        #[cfg(feature = "test_alloc_probe")]
+        if self.alloc_probe {
+            std::hint::black_box(Vec::<u8>::with_capacity(64));
         }
-        for stem in aux.outputs.iter_mut() {
-            for channel in stem.as_slice() {
-                channel.fill(0.0);
+        let audition = self.shared.audition.swap(0, Ordering::Relaxed);
+        for pad in (0..PAD_COUNT).filter(|p| audition & (1 << p) != 0) {
+            self.trigger(pad, NO_KEY, 1.0, 0.0, true);
+        }
+
+        let mut next = context.next_event();
+        for i in 0..buffer.samples() {
+            while let Some(event) = next.filter(|e| e.timing() as usize <= i) {
+                self.handle_event(event);
+                next = context.next_event();
             }
+            let main_gain = self.step_gains();
+            let (mut main, mut stems) = ([0.0f32; 2], [[0.0f32; 2]; PAD_COUNT]);
+            self.sampler.tick(&self.gains, &mut main, &mut stems);
+
+            for (channel, value) in buffer.as_slice().iter_mut().zip(main) {
+                channel[i] = value * main_gain;
+            }
+            for (port, stem) in aux.outputs.iter_mut().zip(&stems) {
+                for (channel, value) in port.as_slice().iter_mut().zip(stem) {
+                    channel[i] = *value;
+                }
+            }
+        }
+        // Events stamped past the block (a misbehaving host) still count.
+        while let Some(event) = next {
+            self.handle_event(event);
+            next = context.next_event();
         }
         ProcessStatus::Normal
     }

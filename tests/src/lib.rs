@@ -2,6 +2,8 @@
 //! does, instantiates the plugin, activates it at a given rate and block size, feeds note
 //! events sample-accurately and collects every output port.
 
+pub mod blob;
+
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,145 @@
+//! The selected pad's controls: prompt and generation settings, Generate/Cancel with
+//! progress, history with restore, and the pad's host parameters.
+
+use crossbeam_channel::Sender;
+use nice_plug::prelude::*;
+use nice_plug_egui::widgets::ParamSlider;
+
+use crate::generation::{worker, Command};
+use crate::params::{EzAudioParams, PadParams};
+use crate::shared::Shared;
+
+use super::model;
+
+pub fn prompt_and_settings(ui: &mut egui::Ui, shared: &Shared, pad: usize) {
+    let mut data = shared.store.with(|b| b.pads[pad].clone());
+    let before = (data.prompt.clone(), data.negative.clone(), data.settings.clone());
+    ui.label("Prompt");
+    ui.add(egui::TextEdit::multiline(&mut data.prompt).desired_rows(2).desired_width(f32::INFINITY).hint_text("a dog barking in the distance"));
+    ui.label("Negative prompt");
+    ui.add(egui::TextEdit::singleline(&mut data.negative).desired_width(f32::INFINITY).hint_text("low quality, noise"));
+    let s = &mut data.settings;
+    egui::Grid::new("settings").num_columns(4).show(ui, |ui| {
+        ui.label("Seconds");
+        ui.add(egui::DragValue::new(&mut s.seconds).range(0.5..=10.0).speed(0.1));
+        ui.label("Steps");
+        ui.add(egui::DragValue::new(&mut s.steps).range(1..=200));
+        ui.end_row();
+        ui.label("Guidance");
+        ui.add(egui::DragValue::new(&mut s.guidance).range(0.0..=20.0).speed(0.1));
+        ui.label("Rescale");
+        ui.add(egui::DragValue::new(&mut s.rescale).range(0.0..=1.0).speed(0.01));
+        ui.end_row();
+        ui.label("Seed");
+        ui.add(egui::DragValue::new(&mut s.seed));
+        ui.checkbox(&mut s.seed_locked, "Lock");
+        if ui.button("Randomise").clicked() {
+            s.seed = model::random_seed();
+        }
+        ui.end_row();
+    });
+    if (data.prompt.clone(), data.negative.clone(), data.settings.clone()) != before {
+        shared.store.with(|b| {
+            let p = &mut b.pads[pad];
+            p.prompt = data.prompt;
+            p.negative = data.negative;
+            p.settings = data.settings;
+        });
+    }
+}
+
+pub fn generate_controls(ui: &mut egui::Ui, shared: &Shared, commands: &Sender<Command>, pad: usize) {
+    let progress = shared.progress.lock()[pad].clone();
+    let data = shared.store.with(|b| b.pads[pad].clone());
+    let blocker = model::generate_blocker(&data, &progress);
+    ui.horizontal(|ui| {
+        let generate = ui.add_enabled(blocker.is_none(), egui::Button::new("Generate"));
+        if generate.clicked() {
+            let job = model::generate_request(&data, model::random_seed());
+            // Show the seed actually used, so it can be locked.
+            shared.store.with(|b| b.pads[pad].settings.seed = job.seed);
+            let _ = commands.send(Command::Generate { pad, job: worker::Job::Generate(job) });
+        }
+        if let Some(why) = blocker {
+            generate.on_disabled_hover_text(why);
+        }
+        if ui.add_enabled(progress.is_running(), egui::Button::new("Cancel")).clicked() {
+            let _ = commands.send(Command::Cancel { pad });
+        }
+    });
+    let (fraction, caption) = model::progress_view(&progress);
+    match fraction {
+        Some(f) => {
+            ui.add(egui::ProgressBar::new(f).text(caption));
+        }
+        None if !caption.is_empty() => {
+            ui.label(caption);
+        }
+        None => {}
+    }
+}
+
+pub fn history(ui: &mut egui::Ui, shared: &Shared, pad: usize) {
+    let items: Vec<(String, bool)> = shared.store.with(|b| {
+        b.pads[pad]
+            .history
+            .iter()
+            .map(|h| (format!("{} (seed {})", h.meta.prompt, h.meta.seed), h.clip.is_some()))
+            .collect()
+    });
+    if items.is_empty() {
+        return;
+    }
+    ui.collapsing(format!("History ({})", items.len()), |ui| {
+        for (i, (label, has_audio)) in items.iter().enumerate() {
+            ui.horizontal(|ui| {
+                if ui.add_enabled(*has_audio, egui::Button::new("Restore")).clicked() {
+                    shared.store.restore(pad, i);
+                }
+                ui.label(label);
+                if !has_audio {
+                    ui.small("(recipe only)");
+                }
+            });
+        }
+    });
+}
+
+pub fn pad_params(ui: &mut egui::Ui, p: &PadParams, setter: &ParamSetter) {
+    ui.collapsing("Pad settings", |ui| {
+        egui::Grid::new("pad_params").num_columns(2).show(ui, |ui| {
+            let row = |ui: &mut egui::Ui, name: &str, add: &dyn Fn(&mut egui::Ui)| {
+                ui.label(name);
+                add(ui);
+                ui.end_row();
+            };
+            row(ui, "Gain", &|ui| { ui.add(ParamSlider::for_param(&p.gain, setter)); });
+            row(ui, "Pan", &|ui| { ui.add(ParamSlider::for_param(&p.pan, setter)); });
+            row(ui, "Pitch", &|ui| { ui.add(ParamSlider::for_param(&p.pitch, setter)); });
+            row(ui, "Start", &|ui| { ui.add(ParamSlider::for_param(&p.start, setter)); });
+            row(ui, "End", &|ui| { ui.add(ParamSlider::for_param(&p.end, setter)); });
+            row(ui, "Mode", &|ui| { ui.add(ParamSlider::for_param(&p.mode, setter)); });
+            row(ui, "Release", &|ui| { ui.add(ParamSlider::for_param(&p.release, setter)); });
+            row(ui, "Choke", &|ui| { ui.add(ParamSlider::for_param(&p.choke, setter)); });
+            row(ui, "Output", &|ui| { ui.add(ParamSlider::for_param(&p.output, setter)); });
+            row(ui, "Note", &|ui| { ui.add(ParamSlider::for_param(&p.note, setter)); });
+        });
+    });
+}
+
+pub fn global_params(ui: &mut egui::Ui, params: &EzAudioParams, setter: &ParamSetter) {
+    egui::Grid::new("global_params").num_columns(2).show(ui, |ui| {
+        ui.label("Main gain");
+        ui.add(ParamSlider::for_param(&params.main_gain, setter));
+        ui.end_row();
+        ui.label("Chromatic");
+        ui.add(ParamSlider::for_param(&params.chromatic, setter));
+        ui.end_row();
+        ui.label("Chromatic pad");
+        ui.add(ParamSlider::for_param(&params.chromatic_pad, setter));
+        ui.end_row();
+        ui.label("Root note");
+        ui.add(ParamSlider::for_param(&params.chromatic_root, setter));
+        ui.end_row();
+    });
+}

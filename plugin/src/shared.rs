@@ -1,0 +1,100 @@
+//! What the plugin's threads share: the pad store, the clip slots' writer side, the host
+//! rate, the editor's audition requests and the generation progress. The publisher lives
+//! here: it resamples each pad's 24 kHz clip to the host rate and publishes it into the
+//! pad's slot. It runs on the main thread (activate) or the generation thread, never on the
+//! audio thread.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use ezaudio_engine::published::{ClipSlot, SlotReader};
+use parking_lot::Mutex;
+
+use crate::generation::Progress;
+use crate::layout::PAD_COUNT;
+use crate::store::PadStore;
+
+#[derive(Default)]
+struct Published {
+    /// (clip serial, rate) currently in each slot.
+    pads: [(u64, u32); PAD_COUNT],
+    next_id: u64,
+}
+
+pub struct Shared {
+    pub store: Arc<PadStore>,
+    pub slots: Vec<ClipSlot>,
+    /// Host sample rate of the last activation (0: never activated).
+    pub host_rate: AtomicU32,
+    /// Bit N set: the editor asks the audio thread to play pad N once.
+    pub audition: AtomicU32,
+    /// Per pad: the state of its generation job, for the editor.
+    pub progress: Mutex<[Progress; PAD_COUNT]>,
+    /// One line about the model (from the engine).
+    pub model_line: Mutex<String>,
+    published: Mutex<Published>,
+}
+
+impl Shared {
+    /// The shared half and the slots' readers (which go to the audio thread).
+    pub fn new(store: Arc<PadStore>) -> (Arc<Self>, Vec<SlotReader>) {
+        let (slots, readers): (Vec<ClipSlot>, Vec<SlotReader>) = (0..PAD_COUNT).map(|_| ClipSlot::new()).unzip();
+        let shared = Arc::new(Self {
+            store,
+            slots,
+            host_rate: AtomicU32::new(0),
+            audition: AtomicU32::new(0),
+            progress: Mutex::new(Default::default()),
+            model_line: Mutex::new(String::new()),
+            published: Mutex::new(Published::default()),
+        });
+        (shared, readers)
+    }
+
+    /// Brings every slot up to date with the store at the current host rate. Resamples off
+    /// the store's lock. Returns how many slots changed. Not for the audio thread.
+    pub fn publish_all(&self) -> usize {
+        let rate = self.host_rate.load(Ordering::SeqCst);
+        if rate == 0 {
+            return 0;
+        }
+        let mut published = self.published.lock();
+        let mut changed = 0;
+        for pad in 0..PAD_COUNT {
+            let (serial, clip) = self.store.clip(pad);
+            if published.pads[pad] == (serial, rate) {
+                continue;
+            }
+            match clip {
+                None => self.slots[pad].clear(),
+                Some(clip) => {
+                    published.next_id += 1;
+                    match clip.to_playback(rate, published.next_id) {
+                        Ok(buffer) => self.slots[pad].publish(Arc::new(buffer)),
+                        Err(e) => {
+                            self.slots[pad].clear();
+                            self.store.report(format!("Pad {}: cannot play the clip at {rate} Hz: {e}", pad + 1));
+                        }
+                    }
+                }
+            }
+            published.pads[pad] = (serial, rate);
+            changed += 1;
+        }
+        changed
+    }
+
+    /// Frees buffers no voice plays any more.
+    pub fn collect(&self) {
+        for slot in &self.slots {
+            slot.collect();
+        }
+    }
+
+    /// Asks the audio thread to play `pad` once (from the editor).
+    pub fn audition(&self, pad: usize) {
+        if pad < PAD_COUNT {
+            self.audition.fetch_or(1 << pad, Ordering::SeqCst);
+        }
+    }
+}

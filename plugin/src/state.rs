@@ -1,0 +1,342 @@
+//! The persisted format of everything a user made: per pad the prompt, negative prompt,
+//! generation settings, the current clip (the model's own samples, bit-exact) and a short
+//! history of earlier generations.
+//!
+//! Layout inside nice-plug's state (`PluginState::fields`, each value a JSON string):
+//! * `ezaudio_version`: [`STATE_VERSION`] as a JSON number.
+//! * `pad1` .. `pad16`: one [`PadRecord`] each, so a damaged pad never takes the others down.
+//!
+//! Clip audio is stored as raw little-endian `f32` bytes in standard base64 (`samples`), with
+//! its sample count (`len`) and rate. General-purpose compression gains little on float
+//! noise-like audio, so none is applied; the history's audio is bounded instead
+//! ([`crate::store::HISTORY_AUDIO_BUDGET`]).
+//!
+//! Loading is tolerant: every pad and every field is read on its own; what cannot be read is
+//! left at its default and described in a message the editor shows. Nothing here panics on
+//! input.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use ezaudio_engine::clip::{Clip, ClipMeta};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::layout::PAD_COUNT;
+
+/// Version of the persisted pad format. 0: states without `ezaudio_version` (the skeleton,
+/// parameters only). 1: pads with clips and history.
+pub const STATE_VERSION: u32 = 1;
+pub const VERSION_KEY: &str = "ezaudio_version";
+
+/// Highest clip sample rate accepted from a state (same bound as the resampler).
+const MAX_RATE: u32 = 1_536_000;
+
+pub fn pad_key(index: usize) -> String {
+    format!("pad{}", index + 1)
+}
+
+/// How the next generation of a pad will run (EzAudio's defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GenSettings {
+    pub seconds: f32,
+    pub steps: u32,
+    pub guidance: f32,
+    pub rescale: f32,
+    pub eta: f32,
+    pub seed: u64,
+    /// Keep the seed for the next generation (otherwise a new random one is drawn).
+    pub seed_locked: bool,
+}
+
+impl Default for GenSettings {
+    fn default() -> Self {
+        Self { seconds: 10.0, steps: 50, guidance: 5.0, rescale: 0.75, eta: 1.0, seed: 0, seed_locked: false }
+    }
+}
+
+/// A clip as stored: rate, sample count, base64 of the little-endian `f32` samples, recipe.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClipRecord {
+    pub sample_rate: u32,
+    pub len: usize,
+    pub samples: String,
+    pub meta: ClipMeta,
+}
+
+/// One earlier generation. Its audio may have been dropped to bound the state size; the
+/// recipe stays so it can be regenerated.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryRecord {
+    pub meta: ClipMeta,
+    pub clip: Option<ClipRecord>,
+}
+
+/// One pad as stored under `padN`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PadRecord {
+    pub prompt: String,
+    pub negative: String,
+    pub settings: GenSettings,
+    pub clip: Option<ClipRecord>,
+    pub history: Vec<HistoryRecord>,
+}
+
+pub fn encode_samples(samples: &[f32]) -> String {
+    let mut bytes = Vec::with_capacity(samples.len() * 4);
+    for s in samples {
+        bytes.extend_from_slice(&s.to_le_bytes());
+    }
+    B64.encode(bytes)
+}
+
+impl ClipRecord {
+    pub fn from_clip(clip: &Clip) -> Self {
+        Self {
+            sample_rate: clip.sample_rate,
+            len: clip.samples.len(),
+            samples: encode_samples(&clip.samples),
+            meta: clip.meta.clone(),
+        }
+    }
+}
+
+/// Decodes a stored clip from loose JSON. Recoverable damage (a short sample block,
+/// non-finite samples, an unreadable recipe) keeps what is readable and adds to `notes`.
+pub fn decode_clip(value: &Value, notes: &mut Vec<String>) -> Result<Clip, String> {
+    let obj = value.as_object().ok_or("clip is not an object")?;
+    let sample_rate = obj
+        .get("sample_rate")
+        .and_then(Value::as_u64)
+        .filter(|&r| r > 0 && r <= MAX_RATE as u64)
+        .ok_or("clip has no valid sample rate")? as u32;
+    let text = obj.get("samples").and_then(Value::as_str).ok_or("clip has no samples")?;
+    let bytes = B64.decode(text.trim()).map_err(|e| format!("clip samples are not base64 ({e})"))?;
+    if bytes.len() % 4 != 0 {
+        notes.push(format!("clip data has {} stray bytes; ignored", bytes.len() % 4));
+    }
+    let mut samples: Vec<f32> =
+        bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    if let Some(len) = obj.get("len").and_then(Value::as_u64) {
+        if len != samples.len() as u64 {
+            notes.push(format!("clip should have {len} samples, {} were readable", samples.len()));
+        }
+    }
+    let bad = samples.iter().filter(|s| !s.is_finite()).count();
+    if bad > 0 {
+        samples.iter_mut().filter(|s| !s.is_finite()).for_each(|s| *s = 0.0);
+        notes.push(format!("{bad} non-finite samples replaced by silence"));
+    }
+    let meta = match obj.get("meta").map(|m| serde_json::from_value::<ClipMeta>(m.clone())) {
+        Some(Ok(meta)) => meta,
+        Some(Err(e)) => {
+            notes.push(format!("clip recipe unreadable ({e})"));
+            ClipMeta::default()
+        }
+        None => ClipMeta::default(),
+    };
+    Ok(Clip::new(samples, sample_rate, meta))
+}
+
+/// A pad as loaded: the clip and history decoded, plus what went wrong.
+#[derive(Debug, Clone, Default)]
+pub struct LoadedPad {
+    pub prompt: String,
+    pub negative: String,
+    pub settings: GenSettings,
+    pub clip: Option<Clip>,
+    pub history: Vec<(ClipMeta, Option<Clip>)>,
+}
+
+/// Reads one pad's JSON as far as possible. Problems are appended to `messages`, prefixed
+/// with the pad's name.
+pub fn decode_pad(index: usize, text: &str, messages: &mut Vec<String>) -> LoadedPad {
+    let name = format!("Pad {}", index + 1);
+    let mut pad = LoadedPad::default();
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            messages.push(format!("{name}: unreadable ({e}); left empty"));
+            return pad;
+        }
+    };
+    let Some(obj) = value.as_object() else {
+        messages.push(format!("{name}: not an object; left empty"));
+        return pad;
+    };
+    let text_field = |key: &str, messages: &mut Vec<String>| match obj.get(key) {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => {
+            messages.push(format!("{name}: {key} unreadable"));
+            String::new()
+        }
+    };
+    pad.prompt = text_field("prompt", messages);
+    pad.negative = text_field("negative", messages);
+    if let Some(s) = obj.get("settings") {
+        match serde_json::from_value::<GenSettings>(s.clone()) {
+            Ok(s) => pad.settings = s,
+            Err(e) => messages.push(format!("{name}: settings unreadable ({e}); defaults used")),
+        }
+    }
+    let mut notes = Vec::new();
+    match obj.get("clip") {
+        None | Some(Value::Null) => {}
+        Some(c) => match decode_clip(c, &mut notes) {
+            Ok(clip) => pad.clip = Some(clip),
+            Err(e) => messages.push(format!("{name}: clip lost: {e}")),
+        },
+    }
+    messages.extend(notes.drain(..).map(|n| format!("{name}: {n}")));
+    match obj.get("history") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for (k, item) in items.iter().enumerate() {
+                let meta = item.get("meta").and_then(|m| serde_json::from_value::<ClipMeta>(m.clone()).ok());
+                let clip = match item.get("clip") {
+                    None | Some(Value::Null) => None,
+                    Some(c) => match decode_clip(c, &mut notes) {
+                        Ok(clip) => Some(clip),
+                        Err(e) => {
+                            messages.push(format!("{name}: history entry {} audio lost: {e}", k + 1));
+                            None
+                        }
+                    },
+                };
+                messages.extend(notes.drain(..).map(|n| format!("{name}: history {}: {n}", k + 1)));
+                match (meta, clip) {
+                    (Some(meta), clip) => pad.history.push((meta, clip)),
+                    (None, Some(clip)) => pad.history.push((clip.meta.clone(), Some(clip))),
+                    (None, None) => messages.push(format!("{name}: history entry {} unreadable", k + 1)),
+                }
+            }
+        }
+        Some(_) => messages.push(format!("{name}: history unreadable")),
+    }
+    pad
+}
+
+/// Reads the state version: absent means 0 (parameters only); unreadable means "try as current".
+pub fn decode_version(text: Option<&String>, messages: &mut Vec<String>) -> u32 {
+    match text.map(|t| serde_json::from_str::<u32>(t)) {
+        None => 0,
+        Some(Ok(v)) => {
+            if v > STATE_VERSION {
+                messages.push(format!(
+                    "Saved by a newer EzAudio (state version {v}, this one reads {STATE_VERSION}): loaded what is understood"
+                ));
+            }
+            v
+        }
+        Some(Err(_)) => {
+            messages.push("State version unreadable; reading it as the current format".into());
+            STATE_VERSION
+        }
+    }
+}
+
+/// Builds a complete CLAP state blob (nice-plug's 8-byte little-endian length prefix plus
+/// its JSON) from pads and parameter values, exactly as the plugin would save it. Used by
+/// tests and tools to put known clips into a plugin without running the model.
+///
+/// `pads[i]` fills pad `i`; `params` are plain (unnormalised) values by parameter id.
+pub fn build_clap_state(pads: &[PadRecord], params: &[(&str, nice_plug::plugin::ParamValue)]) -> Vec<u8> {
+    let mut state = nice_plug::plugin::PluginState {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        params: params.iter().map(|(id, v)| (id.to_string(), v.clone())).collect(),
+        fields: Default::default(),
+    };
+    state.fields.insert(VERSION_KEY.into(), STATE_VERSION.to_string());
+    for (i, pad) in pads.iter().enumerate().take(PAD_COUNT) {
+        if let Ok(json) = serde_json::to_string(pad) {
+            state.fields.insert(pad_key(i), json);
+        }
+    }
+    let json = serde_json::to_vec(&state).unwrap_or_default();
+    let mut blob = (json.len() as u64).to_le_bytes().to_vec();
+    blob.extend_from_slice(&json);
+    blob
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clip(samples: Vec<f32>) -> Clip {
+        Clip::new(samples, 24_000, ClipMeta { prompt: "dog bark".into(), seed: 7, ..Default::default() })
+    }
+
+    fn roundtrip(record: &PadRecord) -> (LoadedPad, Vec<String>) {
+        let text = serde_json::to_string(record).unwrap();
+        let mut msgs = Vec::new();
+        (decode_pad(0, &text, &mut msgs), msgs)
+    }
+
+    #[test]
+    fn clip_roundtrip_is_bit_exact() {
+        let samples = vec![0.0, -0.0, 1.0e-38, f32::MIN_POSITIVE, -0.123_456_79, 0.999_999_9, f32::EPSILON];
+        let record = PadRecord {
+            prompt: "rain".into(),
+            negative: "music".into(),
+            settings: GenSettings { seed: 42, seed_locked: true, ..Default::default() },
+            clip: Some(ClipRecord::from_clip(&clip(samples.clone()))),
+            history: vec![HistoryRecord { meta: ClipMeta { seed: 1, ..Default::default() }, clip: None }],
+        };
+        let (pad, msgs) = roundtrip(&record);
+        assert!(msgs.is_empty(), "{msgs:?}");
+        let got = pad.clip.unwrap();
+        let bits = |v: &[f32]| v.iter().map(|s| s.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got.samples), bits(&samples));
+        assert_eq!(got.meta.prompt, "dog bark");
+        assert_eq!((pad.prompt.as_str(), pad.negative.as_str(), pad.settings.seed), ("rain", "music", 42));
+        assert_eq!(pad.history.len(), 1);
+        assert_eq!(pad.history[0].0.seed, 1);
+    }
+
+    #[test]
+    fn damaged_pads_load_what_they_can() {
+        let mut msgs = Vec::new();
+        assert!(decode_pad(2, "{\"prompt\": \"ha", &mut msgs).prompt.is_empty());
+        assert!(msgs[0].starts_with("Pad 3: unreadable"), "{msgs:?}");
+
+        // Truncated sample block, wrong settings type, NaNs: prompt and readable audio survive.
+        let mut c = ClipRecord::from_clip(&clip(vec![0.5, f32::NAN, 0.25]));
+        let mut bytes = B64.decode(&c.samples).unwrap();
+        bytes.truncate(10);
+        c.samples = B64.encode(bytes);
+        let text = serde_json::json!({"prompt": "wind", "settings": "fast", "clip": c}).to_string();
+        let mut msgs = Vec::new();
+        let pad = decode_pad(0, &text, &mut msgs);
+        assert_eq!(pad.prompt, "wind");
+        assert_eq!(pad.settings, GenSettings::default());
+        assert_eq!(pad.clip.unwrap().samples, vec![0.5, 0.0]);
+        assert_eq!(msgs.len(), 4, "{msgs:?}"); // settings, stray bytes, length, NaN
+
+        let mut msgs = Vec::new();
+        let bad = serde_json::json!({"clip": {"sample_rate": 0, "samples": ""}}).to_string();
+        assert!(decode_pad(0, &bad, &mut msgs).clip.is_none());
+        assert!(msgs[0].contains("clip lost"), "{msgs:?}");
+    }
+
+    #[test]
+    fn versions() {
+        let mut msgs = Vec::new();
+        assert_eq!(decode_version(None, &mut msgs), 0);
+        assert_eq!(decode_version(Some(&"1".to_string()), &mut msgs), 1);
+        assert!(msgs.is_empty());
+        assert_eq!(decode_version(Some(&"9".to_string()), &mut msgs), 9);
+        assert_eq!(msgs.len(), 1);
+    }
+
+    #[test]
+    fn clap_blob_has_length_prefix_and_fields() {
+        let blob = build_clap_state(&[PadRecord::default()], &[("pad1_pitch", nice_plug::plugin::ParamValue::F32(12.0))]);
+        let len = u64::from_le_bytes(blob[..8].try_into().unwrap()) as usize;
+        assert_eq!(len, blob.len() - 8);
+        let state: nice_plug::plugin::PluginState = serde_json::from_slice(&blob[8..]).unwrap();
+        assert!(state.fields.contains_key("pad1") && state.fields.contains_key(VERSION_KEY));
+        assert!(state.params.contains_key("pad1_pitch"));
+    }
+}

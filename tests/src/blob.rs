@@ -1,0 +1,90 @@
+//! Hand-written plugin states, to put known clips into pads without the model.
+//!
+//! The format, as the plugin saves it through CLAP (see `plugin/src/state.rs`):
+//! an 8-byte little-endian length, then nice-plug's JSON state
+//! `{"version": "...", "params": {id: {"f32"|"i32"|"bool"|"string": value}}, "fields": {...}}`
+//! whose `fields` hold `"ezaudio_version": "1"` and `"padN": "<JSON of the pad>"` with
+//! `{"prompt", "negative", "settings", "clip": {"sample_rate", "len", "samples", "meta"},
+//! "history": [{"meta", "clip"}]}`; `samples` is base64 of the little-endian f32 samples.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+/// A clip's recipe with every field present.
+pub fn meta(prompt: &str, seed: u64) -> Value {
+    json!({
+        "prompt": prompt, "negative": "", "seconds": 1.0, "steps": 10, "guidance": 5.0,
+        "rescale": 0.75, "eta": 1.0, "seed": seed, "model_id": "test", "kind": {"type": "generate"},
+        "created": 0
+    })
+}
+
+pub fn clip_json(samples: &[f32], sample_rate: u32, prompt: &str) -> Value {
+    let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+    json!({"sample_rate": sample_rate, "len": samples.len(), "samples": B64.encode(bytes), "meta": meta(prompt, 1)})
+}
+
+/// A pad holding `samples` at `sample_rate`, with a prompt.
+pub fn pad_json(samples: &[f32], sample_rate: u32, prompt: &str) -> Value {
+    json!({"prompt": prompt, "negative": "", "clip": clip_json(samples, sample_rate, prompt), "history": []})
+}
+
+/// The full CLAP state: `pads` as (pad index 0..16, pad JSON), `params` as (id, tagged value).
+pub fn state_blob(pads: &[(usize, Value)], params: &[(&str, Value)]) -> Vec<u8> {
+    let mut fields = serde_json::Map::new();
+    fields.insert("ezaudio_version".into(), Value::String("1".into()));
+    for (i, pad) in pads {
+        fields.insert(format!("pad{}", i + 1), Value::String(pad.to_string()));
+    }
+    let params: serde_json::Map<String, Value> = params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let state = json!({"version": "0.1.0", "params": params, "fields": fields});
+    with_length(state.to_string().as_bytes())
+}
+
+/// Prefixes nice-plug's 8-byte length.
+pub fn with_length(json: &[u8]) -> Vec<u8> {
+    let mut blob = (json.len() as u64).to_le_bytes().to_vec();
+    blob.extend_from_slice(json);
+    blob
+}
+
+/// The JSON part of a saved state, parsed.
+pub fn parse_state(blob: &[u8]) -> Value {
+    serde_json::from_slice(&blob[8.min(blob.len())..]).unwrap_or(Value::Null)
+}
+
+/// Decodes pad `index`'s clip samples from a saved state (None if absent).
+pub fn saved_clip(blob: &[u8], index: usize) -> Option<Vec<f32>> {
+    let state = parse_state(blob);
+    let pad: Value = serde_json::from_str(state["fields"][format!("pad{}", index + 1)].as_str()?).ok()?;
+    let bytes = B64.decode(pad["clip"]["samples"].as_str()?).ok()?;
+    Some(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+}
+
+pub fn f32_param(v: f32) -> Value {
+    json!({"f32": v})
+}
+pub fn i32_param(v: i32) -> Value {
+    json!({"i32": v})
+}
+pub fn enum_param(id: &str) -> Value {
+    json!({"string": id})
+}
+pub fn bool_param(v: bool) -> Value {
+    json!({"bool": v})
+}
+
+/// Deterministic test audio in [-0.5, 0.5] with no zero samples (so onsets are unambiguous).
+pub fn test_clip(len: usize, seed: u32) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(12345);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let v = (x >> 8) as f32 / (1u32 << 24) as f32 - 0.5;
+            if v == 0.0 { 0.25 } else { v }
+        })
+        .collect()
+}
