@@ -15,10 +15,10 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
 use crate::clip::{Clip, ClipKind, ClipMeta};
-use crate::device::{describe, DeviceChoice};
+use crate::device::{describe, parse_dtype, DeviceChoice};
 use crate::edit::Span;
 use crate::error::Error;
-use crate::models::{resolve_model, ModelSource};
+use crate::models::{resolve_model, ModelSource, Official};
 use crate::pipeline::{Noise, Pipeline, Settings, Stage};
 
 /// Which model an engine serves, on which device, in which precision.
@@ -32,6 +32,23 @@ pub struct ModelChoice {
 impl ModelChoice {
     pub fn new(source: ModelSource) -> Self {
         Self { source, device: DeviceChoice::Auto, dtype: DType::F32 }
+    }
+
+    /// EzAudio-L on the best device in f32, unless the environment says otherwise:
+    /// `EZAUDIO_MODEL` (a model folder, `l` or `xl`), `EZAUDIO_DEVICE`, `EZAUDIO_DTYPE`.
+    /// Unreadable values fall back to the defaults (the plugin must start whatever is set).
+    pub fn from_env() -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let source = var("EZAUDIO_MODEL").and_then(|v| v.parse().ok()).unwrap_or(ModelSource::Official(Official::L));
+        let device = var("EZAUDIO_DEVICE").and_then(|v| v.parse().ok()).unwrap_or_default();
+        let dtype = var("EZAUDIO_DTYPE").and_then(|v| parse_dtype(&v).ok()).unwrap_or(DType::F32);
+        Self { source, device, dtype }
+    }
+}
+
+impl Default for ModelChoice {
+    fn default() -> Self {
+        Self::from_env()
     }
 }
 
@@ -132,6 +149,17 @@ pub enum ModelStatus {
     Loading,
     Ready { device: String },
     Failed(String),
+}
+
+impl std::fmt::Display for ModelStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotLoaded => write!(f, "not loaded (loads with the first generation)"),
+            Self::Loading => write!(f, "loading..."),
+            Self::Ready { device } => write!(f, "ready on {device}"),
+            Self::Failed(why) => write!(f, "error: {why}"),
+        }
+    }
 }
 
 const QUEUED: u8 = 0;

@@ -13,8 +13,7 @@ use ezaudio_engine::clip::Clip;
 
 use crate::layout::PAD_COUNT;
 use crate::shared::Shared;
-// Swap for `use ezaudio_engine::worker;` once the engine thread lands.
-pub use crate::worker_standin as worker;
+pub use ezaudio_engine::worker;
 
 /// How often pending jobs are polled and slots collected.
 const TICK: Duration = Duration::from_millis(25);

@@ -19,7 +19,6 @@ pub mod shared;
 pub mod state;
 pub mod store;
 pub mod voice;
-pub mod worker_standin;
 
 use generation::{EngineBackend, Generator};
 use layout::PAD_COUNT;
