@@ -4,6 +4,7 @@
 //! (T5 -> DiT + DDIM -> VAE) -> [`clip::Clip`] -> [`published::ClipSlot`] for realtime playback.
 //! The model code knows no threads; the engine knows no plugin.
 
+pub mod cli;
 pub mod clip;
 pub mod device;
 pub mod edit;
@@ -13,6 +14,7 @@ pub mod models;
 pub mod pipeline;
 pub mod published;
 pub mod sampler;
+pub mod wav;
 pub mod weights;
 pub mod worker;
 
