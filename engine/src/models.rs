@@ -203,7 +203,7 @@ impl ModelFolder {
             te.join(f).is_file() || (*f == "model.safetensors" && te.join("model.safetensors.index.json").is_file())
         };
         let complete = [&dit, &vae, &vae_config].iter().all(|p| p.is_file())
-            && TEXT_ENCODER_FILES.iter().all(|f| te_file_present(&f));
+            && TEXT_ENCODER_FILES.iter().all(te_file_present);
         complete.then(|| Self { root: ez.clone(), config: model.config(), dit, vae, vae_config, text_encoder: te })
     }
 

@@ -27,7 +27,9 @@ impl SampleFormat {
             32 => Ok(Self::Float32),
             24 => Ok(Self::Int24),
             16 => Ok(Self::Int16),
-            other => Err(Error::InvalidInput(format!("unsupported bit depth {other} (expected 32, 24 or 16)"))),
+            other => Err(Error::InvalidInput(format!(
+                "unsupported bit depth {other} (expected 32, 24 or 16)"
+            ))),
         }
     }
     pub fn bits(self) -> u16 {
@@ -75,7 +77,10 @@ fn unreadable(path: &Path, e: impl fmt::Display) -> Error {
 /// Reads any WAV `hound` understands and mixes its channels to mono (the mean of the channels).
 pub fn read_mono(path: &Path) -> Result<MonoAudio> {
     if !path.is_file() {
-        return Err(Error::InvalidInput(format!("{}: no such file", path.display())));
+        return Err(Error::InvalidInput(format!(
+            "{}: no such file",
+            path.display()
+        )));
     }
     let mut reader = hound::WavReader::open(path).map_err(|e| unreadable(path, e))?;
     let spec = reader.spec();
@@ -83,12 +88,16 @@ pub fn read_mono(path: &Path) -> Result<MonoAudio> {
         return Err(unreadable(path, "zero channels or zero sample rate"));
     }
     let interleaved: Vec<f32> = match spec.sample_format {
-        hound::SampleFormat::Float => {
-            reader.samples::<f32>().collect::<std::result::Result<_, _>>().map_err(|e| unreadable(path, e))?
-        }
+        hound::SampleFormat::Float => reader
+            .samples::<f32>()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| unreadable(path, e))?,
         hound::SampleFormat::Int => {
             if spec.bits_per_sample == 0 || spec.bits_per_sample > 32 {
-                return Err(unreadable(path, format!("{}-bit integer samples", spec.bits_per_sample)));
+                return Err(unreadable(
+                    path,
+                    format!("{}-bit integer samples", spec.bits_per_sample),
+                ));
             }
             let scale = 1.0 / (1u64 << (spec.bits_per_sample - 1)) as f32;
             reader
@@ -102,20 +111,35 @@ pub fn read_mono(path: &Path) -> Result<MonoAudio> {
     let samples: Vec<f32> = if ch == 1 {
         interleaved
     } else {
-        interleaved.chunks_exact(ch).map(|frame| frame.iter().sum::<f32>() / ch as f32).collect()
+        interleaved
+            .chunks_exact(ch)
+            .map(|frame| frame.iter().sum::<f32>() / ch as f32)
+            .collect()
     };
     if samples.is_empty() {
-        return Err(Error::InvalidInput(format!("{}: the file holds no audio", path.display())));
+        return Err(Error::InvalidInput(format!(
+            "{}: the file holds no audio",
+            path.display()
+        )));
     }
     if samples.iter().any(|s| !s.is_finite()) {
         return Err(unreadable(path, "it contains NaN or infinite samples"));
     }
-    Ok(MonoAudio { samples, sample_rate: spec.sample_rate, channels: spec.channels })
+    Ok(MonoAudio {
+        samples,
+        sample_rate: spec.sample_rate,
+        channels: spec.channels,
+    })
 }
 
 /// Writes mono samples. Integer formats clamp to full scale (bring the level into range first);
 /// non-finite samples are an error rather than a silent zero.
-pub fn write_mono(path: &Path, samples: &[f32], sample_rate: u32, format: SampleFormat) -> Result<()> {
+pub fn write_mono(
+    path: &Path,
+    samples: &[f32],
+    sample_rate: u32,
+    format: SampleFormat,
+) -> Result<()> {
     if let Some(i) = samples.iter().position(|s| !s.is_finite()) {
         return Err(Error::InvalidInput(format!(
             "refusing to write {}: sample {i} is not a finite number (the model output is broken)",
@@ -126,7 +150,11 @@ pub fn write_mono(path: &Path, samples: &[f32], sample_rate: u32, format: Sample
         channels: 1,
         sample_rate,
         bits_per_sample: format.bits(),
-        sample_format: if format.is_integer() { hound::SampleFormat::Int } else { hound::SampleFormat::Float },
+        sample_format: if format.is_integer() {
+            hound::SampleFormat::Int
+        } else {
+            hound::SampleFormat::Float
+        },
     };
     let io_err = |e: hound::Error| match e {
         hound::Error::IoError(io) => Error::io(path, io),
@@ -140,9 +168,11 @@ pub fn write_mono(path: &Path, samples: &[f32], sample_rate: u32, format: Sample
             }
         }
         SampleFormat::Int24 | SampleFormat::Int16 => {
-            let max = ((1i64 << (format.bits() - 1)) - 1) as f32;
+            // Full scale is 2^(bits-1), as when reading; +1.0 itself lands one step lower.
+            let full = (1i64 << (format.bits() - 1)) as f32;
             for &s in samples {
-                writer.write_sample((s.clamp(-1.0, 1.0) * max).round() as i32).map_err(io_err)?;
+                let v = (s.clamp(-1.0, 1.0) * full).round().clamp(-full, full - 1.0);
+                writer.write_sample(v as i32).map_err(io_err)?;
             }
         }
     }
@@ -157,12 +187,23 @@ mod tests {
     fn round_trips_every_format() {
         let dir = tempfile::tempdir().unwrap();
         let x: Vec<f32> = (0..1000).map(|i| ((i as f32) * 0.01).sin() * 0.9).collect();
-        for (bits, tol) in [(32u16, 0.0f32), (24, 1.0 / 8_000_000.0), (16, 1.0 / 32_000.0)] {
+        for (bits, tol) in [
+            (32u16, 0.0f32),
+            (24, 0.5 / 8_388_608.0),
+            (16, 0.5 / 32_768.0),
+        ] {
             let p = dir.path().join(format!("t{bits}.wav"));
             write_mono(&p, &x, 24_000, SampleFormat::from_bits(bits).unwrap()).unwrap();
             let back = read_mono(&p).unwrap();
-            assert_eq!((back.sample_rate, back.channels, back.samples.len()), (24_000, 1, x.len()));
-            let err = back.samples.iter().zip(&x).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert_eq!(
+                (back.sample_rate, back.channels, back.samples.len()),
+                (24_000, 1, x.len())
+            );
+            let err = back
+                .samples
+                .iter()
+                .zip(&x)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
             assert!(err <= tol, "{bits}-bit error {err}");
         }
     }
@@ -175,7 +216,12 @@ mod tests {
         assert_eq!(read_mono(&p).unwrap().samples, vec![1.5, -2.0]);
 
         let p = dir.path().join("stereo.wav");
-        let spec = hound::WavSpec { channels: 2, sample_rate: 44_100, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 44_100,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
         let mut w = hound::WavWriter::create(&p, spec).unwrap();
         for v in [16384i16, 0, -16384, -16384] {
             w.write_sample(v).unwrap();
@@ -190,7 +236,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("bad.wav");
         std::fs::write(&p, b"not a wav file at all").unwrap();
-        assert!(read_mono(&p).unwrap_err().to_string().contains("not a readable WAV"));
+        assert!(read_mono(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("not a readable WAV"));
         assert!(write_mono(&p, &[f32::NAN], 8000, SampleFormat::Int16).is_err());
     }
 }

@@ -22,7 +22,8 @@ pub struct Cue {
 }
 
 pub fn read_cues(path: &Path) -> Result<Vec<Cue>, CliError> {
-    let meta = std::fs::metadata(path).map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?;
     if meta.len() > MAX_FILE_BYTES {
         return Err(CliError::new(format!(
             "{} is {} bytes; a cue file is limited to {} MB (one prompt per line)",
@@ -31,9 +32,14 @@ pub fn read_cues(path: &Path) -> Result<Vec<Cue>, CliError> {
             MAX_FILE_BYTES >> 20
         )));
     }
-    let bytes = std::fs::read(path).map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| CliError::new(format!("{} is not UTF-8 text (expected one prompt per line)", path.display())))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        CliError::new(format!(
+            "{} is not UTF-8 text (expected one prompt per line)",
+            path.display()
+        ))
+    })?;
     let cues = parse_cues(&text).map_err(|e| CliError::new(format!("{}: {e}", path.display())))?;
     if cues.is_empty() {
         return Err(CliError::new(format!(
@@ -58,8 +64,15 @@ pub fn parse_cues(text: &str) -> Result<Vec<Cue>, String> {
         .enumerate()
         .map(|(i, l)| (i + 1, l.trim_start_matches('\u{feff}').trim()))
         .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'));
-    let Some((first_no, first)) = lines.next() else { return Ok(Vec::new()) };
-    let header = split_csv(first).map(|cells| cells.iter().map(|c| c.trim().to_ascii_lowercase()).collect::<Vec<_>>());
+    let Some((first_no, first)) = lines.next() else {
+        return Ok(Vec::new());
+    };
+    let header = split_csv(first).map(|cells| {
+        cells
+            .iter()
+            .map(|c| c.trim().to_ascii_lowercase())
+            .collect::<Vec<_>>()
+    });
     let csv_columns = match header {
         Ok(cols) if cols.first().is_some_and(|c| c == "prompt") && cols.len() > 1 => Some(cols),
         _ => None,
@@ -67,7 +80,15 @@ pub fn parse_cues(text: &str) -> Result<Vec<Cue>, String> {
     let Some(cols) = csv_columns else {
         // Plain list: every line is a prompt, commas and all.
         let all = std::iter::once((first_no, first)).chain(lines);
-        return Ok(all.map(|(line, l)| Cue { line, prompt: l.to_string(), seconds: None, seed: None, negative: None }).collect());
+        return Ok(all
+            .map(|(line, l)| Cue {
+                line,
+                prompt: l.to_string(),
+                seconds: None,
+                seed: None,
+                negative: None,
+            })
+            .collect());
     };
     for (i, c) in cols.iter().enumerate() {
         let known = ["prompt", "seconds", "seed", "negative"];
@@ -90,18 +111,37 @@ pub fn parse_cues(text: &str) -> Result<Vec<Cue>, String> {
                 cols.len()
             ));
         }
-        let cell = |c: Option<usize>| c.and_then(|i| cells.get(i)).map(|s| s.trim()).filter(|s| !s.is_empty());
+        let cell = |c: Option<usize>| {
+            c.and_then(|i| cells.get(i))
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+        };
         let seconds = cell(c_seconds)
-            .map(|s| s.parse::<f32>().map_err(|_| format!("line {line}: seconds '{s}' is not a number")))
+            .map(|s| {
+                s.parse::<f32>()
+                    .map_err(|_| format!("line {line}: seconds '{s}' is not a number"))
+            })
             .transpose()?;
         let seed = cell(c_seed)
-            .map(|s| s.parse::<u64>().map_err(|_| format!("line {line}: seed '{s}' is not a whole number >= 0")))
+            .map(|s| {
+                s.parse::<u64>()
+                    .map_err(|_| format!("line {line}: seed '{s}' is not a whole number >= 0"))
+            })
             .transpose()?;
-        let prompt = cells.first().map(|s| s.trim().to_string()).unwrap_or_default();
+        let prompt = cells
+            .first()
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
         if prompt.is_empty() {
             return Err(format!("line {line}: the prompt is empty"));
         }
-        cues.push(Cue { line, prompt, seconds, seed, negative: cell(c_negative).map(str::to_string) });
+        cues.push(Cue {
+            line,
+            prompt,
+            seconds,
+            seed,
+            negative: cell(c_negative).map(str::to_string),
+        });
     }
     Ok(cues)
 }
@@ -142,7 +182,10 @@ fn split_csv(line: &str) -> Result<Vec<String>, String> {
 /// A file-name-safe slug of a prompt: lowercase ASCII words joined by `-`, at most ~40 chars.
 pub fn slug(prompt: &str) -> String {
     let mut out = String::new();
-    for word in prompt.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()) {
+    for word in prompt
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
         if out.len() + word.len() + 1 > 40 && !out.is_empty() {
             break;
         }
@@ -164,9 +207,13 @@ mod tests {
 
     #[test]
     fn plain_lines_skip_comments_and_blanks() {
-        let cues = parse_cues("# foley\n\na dog barking, far away\n  rain on a tin roof  \n").unwrap();
+        let cues =
+            parse_cues("# foley\n\na dog barking, far away\n  rain on a tin roof  \n").unwrap();
         let prompts: Vec<_> = cues.iter().map(|c| (c.line, c.prompt.as_str())).collect();
-        assert_eq!(prompts, vec![(3, "a dog barking, far away"), (4, "rain on a tin roof")]);
+        assert_eq!(
+            prompts,
+            vec![(3, "a dog barking, far away"), (4, "rain on a tin roof")]
+        );
     }
 
     #[test]
@@ -174,18 +221,33 @@ mod tests {
         let text = "prompt,seconds,seed,negative\n\"a dog, barking\",2.5,7,\"low quality\"\nrain,,,\n\"say \"\"hi\"\"\",1,,\n";
         let cues = parse_cues(text).unwrap();
         assert_eq!(cues.len(), 3);
-        assert_eq!((cues[0].prompt.as_str(), cues[0].seconds, cues[0].seed), ("a dog, barking", Some(2.5), Some(7)));
+        assert_eq!(
+            (cues[0].prompt.as_str(), cues[0].seconds, cues[0].seed),
+            ("a dog, barking", Some(2.5), Some(7))
+        );
         assert_eq!(cues[0].negative.as_deref(), Some("low quality"));
-        assert_eq!((cues[1].seconds, cues[1].seed, cues[1].negative.clone()), (None, None, None));
+        assert_eq!(
+            (cues[1].seconds, cues[1].seed, cues[1].negative.clone()),
+            (None, None, None)
+        );
         assert_eq!(cues[2].prompt, "say \"hi\"");
-        assert!(parse_cues("prompt,seconds\ndog,abc\n").unwrap_err().contains("line 2"));
-        assert!(parse_cues("prompt,seconds\na,b,c\n").unwrap_err().contains("quote"));
-        assert!(parse_cues("prompt,colour\n").unwrap_err().contains("unknown CSV column"));
+        assert!(parse_cues("prompt,seconds\ndog,abc\n")
+            .unwrap_err()
+            .contains("line 2"));
+        assert!(parse_cues("prompt,seconds\na,b,c\n")
+            .unwrap_err()
+            .contains("quote"));
+        assert!(parse_cues("prompt,colour\n")
+            .unwrap_err()
+            .contains("unknown CSV column"));
     }
 
     #[test]
     fn slugs() {
-        assert_eq!(slug("A dog barking in the distance!"), "a-dog-barking-in-the-distance");
+        assert_eq!(
+            slug("A dog barking in the distance!"),
+            "a-dog-barking-in-the-distance"
+        );
         assert_eq!(slug("日本"), "clip");
         assert!(slug(&"word ".repeat(50)).len() <= 40);
     }

@@ -50,11 +50,16 @@ pub struct BenchArgs {
 
 pub fn run(args: BenchArgs) -> CliResult {
     if args.runs == 0 || args.runs > 1000 {
-        return Err(CliError::new(format!("--runs must be between 1 and 1000, got {}", args.runs)));
+        return Err(CliError::new(format!(
+            "--runs must be between 1 and 1000, got {}",
+            args.runs
+        )));
     }
     if let Some(n) = args.threads {
         if n == 0 || n > 1024 {
-            return Err(CliError::new(format!("--threads must be between 1 and 1024, got {n}")));
+            return Err(CliError::new(format!(
+                "--threads must be between 1 and 1024, got {n}"
+            )));
         }
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }

@@ -15,7 +15,9 @@ use crate::clip::{resample, Clip, ClipKind, ClipMeta};
 use crate::wav::read_mono;
 use crate::worker::{EditParams, Job, ModelStatus};
 
-use super::gen::{check_prompt, numbered, random_seed, with_wav_extension, OutputOpts, SamplingOpts, MAX_SECONDS};
+use super::gen::{
+    check_prompt, numbered, random_seed, with_wav_extension, OutputOpts, SamplingOpts, MAX_SECONDS,
+};
 use super::output::{check_free, write_clip, write_samples, Provenance};
 use super::progress::Reporter;
 use super::session::{dtype_name, shell_quote, ModelOpts, Session};
@@ -54,11 +56,16 @@ pub fn edit(args: EditArgs) -> CliResult {
     check_prompt(&args.prompt, "--prompt", false)?;
     for (name, v) in [("--start", args.start), ("--boundary", args.boundary)] {
         if !v.is_finite() || v < 0.0 {
-            return Err(CliError::new(format!("{name} must be a number of seconds >= 0, got {v}")));
+            return Err(CliError::new(format!(
+                "{name} must be a number of seconds >= 0, got {v}"
+            )));
         }
     }
     if !args.length.is_finite() || args.length <= 0.0 {
-        return Err(CliError::new(format!("--length must be a positive number of seconds, got {}", args.length)));
+        return Err(CliError::new(format!(
+            "--length must be a positive number of seconds, got {}",
+            args.length
+        )));
     }
     let audio = read_mono(&args.input)?;
     let duration = audio.duration_s();
@@ -79,20 +86,39 @@ pub fn edit(args: EditArgs) -> CliResult {
         )));
     }
     if audio.channels > 1 {
-        rep.note(format!("{} has {} channels; EzAudio works in mono, so the result is mono", args.input.display(), audio.channels));
+        rep.note(format!(
+            "{} has {} channels; EzAudio works in mono, so the result is mono",
+            args.input.display(),
+            audio.channels
+        ));
     }
     let end = args.start as f64 + args.length as f64;
     if end > duration {
-        rep.note(format!("the span ends {:.2} s after the clip: the clip is extended", end - duration));
+        rep.note(format!(
+            "the span ends {:.2} s after the clip: the clip is extended",
+            end - duration
+        ));
     }
     let spec = args.output_opts.spec(Some(audio.sample_rate))?;
     let default_out = {
-        let stem = args.input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "clip".into());
+        let stem = args
+            .input
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "clip".into());
         args.input.with_file_name(format!("{stem}-edit.wav"))
     };
     let base = with_wav_extension(args.output.clone().unwrap_or(default_out));
     let n = args.sampling.variations;
-    let paths: Vec<PathBuf> = (0..n).map(|v| if n > 1 { numbered(&base, v + 1) } else { base.clone() }).collect();
+    let paths: Vec<PathBuf> = (0..n)
+        .map(|v| {
+            if n > 1 {
+                numbered(&base, v + 1)
+            } else {
+                base.clone()
+            }
+        })
+        .collect();
     check_free(&paths, spec.overwrite)?;
 
     let session = Session::open(&args.model, &rep)?;
@@ -101,15 +127,32 @@ pub fn edit(args: EditArgs) -> CliResult {
     let source = Arc::new(Clip::new(
         audio.samples.clone(),
         audio.sample_rate,
-        ClipMeta { prompt: source_name.clone(), kind: ClipKind::Generate, ..ClipMeta::default() },
+        ClipMeta {
+            prompt: source_name.clone(),
+            kind: ClipKind::Generate,
+            ..ClipMeta::default()
+        },
     ));
     let seed = args.sampling.seed.unwrap_or_else(random_seed);
     let model_label = session.source.to_string();
     let dtype = dtype_name(session.dtype);
     for (v, path) in paths.iter().enumerate() {
-        let gen = args.sampling.params(&args.prompt, args.length, seed.wrapping_add(v as u64));
-        let label = if n > 1 { format!("edit {}/{n}", v + 1) } else { "edit".into() };
-        rep.note(format!("{label}: \"{}\" over {}..{} s, seed {} -> {}", args.prompt, args.start, end, gen.seed, path.display()));
+        let gen = args
+            .sampling
+            .params(&args.prompt, args.length, seed.wrapping_add(v as u64));
+        let label = if n > 1 {
+            format!("edit {}/{n}", v + 1)
+        } else {
+            "edit".into()
+        };
+        rep.note(format!(
+            "{label}: \"{}\" over {}..{} s, seed {} -> {}",
+            args.prompt,
+            args.start,
+            end,
+            gen.seed,
+            path.display()
+        ));
         let job = EditParams {
             source: source.clone(),
             start_s: args.start,
@@ -118,10 +161,12 @@ pub fn edit(args: EditArgs) -> CliResult {
             gen: gen.clone(),
         };
         let handle = session.engine.submit(Job::Edit(job));
-        let clip = rep.wait_job(&session.engine, &handle, &label).map_err(|e| match session.engine.model_status() {
-            ModelStatus::Failed(_) => e,
-            _ => CliError::new(format!("editing {}: {e}", args.input.display())),
-        })?;
+        let clip = rep
+            .wait_job(&session.engine, &handle, &label)
+            .map_err(|e| match session.engine.model_status() {
+                ModelStatus::Failed(_) => e,
+                _ => CliError::new(format!("editing {}: {e}", args.input.display())),
+            })?;
         let mut command = format!(
             "ezaudio edit {} --start {} --length {} --boundary {} --prompt {} -o {} --steps {} --guidance {} --rescale {} --eta {} --seed {}",
             shell_quote(&source_name),
@@ -165,7 +210,10 @@ pub fn edit(args: EditArgs) -> CliResult {
 pub fn splice(original: &[f32], rate: u32, edited: &[f32], model_rate: u32) -> CliResult<Vec<f32>> {
     let seen = resample(original, rate, model_rate)?;
     let changed = |i: &usize| seen.get(*i) != Some(&edited[*i]);
-    let (Some(i0), Some(i1)) = ((0..edited.len()).find(changed), (0..edited.len()).rev().find(changed)) else {
+    let (Some(i0), Some(i1)) = (
+        (0..edited.len()).find(changed),
+        (0..edited.len()).rev().find(changed),
+    ) else {
         return Ok(original.to_vec());
     };
     let up = resample(edited, model_rate, rate)?;
@@ -178,10 +226,22 @@ pub fn splice(original: &[f32], rate: u32, edited: &[f32], model_rate: u32) -> C
     }
     let fade = ((0.005 * rate as f64) as usize).clamp(1, ((j1 - j0) / 4).max(1)) as f32;
     for j in j0..j1 {
-        let w_in = if j0 > 0 { ((j - j0 + 1) as f32 / fade).min(1.0) } else { 1.0 };
-        let w_out = if j1 < original.len() { ((j1 - j) as f32 / fade).min(1.0) } else { 1.0 };
+        let w_in = if j0 > 0 {
+            ((j - j0 + 1) as f32 / fade).min(1.0)
+        } else {
+            1.0
+        };
+        let w_out = if j1 < original.len() {
+            ((j1 - j) as f32 / fade).min(1.0)
+        } else {
+            1.0
+        };
         let w = w_in.min(w_out);
-        out[j] = if j < original.len() { original[j] * (1.0 - w) + up[j] * w } else { up[j] };
+        out[j] = if j < original.len() {
+            original[j] * (1.0 - w) + up[j] * w
+        } else {
+            up[j]
+        };
     }
     Ok(out)
 }

@@ -100,18 +100,29 @@ pub struct GenerateArgs {
 
 impl OutputOpts {
     pub fn spec(&self, default_rate: Option<u32>) -> CliResult<OutputSpec> {
-        let bits: u16 = self.bits.parse().map_err(|_| CliError::new(format!("--bits {} is not a number", self.bits)))?;
+        let bits: u16 = self
+            .bits
+            .parse()
+            .map_err(|_| CliError::new(format!("--bits {} is not a number", self.bits)))?;
         let sample_rate = self.sample_rate.or(default_rate);
         if let Some(r) = self.sample_rate {
             if !(8_000..=384_000).contains(&r) {
-                return Err(CliError::new(format!("--sample-rate must be between 8000 and 384000 Hz, got {r}")));
+                return Err(CliError::new(format!(
+                    "--sample-rate must be between 8000 and 384000 Hz, got {r}"
+                )));
             }
         }
         if !self.peak_db.is_finite() || self.peak_db > 0.0 || self.peak_db < -60.0 {
-            return Err(CliError::new(format!("--peak-db must be between -60 and 0 dBFS, got {}", self.peak_db)));
+            return Err(CliError::new(format!(
+                "--peak-db must be between -60 and 0 dBFS, got {}",
+                self.peak_db
+            )));
         }
         if !self.lufs.is_finite() || self.lufs > 0.0 || self.lufs < -70.0 {
-            return Err(CliError::new(format!("--lufs must be between -70 and 0 LUFS, got {}", self.lufs)));
+            return Err(CliError::new(format!(
+                "--lufs must be between -70 and 0 LUFS, got {}",
+                self.lufs
+            )));
         }
         Ok(OutputSpec {
             sample_rate,
@@ -132,10 +143,16 @@ impl SamplingOpts {
                 self.steps
             )));
         }
-        let ranges = [("guidance", self.guidance, 0.0, 50.0), ("rescale", self.rescale, 0.0, 1.0), ("eta", self.eta, 0.0, 1.0)];
+        let ranges = [
+            ("guidance", self.guidance, 0.0, 50.0),
+            ("rescale", self.rescale, 0.0, 1.0),
+            ("eta", self.eta, 0.0, 1.0),
+        ];
         for (name, v, lo, hi) in ranges {
             if !v.is_finite() || v < lo || v > hi {
-                return Err(CliError::new(format!("--{name} must be between {lo} and {hi}, got {v}")));
+                return Err(CliError::new(format!(
+                    "--{name} must be between {lo} and {hi}, got {v}"
+                )));
             }
         }
         if self.variations == 0 || self.variations > MAX_VARIATIONS {
@@ -163,7 +180,9 @@ impl SamplingOpts {
 
 pub fn check_prompt(prompt: &str, what: &str, may_be_empty: bool) -> CliResult {
     if !may_be_empty && prompt.trim().is_empty() {
-        return Err(CliError::new(format!("{what} is empty: describe the sound, e.g. \"a dog barking in the distance\"")));
+        return Err(CliError::new(format!(
+            "{what} is empty: describe the sound, e.g. \"a dog barking in the distance\""
+        )));
     }
     let n = prompt.chars().count();
     if n > MAX_PROMPT_CHARS {
@@ -177,7 +196,9 @@ pub fn check_prompt(prompt: &str, what: &str, may_be_empty: bool) -> CliResult {
 
 pub fn check_seconds(seconds: f32, what: &str) -> CliResult {
     if !seconds.is_finite() || seconds <= 0.0 {
-        return Err(CliError::new(format!("{what} must be a positive number of seconds, got {seconds}")));
+        return Err(CliError::new(format!(
+            "{what} must be a positive number of seconds, got {seconds}"
+        )));
     }
     if seconds > MAX_SECONDS {
         return Err(CliError::new(format!(
@@ -195,8 +216,14 @@ pub fn random_seed() -> u64 {
 
 /// `dog.wav` -> `dog-2.wav`.
 pub fn numbered(path: &Path, i: u32) -> PathBuf {
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "clip".into());
-    let ext = path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "wav".into());
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "clip".into());
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "wav".into());
     path.with_file_name(format!("{stem}-{i}.{ext}"))
 }
 
@@ -244,19 +271,30 @@ pub fn generate(args: GenerateArgs) -> CliResult {
         let cues = read_cues(batch)?;
         let width = cues.len().to_string().len().max(3);
         for (i, cue) in cues.iter().enumerate() {
-            let at = |e: CliError| CliError::new(format!("{} line {}: {e}", batch.display(), cue.line));
+            let at =
+                |e: CliError| CliError::new(format!("{} line {}: {e}", batch.display(), cue.line));
             check_prompt(&cue.prompt, "the prompt", false).map_err(at)?;
             let seconds = cue.seconds.unwrap_or(args.seconds);
             check_seconds(seconds, "seconds").map_err(at)?;
             let seed = cue.seed.or(args.sampling.seed).unwrap_or_else(random_seed);
             let base = out_dir.join(format!("{:0width$}-{}.wav", i + 1, slug(&cue.prompt)));
             for v in 0..variations {
-                let mut params = args.sampling.params(&cue.prompt, seconds, seed.wrapping_add(v as u64));
+                let mut params =
+                    args.sampling
+                        .params(&cue.prompt, seconds, seed.wrapping_add(v as u64));
                 if let Some(neg) = &cue.negative {
                     params.negative = neg.clone();
                 }
-                let path = if variations > 1 { numbered(&base, v + 1) } else { base.clone() };
-                plan.push(Planned { label: format!("cue {}/{}", i + 1, cues.len()), params, path });
+                let path = if variations > 1 {
+                    numbered(&base, v + 1)
+                } else {
+                    base.clone()
+                };
+                plan.push(Planned {
+                    label: format!("cue {}/{}", i + 1, cues.len()),
+                    params,
+                    path,
+                });
             }
         }
     } else {
@@ -269,9 +307,23 @@ pub fn generate(args: GenerateArgs) -> CliResult {
             None => out_dir.join(format!("{}.wav", slug(&prompt))),
         });
         for v in 0..variations {
-            let path = if variations > 1 { numbered(&base, v + 1) } else { base.clone() };
-            let label = if variations > 1 { format!("variation {}/{variations}", v + 1) } else { "generate".into() };
-            plan.push(Planned { label, params: args.sampling.params(&prompt, args.seconds, seed.wrapping_add(v as u64)), path });
+            let path = if variations > 1 {
+                numbered(&base, v + 1)
+            } else {
+                base.clone()
+            };
+            let label = if variations > 1 {
+                format!("variation {}/{variations}", v + 1)
+            } else {
+                "generate".into()
+            };
+            plan.push(Planned {
+                label,
+                params: args
+                    .sampling
+                    .params(&prompt, args.seconds, seed.wrapping_add(v as u64)),
+                path,
+            });
         }
     }
     let paths: Vec<PathBuf> = plan.iter().map(|p| p.path.clone()).collect();
@@ -290,23 +342,37 @@ pub fn generate(args: GenerateArgs) -> CliResult {
     let dtype = dtype_name(session.dtype);
     let mut failures = Vec::new();
     for item in &plan {
-        rep.note(format!("{}: \"{}\", {} s, seed {} -> {}", item.label, item.params.prompt, item.params.seconds, item.params.seed, item.path.display()));
+        rep.note(format!(
+            "{}: \"{}\", {} s, seed {} -> {}",
+            item.label,
+            item.params.prompt,
+            item.params.seconds,
+            item.params.seed,
+            item.path.display()
+        ));
         let handle = session.engine.submit(Job::Generate(item.params.clone()));
-        let result = rep.wait_job(&session.engine, &handle, &item.label).and_then(|clip| {
-            let prov = Provenance {
-                command: command_line(&item.params, &model_label, dtype, &item.path),
-                model: model_label.clone(),
-                model_path: session.folder.root.clone(),
-                device: session.device.clone(),
-                dtype: dtype.to_string(),
-                source_file: None,
-            };
-            write_clip(&clip, &item.path, &spec, &prov, &rep)
-        });
+        let result = rep
+            .wait_job(&session.engine, &handle, &item.label)
+            .and_then(|clip| {
+                let prov = Provenance {
+                    command: command_line(&item.params, &model_label, dtype, &item.path),
+                    model: model_label.clone(),
+                    model_path: session.folder.root.clone(),
+                    device: session.device.clone(),
+                    dtype: dtype.to_string(),
+                    source_file: None,
+                };
+                write_clip(&clip, &item.path, &spec, &prov, &rep)
+            });
         match result {
             Ok(()) => {}
             // A model that fails to load fails every job alike: stop at the first.
-            Err(e) if plan.len() == 1 || matches!(session.engine.model_status(), ModelStatus::Failed(_)) => return Err(e),
+            Err(e)
+                if plan.len() == 1
+                    || matches!(session.engine.model_status(), ModelStatus::Failed(_)) =>
+            {
+                return Err(e)
+            }
             Err(e) => {
                 eprintln!("error: {}: {e}", item.label);
                 failures.push(item.path.clone());
@@ -314,7 +380,11 @@ pub fn generate(args: GenerateArgs) -> CliResult {
         }
     }
     if !failures.is_empty() {
-        return Err(CliError::new(format!("{} of {} files failed (see above)", failures.len(), plan.len())));
+        return Err(CliError::new(format!(
+            "{} of {} files failed (see above)",
+            failures.len(),
+            plan.len()
+        )));
     }
     Ok(())
 }

@@ -19,7 +19,9 @@ impl Biquad {
         let (mut x1, mut x2, mut y1, mut y2) = (0.0, 0.0, 0.0, 0.0);
         x.iter()
             .map(|&x0| {
-                let y0 = self.b[0] * x0 + self.b[1] * x1 + self.b[2] * x2 - self.a[1] * y1 - self.a[2] * y2;
+                let y0 = self.b[0] * x0 + self.b[1] * x1 + self.b[2] * x2
+                    - self.a[1] * y1
+                    - self.a[2] * y2;
                 (x2, x1, y2, y1) = (x1, x0, y1, y0);
                 y0
             })
@@ -35,14 +37,21 @@ fn k_weighting(rate: f64) -> [Biquad; 2] {
     let vb = vh.powf(0.4996667741545416);
     let a0 = 1.0 + k / q + k * k;
     let shelf = Biquad {
-        b: [(vh + vb * k / q + k * k) / a0, 2.0 * (k * k - vh) / a0, (vh - vb * k / q + k * k) / a0],
+        b: [
+            (vh + vb * k / q + k * k) / a0,
+            2.0 * (k * k - vh) / a0,
+            (vh - vb * k / q + k * k) / a0,
+        ],
         a: [1.0, 2.0 * (k * k - 1.0) / a0, (1.0 - k / q + k * k) / a0],
     };
     // Stage 2: second-order high pass at ~38 Hz.
     let (f0, q) = (38.13547087602444, 0.5003270373238773);
     let k = (PI * f0 / rate).tan();
     let a0 = 1.0 + k / q + k * k;
-    let high_pass = Biquad { b: [1.0, -2.0, 1.0], a: [1.0, 2.0 * (k * k - 1.0) / a0, (1.0 - k / q + k * k) / a0] };
+    let high_pass = Biquad {
+        b: [1.0, -2.0, 1.0],
+        a: [1.0, 2.0 * (k * k - 1.0) / a0, (1.0 - k / q + k * k) / a0],
+    };
     [shelf, high_pass]
 }
 
@@ -69,16 +78,23 @@ pub fn integrated_lufs(samples: &[f32], sample_rate: u32) -> Option<f64> {
     for v in &y {
         cumsum.push(cumsum.last().copied().unwrap_or(0.0) + v * v);
     }
-    let blocks: Vec<f64> =
-        (0..=(y.len() - block) / hop).map(|j| (cumsum[j * hop + block] - cumsum[j * hop]) / block as f64).collect();
+    let blocks: Vec<f64> = (0..=(y.len() - block) / hop)
+        .map(|j| (cumsum[j * hop + block] - cumsum[j * hop]) / block as f64)
+        .collect();
 
-    let above_absolute: Vec<f64> = blocks.into_iter().filter(|&z| z > 0.0 && lufs(z) > -70.0).collect();
+    let above_absolute: Vec<f64> = blocks
+        .into_iter()
+        .filter(|&z| z > 0.0 && lufs(z) > -70.0)
+        .collect();
     if above_absolute.is_empty() {
         return None;
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let relative_gate = lufs(mean(&above_absolute)) - 10.0;
-    let gated: Vec<f64> = above_absolute.into_iter().filter(|&z| lufs(z) > relative_gate).collect();
+    let gated: Vec<f64> = above_absolute
+        .into_iter()
+        .filter(|&z| lufs(z) > relative_gate)
+        .collect();
     (!gated.is_empty()).then(|| lufs(mean(&gated)))
 }
 
@@ -88,7 +104,9 @@ mod tests {
 
     fn sine(freq: f64, amp: f64, rate: u32, seconds: f64) -> Vec<f32> {
         let n = (seconds * rate as f64) as usize;
-        (0..n).map(|i| (amp * (2.0 * PI * freq * i as f64 / rate as f64).sin()) as f32).collect()
+        (0..n)
+            .map(|i| (amp * (2.0 * PI * freq * i as f64 / rate as f64).sin()) as f32)
+            .collect()
     }
 
     #[test]

@@ -56,7 +56,10 @@ pub type CliResult<T = ()> = Result<T, CliError>;
 pub const OFFLINE_ENV: [&str; 2] = ["EZAUDIO_OFFLINE", "HF_HUB_OFFLINE"];
 
 pub fn offline() -> bool {
-    OFFLINE_ENV.iter().any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty() && s != "0" && !s.eq_ignore_ascii_case("false")))
+    OFFLINE_ENV.iter().any(|v| {
+        std::env::var(v)
+            .is_ok_and(|s| !s.is_empty() && s != "0" && !s.eq_ignore_ascii_case("false"))
+    })
 }
 
 #[derive(Debug, Parser)]

@@ -15,8 +15,8 @@ use crate::model::t5::load_t5_folder;
 use crate::model::text::TextTokenizer;
 use crate::model::vae::{Oobleck, VaeConfig};
 use crate::models::{
-    hf_cache_dir, resolve_model, user_models_dir, ModelFolder, ModelSource, Official, EZAUDIO_REPO, MODELS_ENV,
-    VAE_CONFIG_FILE, VAE_FILE,
+    hf_cache_dir, resolve_model, user_models_dir, ModelFolder, ModelSource, Official, EZAUDIO_REPO,
+    MODELS_ENV, VAE_CONFIG_FILE, VAE_FILE,
 };
 use crate::weights::Checkpoint;
 
@@ -73,7 +73,9 @@ pub fn run(cmd: ModelsCommand) -> CliResult {
             let source = model.as_deref().unwrap_or("l").parse::<ModelSource>()?;
             verify(&source)
         }
-        ModelsCommand::Convert { model, out, dtype } => convert(&model.parse::<ModelSource>()?, &out, dtype, &rep),
+        ModelsCommand::Convert { model, out, dtype } => {
+            convert(&model.parse::<ModelSource>()?, &out, dtype, &rep)
+        }
     }
 }
 
@@ -81,7 +83,13 @@ pub fn run(cmd: ModelsCommand) -> CliResult {
 fn folder_size(f: &ModelFolder) -> u64 {
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let te: u64 = std::fs::read_dir(&f.text_encoder)
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file()).map(|p| size(&p)).sum())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .map(|p| size(&p))
+                .sum()
+        })
         .unwrap_or(0);
     size(&f.dit) + size(&f.vae) + size(&f.vae_config) + size(&f.root.join("config.yml")) + te
 }
@@ -92,26 +100,53 @@ fn list() -> CliResult {
         match resolve_model(&ModelSource::Official(m)) {
             Ok(f) => {
                 found += 1;
-                println!("{:<12} {:>9}  {}", m.name(), fmt_bytes(folder_size(&f)), f.root.display());
+                println!(
+                    "{:<12} {:>9}  {}",
+                    m.name(),
+                    fmt_bytes(folder_size(&f)),
+                    f.root.display()
+                );
             }
-            Err(_) => println!("{:<12} {:>9}  (not installed: `ezaudio models fetch {}`)", m.name(), "-", short(m)),
+            Err(_) => println!(
+                "{:<12} {:>9}  (not installed: `ezaudio models fetch {}`)",
+                m.name(),
+                "-",
+                short(m)
+            ),
         }
     }
     // Custom model folders beside the official ones.
-    let roots: Vec<PathBuf> = std::env::var_os(MODELS_ENV).map(PathBuf::from).into_iter().chain(user_models_dir()).collect();
+    let roots: Vec<PathBuf> = std::env::var_os(MODELS_ENV)
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(user_models_dir())
+        .collect();
     for root in &roots {
-        let Ok(entries) = std::fs::read_dir(root) else { continue };
+        let Ok(entries) = std::fs::read_dir(root) else {
+            continue;
+        };
         let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         dirs.sort();
         for dir in dirs {
-            let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            if name == Official::L.name() || name == Official::Xl.name() || !dir.join("config.yml").is_file() {
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if name == Official::L.name()
+                || name == Official::Xl.name()
+                || !dir.join("config.yml").is_file()
+            {
                 continue;
             }
             match ModelFolder::open(&dir) {
                 Ok(f) => {
                     found += 1;
-                    println!("{:<12} {:>9}  {}", f.model_id(), fmt_bytes(folder_size(&f)), dir.display());
+                    println!(
+                        "{:<12} {:>9}  {}",
+                        f.model_id(),
+                        fmt_bytes(folder_size(&f)),
+                        dir.display()
+                    );
                 }
                 Err(e) => println!("{name:<12} {:>9}  {} (incomplete: {e})", "-", dir.display()),
             }
@@ -141,7 +176,9 @@ struct DownloadProgress {
 
 impl ProgressHandler for DownloadProgress {
     fn on_progress(&self, event: &ProgressEvent) {
-        let ProgressEvent::Download(ev) = event else { return };
+        let ProgressEvent::Download(ev) = event else {
+            return;
+        };
         match ev {
             DownloadEvent::Start { total_bytes, .. } => self.bar.set_length(*total_bytes),
             DownloadEvent::Progress { files } => {
@@ -149,7 +186,11 @@ impl ProgressHandler for DownloadProgress {
                     self.bar.set_position(done);
                 }
             }
-            DownloadEvent::AggregateProgress { bytes_completed, total_bytes, .. } => {
+            DownloadEvent::AggregateProgress {
+                bytes_completed,
+                total_bytes,
+                ..
+            } => {
                 self.bar.set_length(*total_bytes);
                 self.bar.set_position(*bytes_completed);
             }
@@ -162,9 +203,14 @@ impl ProgressHandler for DownloadProgress {
 /// searches, then returns the resolved folder.
 pub fn fetch(model: Official, rep: &Reporter) -> CliResult<ModelFolder> {
     if offline() {
-        return Err(CliError::new(format!("downloads are disabled (EZAUDIO_OFFLINE / HF_HUB_OFFLINE)\n\n{}", not_installed(model))));
+        return Err(CliError::new(format!(
+            "downloads are disabled (EZAUDIO_OFFLINE / HF_HUB_OFFLINE)\n\n{}",
+            not_installed(model)
+        )));
     }
-    let hub = hf_cache_dir().ok_or_else(|| CliError::new("cannot find the home folder for the download cache (set HF_HOME)"))?;
+    let hub = hf_cache_dir().ok_or_else(|| {
+        CliError::new("cannot find the home folder for the download cache (set HF_HOME)")
+    })?;
     let client = HFClient::builder()
         .cache_dir(&hub)
         .retry_max_attempts(3)
@@ -177,17 +223,24 @@ pub fn fetch(model: Official, rep: &Reporter) -> CliResult<ModelFolder> {
             rep.note(format!("downloading {repo}: {file}"));
         }
         let progress = Arc::new(DownloadProgress { bar: bar.clone() });
-        let out = client.model(owner, name).download_file().filename(file).progress(progress).send();
+        let out = client
+            .model(owner, name)
+            .download_file()
+            .filename(file)
+            .progress(progress)
+            .send();
         bar.finish_and_clear();
         out
     };
     let fail = |repo: &str, file: &str, e: HFError| CliError::new(format!("{repo}: {file}: {e}"));
-    for file in [model.dit_file(), VAE_FILE, VAE_CONFIG_FILE] {
-        get(EZAUDIO_REPO, file).map_err(|e| fail(EZAUDIO_REPO, file, e))?;
-    }
+    // Small files first: no connection, no access or a moved file shows up in a second.
     let te = model.text_encoder_repo();
+    get(EZAUDIO_REPO, VAE_CONFIG_FILE).map_err(|e| fail(EZAUDIO_REPO, VAE_CONFIG_FILE, e))?;
     for file in ["config.json", "tokenizer.json"] {
         get(te, file).map_err(|e| fail(te, file, e))?;
+    }
+    for file in [VAE_FILE, model.dit_file()] {
+        get(EZAUDIO_REPO, file).map_err(|e| fail(EZAUDIO_REPO, file, e))?;
     }
     // flan-t5-large has one model.safetensors; flan-t5-xl is sharded behind an index.
     match get(te, "model.safetensors") {
@@ -202,26 +255,37 @@ pub fn fetch(model: Official, rep: &Reporter) -> CliResult<ModelFolder> {
         Err(e) => return Err(fail(te, "model.safetensors", e)),
     }
     ModelFolder::from_hf_cache(&hub, model).ok_or_else(|| {
-        CliError::new(format!("the download finished but {} is incomplete in {}", model.name(), hub.display()))
+        CliError::new(format!(
+            "the download finished but {} is incomplete in {}",
+            model.name(),
+            hub.display()
+        ))
     })
 }
 
 fn shard_names(index: &Path) -> CliResult<Vec<String>> {
-    let text = std::fs::read_to_string(index).map_err(|e| CliError::new(format!("{}: {e}", index.display())))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| CliError::new(format!("{}: not JSON: {e}", index.display())))?;
+    let text = std::fs::read_to_string(index)
+        .map_err(|e| CliError::new(format!("{}: {e}", index.display())))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| CliError::new(format!("{}: not JSON: {e}", index.display())))?;
     let map = json
         .get("weight_map")
         .and_then(|m| m.as_object())
         .ok_or_else(|| CliError::new(format!("{}: no weight_map", index.display())))?;
-    let mut names: Vec<String> = map.values().filter_map(|v| v.as_str().map(str::to_string)).collect();
+    let mut names: Vec<String> = map
+        .values()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
     names.sort();
     names.dedup();
     Ok(names)
 }
 
 fn param_count(ckpt: &Checkpoint) -> usize {
-    ckpt.names().filter_map(|n| ckpt.get(n)).map(Tensor::elem_count).sum()
+    ckpt.names()
+        .filter_map(|n| ckpt.get(n))
+        .map(Tensor::elem_count)
+        .sum()
 }
 
 fn verify(source: &ModelSource) -> CliResult {
@@ -230,7 +294,11 @@ fn verify(source: &ModelSource) -> CliResult {
         ModelSource::Folder(_) => locate_model(source, &Reporter::new(true))?,
     };
     let cfg = &folder.config;
-    println!("verifying {} at {}", folder.model_id(), folder.root.display());
+    println!(
+        "verifying {} at {}",
+        folder.model_id(),
+        folder.root.display()
+    );
     let dev = Device::Cpu;
     let mut problems = 0;
     let mut report = |part: &str, outcome: crate::Result<String>| match outcome {
@@ -244,11 +312,18 @@ fn verify(source: &ModelSource) -> CliResult {
         "config",
         Ok(format!(
             "DiT width {} x {} blocks, {} latent channels, {} Hz",
-            cfg.model.embed_dim, cfg.model.depth, cfg.model.latent_channels(), cfg.autoencoder.sr
+            cfg.model.embed_dim,
+            cfg.model.depth,
+            cfg.model.latent_channels(),
+            cfg.autoencoder.sr
         )),
     );
     let tok = folder.text_encoder.join("tokenizer.json");
-    report("tokenizer", TextTokenizer::from_file(&tok, cfg.text_encoder.max_length).map(|_| tok.display().to_string()));
+    report(
+        "tokenizer",
+        TextTokenizer::from_file(&tok, cfg.text_encoder.max_length)
+            .map(|_| tok.display().to_string()),
+    );
     report(
         "text encoder",
         load_t5_folder(&folder.text_encoder, DType::F32, &dev).and_then(|(enc, _)| {
@@ -256,10 +331,17 @@ fn verify(source: &ModelSource) -> CliResult {
             if enc.hidden_size() != want {
                 return Err(crate::Error::config(
                     &folder.text_encoder,
-                    format!("width {} does not match the DiT's context_dim {want}", enc.hidden_size()),
+                    format!(
+                        "width {} does not match the DiT's context_dim {want}",
+                        enc.hidden_size()
+                    ),
                 ));
             }
-            Ok(format!("{} (width {})", folder.text_encoder.display(), enc.hidden_size()))
+            Ok(format!(
+                "{} (width {})",
+                folder.text_encoder.display(),
+                enc.hidden_size()
+            ))
         }),
     );
     report(
@@ -267,7 +349,12 @@ fn verify(source: &ModelSource) -> CliResult {
         Checkpoint::load(&folder.dit, Some("model"), None).and_then(|ckpt| {
             MaskDit::new(&cfg.model, ckpt.var_builder(DType::F32, &dev))?;
             ckpt.ensure_all_used(|_| false)?;
-            Ok(format!("{} ({} tensors, {:.1}M parameters)", folder.dit.display(), ckpt.names().count(), param_count(&ckpt) as f64 / 1e6))
+            Ok(format!(
+                "{} ({} tensors, {:.1}M parameters)",
+                folder.dit.display(),
+                ckpt.names().count(),
+                param_count(&ckpt) as f64 / 1e6
+            ))
         }),
     );
     report(
@@ -279,20 +366,36 @@ fn verify(source: &ModelSource) -> CliResult {
             if vcfg.latent_channels() != cfg.model.latent_channels() {
                 return Err(crate::Error::config(
                     &folder.vae_config,
-                    format!("{} latent channels, the DiT has {}", vcfg.latent_channels(), cfg.model.latent_channels()),
+                    format!(
+                        "{} latent channels, the DiT has {}",
+                        vcfg.latent_channels(),
+                        cfg.model.latent_channels()
+                    ),
                 ));
             }
             if vcfg.sample_rate() != cfg.autoencoder.sr as usize {
                 return Err(crate::Error::config(
                     &folder.vae_config,
-                    format!("sample rate {} Hz, config.yml says {} Hz", vcfg.sample_rate(), cfg.autoencoder.sr),
+                    format!(
+                        "sample rate {} Hz, config.yml says {} Hz",
+                        vcfg.sample_rate(),
+                        cfg.autoencoder.sr
+                    ),
                 ));
             }
-            Ok(format!("{} ({} tensors, {:.1}M parameters)", folder.vae.display(), ckpt.names().count(), param_count(&ckpt) as f64 / 1e6))
+            Ok(format!(
+                "{} ({} tensors, {:.1}M parameters)",
+                folder.vae.display(),
+                ckpt.names().count(),
+                param_count(&ckpt) as f64 / 1e6
+            ))
         }),
     );
     if problems > 0 {
-        return Err(CliError::new(format!("{problems} part(s) of {} failed verification", folder.model_id())));
+        return Err(CliError::new(format!(
+            "{problems} part(s) of {} failed verification",
+            folder.model_id()
+        )));
     }
     println!("all parts OK");
     Ok(())
@@ -303,16 +406,24 @@ fn for_saving(ckpt: &Checkpoint, dtype: DType) -> CliResult<HashMap<String, Tens
     let mut out = HashMap::new();
     for name in ckpt.names() {
         let Some(t) = ckpt.get(name) else { continue };
-        let t = if t.dtype().is_float() { t.to_dtype(dtype)? } else { t.clone() };
+        let t = if t.dtype().is_float() {
+            t.to_dtype(dtype)?
+        } else {
+            t.clone()
+        };
         out.insert(name.to_string(), t.contiguous()?);
     }
     Ok(out)
 }
 
 fn copy(from: &Path, to: &Path) -> CliResult {
-    std::fs::copy(from, to)
-        .map(|_| ())
-        .map_err(|e| CliError::new(format!("cannot copy {} to {}: {e}", from.display(), to.display())))
+    std::fs::copy(from, to).map(|_| ()).map_err(|e| {
+        CliError::new(format!(
+            "cannot copy {} to {}: {e}",
+            from.display(),
+            to.display()
+        ))
+    })
 }
 
 fn convert(source: &ModelSource, out: &Path, dtype: DType, rep: &Reporter) -> CliResult {
@@ -326,37 +437,79 @@ fn convert(source: &ModelSource, out: &Path, dtype: DType, rep: &Reporter) -> Cl
         )));
     }
     if out.join("config.yml").exists() {
-        return Err(CliError::new(format!("{} already holds a model; choose an empty folder", out.display())));
+        return Err(CliError::new(format!(
+            "{} already holds a model; choose an empty folder",
+            out.display()
+        )));
     }
-    let mkdir = |d: &Path| std::fs::create_dir_all(d).map_err(|e| CliError::new(format!("cannot create {}: {e}", d.display())));
+    let mkdir = |d: &Path| {
+        std::fs::create_dir_all(d)
+            .map_err(|e| CliError::new(format!("cannot create {}: {e}", d.display())))
+    };
     mkdir(&out.join("vae"))?;
     let save = |tensors: &HashMap<String, Tensor>, path: &Path| -> CliResult {
-        candle_core::safetensors::save(tensors, path).map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))
+        candle_core::safetensors::save(tensors, path)
+            .map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))
     };
-    rep.note(format!("DiT: {} -> dit.safetensors ({})", folder.dit.display(), dtype_name(dtype)));
+    rep.note(format!(
+        "DiT: {} -> dit.safetensors ({})",
+        folder.dit.display(),
+        dtype_name(dtype)
+    ));
     let dit = Checkpoint::load(&folder.dit, Some("model"), None)?;
     save(&for_saving(&dit, dtype)?, &out.join("dit.safetensors"))?;
     drop(dit);
     // Weight norm stays as in the file (weight_g / weight_v); the loader folds it.
-    rep.note(format!("VAE: {} -> vae/vae.safetensors", folder.vae.display()));
+    rep.note(format!(
+        "VAE: {} -> vae/vae.safetensors",
+        folder.vae.display()
+    ));
     let vae = Checkpoint::load(&folder.vae, Some("state_dict"), Some("autoencoder."))?;
-    save(&for_saving(&vae, dtype)?, &out.join("vae").join("vae.safetensors"))?;
+    save(
+        &for_saving(&vae, dtype)?,
+        &out.join("vae").join("vae.safetensors"),
+    )?;
     copy(&folder.vae_config, &out.join("vae").join("config.json"))?;
     // The text encoder is copied as is, into the folder name config.yml points at.
-    let te_rel = folder.text_encoder.strip_prefix(&folder.root).map(Path::to_path_buf).unwrap_or_else(|_| {
-        PathBuf::from(folder.config.text_encoder.model.rsplit('/').next().unwrap_or("text_encoder"))
-    });
+    let te_rel = folder
+        .text_encoder
+        .strip_prefix(&folder.root)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|_| {
+            PathBuf::from(
+                folder
+                    .config
+                    .text_encoder
+                    .model
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("text_encoder"),
+            )
+        });
     let te_out = out.join(te_rel);
     mkdir(&te_out)?;
-    let entries = std::fs::read_dir(&folder.text_encoder)
-        .map_err(|e| CliError::new(format!("cannot read {}: {e}", folder.text_encoder.display())))?;
-    for p in entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()) {
+    let entries = std::fs::read_dir(&folder.text_encoder).map_err(|e| {
+        CliError::new(format!(
+            "cannot read {}: {e}",
+            folder.text_encoder.display()
+        ))
+    })?;
+    for p in entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+    {
         if let Some(name) = p.file_name() {
             copy(&p, &te_out.join(name))?;
         }
     }
     copy(&src_config, &out.join("config.yml"))?;
     let converted = ModelFolder::open(out)?;
-    println!("converted {} to {} (DiT {}, VAE {})", folder.model_id(), out.display(), converted.dit.display(), converted.vae.display());
+    println!(
+        "converted {} to {} (DiT {}, VAE {})",
+        folder.model_id(),
+        out.display(),
+        converted.dit.display(),
+        converted.vae.display()
+    );
     Ok(())
 }

@@ -85,7 +85,10 @@ pub struct Provenance {
 }
 
 pub fn sidecar_path(wav: &Path) -> PathBuf {
-    let mut name = wav.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = wav
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".json");
     wav.with_file_name(name)
 }
@@ -95,8 +98,15 @@ pub fn check_free(paths: &[PathBuf], overwrite: bool) -> Result<(), CliError> {
     if overwrite {
         return Ok(());
     }
-    if let Some(p) = paths.iter().flat_map(|p| [p.clone(), sidecar_path(p)]).find(|p| p.exists()) {
-        return Err(CliError::new(format!("{} already exists (pass --force to overwrite)", p.display())));
+    if let Some(p) = paths
+        .iter()
+        .flat_map(|p| [p.clone(), sidecar_path(p)])
+        .find(|p| p.exists())
+    {
+        return Err(CliError::new(format!(
+            "{} already exists (pass --force to overwrite)",
+            p.display()
+        )));
     }
     Ok(())
 }
@@ -110,7 +120,13 @@ fn peak(x: &[f32]) -> f32 {
 }
 
 /// Applies the level policy; returns (samples, gain in dB, clipped sample count).
-pub fn level(samples: Vec<f32>, rate: u32, spec: &OutputSpec, rep: &Reporter, name: &str) -> (Vec<f32>, f64, usize) {
+pub fn level(
+    samples: Vec<f32>,
+    rate: u32,
+    spec: &OutputSpec,
+    rep: &Reporter,
+    name: &str,
+) -> (Vec<f32>, f64, usize) {
     let p = peak(&samples) as f64;
     let int = spec.format.is_integer();
     let mut gain = 1.0f64;
@@ -183,10 +199,14 @@ pub fn write_samples(
     prov: &Provenance,
     rep: &Reporter,
 ) -> Result<(), CliError> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| CliError::new(format!("cannot create folder {}: {e}", parent.display())))?;
+        std::fs::create_dir_all(parent).map_err(|e| {
+            CliError::new(format!("cannot create folder {}: {e}", parent.display()))
+        })?;
     }
     let (samples, gain_db, clipped) = level(samples, rate, spec, rep, &name);
     write_mono(path, &samples, rate, spec.format)?;
@@ -206,17 +226,30 @@ pub fn write_samples(
         format: spec.format.to_string(),
         normalize: spec.normalize,
         gain_db: if gain_db.abs() < 1e-9 { 0.0 } else { gain_db },
-        peak_dbfs: (p > 0.0).then(|| db(p.min(if spec.format.is_integer() { 1.0 } else { f64::MAX }))),
+        peak_dbfs: (p > 0.0).then(|| {
+            db(p.min(if spec.format.is_integer() {
+                1.0
+            } else {
+                f64::MAX
+            }))
+        }),
         loudness_lufs: loudness::integrated_lufs(&samples, rate),
         clipped_samples: clipped,
         source_file: prov.source_file.clone(),
     };
     let json_path = sidecar_path(path);
-    let text = serde_json::to_string_pretty(&sidecar).map_err(|e| CliError::new(format!("metadata: {e}")))?;
+    let text = serde_json::to_string_pretty(&sidecar)
+        .map_err(|e| CliError::new(format!("metadata: {e}")))?;
     std::fs::write(&json_path, text + "\n")
         .map_err(|e| CliError::new(format!("cannot write {}: {e}", json_path.display())))?;
-    let loud = sidecar.loudness_lufs.map(|l| format!(", {l:.1} LUFS")).unwrap_or_default();
-    let pk = sidecar.peak_dbfs.map(|p| format!(", peak {p:+.1} dBFS")).unwrap_or_default();
+    let loud = sidecar
+        .loudness_lufs
+        .map(|l| format!(", {l:.1} LUFS"))
+        .unwrap_or_default();
+    let pk = sidecar
+        .peak_dbfs
+        .map(|p| format!(", peak {p:+.1} dBFS"))
+        .unwrap_or_default();
     rep.note(format!(
         "wrote {} ({:.2} s, {} Hz, {}{pk}{loud})",
         path.display(),

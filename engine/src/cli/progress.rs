@@ -19,7 +19,10 @@ pub struct Reporter {
 
 impl Reporter {
     pub fn new(quiet: bool) -> Self {
-        Self { quiet, tty: std::io::stderr().is_terminal() }
+        Self {
+            quiet,
+            tty: std::io::stderr().is_terminal(),
+        }
     }
 
     pub fn is_tty(&self) -> bool {
@@ -60,7 +63,12 @@ impl Reporter {
 
     /// Polls a job until it finishes, showing stage, `step k/n` and an ETA. Prints which device
     /// the engine picked the first time the model is ready.
-    pub fn wait_job(&self, engine: &Engine, handle: &JobHandle, label: &str) -> Result<Clip, CliError> {
+    pub fn wait_job(
+        &self,
+        engine: &Engine,
+        handle: &JobHandle,
+        label: &str,
+    ) -> Result<Clip, CliError> {
         let started = Instant::now();
         let mut view = JobView::new(*self, label);
         loop {
@@ -68,7 +76,10 @@ impl Reporter {
                 view.finish();
                 return match outcome {
                     Ok(clip) => {
-                        self.note(format!("{label}: done in {:.1} s", started.elapsed().as_secs_f64()));
+                        self.note(format!(
+                            "{label}: done in {:.1} s",
+                            started.elapsed().as_secs_f64()
+                        ));
                         Ok(clip)
                     }
                     Err(msg) => Err(CliError::new(msg)),
@@ -123,7 +134,10 @@ impl JobView {
     fn enter(&mut self, status: &JobStatus, engine: &Engine) {
         if let Some(since) = self.loading_since.take() {
             if let ModelStatus::Ready { device } = engine.model_status() {
-                self.rep.note(format!("model loaded in {:.1} s; running on {device}", since.elapsed().as_secs_f64()));
+                self.rep.note(format!(
+                    "model loaded in {:.1} s; running on {device}",
+                    since.elapsed().as_secs_f64()
+                ));
             }
         }
         let what = match status {
@@ -154,22 +168,29 @@ impl JobView {
         if self.rep.tty {
             let bar = self.bar.get_or_insert_with(|| {
                 let bar = ProgressBar::new(n as u64);
-                let style = ProgressStyle::with_template("{prefix} [{bar:30}] step {pos}/{len} {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> ");
+                let style =
+                    ProgressStyle::with_template("{prefix} [{bar:30}] step {pos}/{len} {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> ");
                 bar.set_style(style);
                 bar.set_prefix(self.label.clone());
                 bar
             });
             bar.set_position(k as u64);
-            bar.set_message(eta.map(|e| format!("ETA {}", fmt_duration(e))).unwrap_or_default());
+            bar.set_message(
+                eta.map(|e| format!("ETA {}", fmt_duration(e)))
+                    .unwrap_or_default(),
+            );
             return;
         }
         // Plain lines: about every 10 % or every 5 s, whichever comes first.
         let every = (n / 10).max(1);
-        let due = self.last_step_printed.is_none_or(|p| k >= p + every) || self.last_line.elapsed() > Duration::from_secs(5);
+        let due = self.last_step_printed.is_none_or(|p| k >= p + every)
+            || self.last_line.elapsed() > Duration::from_secs(5);
         if due && self.last_step_printed != Some(k) {
-            let eta = eta.map(|e| format!(", ETA {}", fmt_duration(e))).unwrap_or_default();
+            let eta = eta
+                .map(|e| format!(", ETA {}", fmt_duration(e)))
+                .unwrap_or_default();
             eprintln!("{}: step {k}/{n}{eta}", self.label);
             self.last_step_printed = Some(k);
             self.last_line = Instant::now();

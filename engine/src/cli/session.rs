@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use candle_core::DType;
 use clap::Args;
 
-use crate::model::dit::ImgSize;
 use crate::device::{describe, parse_dtype, DeviceChoice};
+use crate::model::dit::ImgSize;
 use crate::models::{
-    hf_cache_dir, not_installed_message, resolve_model, user_models_dir, ModelFolder, ModelSource, Official,
-    MODELS_ENV,
+    hf_cache_dir, not_installed_message, resolve_model, user_models_dir, ModelFolder, ModelSource,
+    Official, MODELS_ENV,
 };
 use crate::worker::{Engine, ModelChoice};
 
@@ -64,7 +64,9 @@ impl ModelOpts {
     pub fn apply_threads(&self) -> CliResult {
         if let Some(n) = self.threads {
             if n == 0 || n > 1024 {
-                return Err(CliError::new(format!("--threads must be between 1 and 1024, got {n}")));
+                return Err(CliError::new(format!(
+                    "--threads must be between 1 and 1024, got {n}"
+                )));
             }
             std::env::set_var("RAYON_NUM_THREADS", n.to_string());
         }
@@ -86,23 +88,43 @@ impl Session {
         opts.apply_threads()?;
         let source = opts.source()?;
         let folder = locate_model(&source, rep)?;
-        let device = opts.device.open()?;
-        let name = describe(&device);
-        drop(device);
+        // Opened here only to fail early and to say which device runs; the engine opens its own.
+        let name = describe(&opts.device.open()?);
         let why = match (opts.device, name.as_str()) {
-            (DeviceChoice::Auto, "CPU") if !candle_core::utils::cuda_is_available() && !candle_core::utils::metal_is_available() => {
+            (DeviceChoice::Auto, "CPU")
+                if !candle_core::utils::cuda_is_available()
+                    && !candle_core::utils::metal_is_available() =>
+            {
                 " (--device auto: this build has no CUDA or Metal support)"
             }
             (DeviceChoice::Auto, "CPU") => " (--device auto: no GPU found)",
             (DeviceChoice::Auto, _) => " (--device auto)",
             _ => "",
         };
-        rep.note(format!("model: {} ({}), device: {name}{why}, dtype: {}", folder.model_id(), folder.root.display(), dtype_name(opts.dtype)));
+        rep.note(format!(
+            "model: {} ({}), device: {name}{why}, dtype: {}",
+            folder.model_id(),
+            folder.root.display(),
+            dtype_name(opts.dtype)
+        ));
         if name == "CPU" && opts.dtype != DType::F32 {
-            rep.warn(format!("{} on the CPU is slow and less accurate; f32 is recommended there", dtype_name(opts.dtype)));
+            rep.warn(format!(
+                "{} on the CPU is slow and less accurate; f32 is recommended there",
+                dtype_name(opts.dtype)
+            ));
         }
-        let engine = Engine::shared(ModelChoice { source: source.clone(), device: opts.device, dtype: opts.dtype });
-        Ok(Self { engine, folder, source, device: name, dtype: opts.dtype })
+        let engine = Engine::shared(ModelChoice {
+            source: source.clone(),
+            device: opts.device,
+            dtype: opts.dtype,
+        });
+        Ok(Self {
+            engine,
+            folder,
+            source,
+            device: name,
+            dtype: opts.dtype,
+        })
     }
 
     /// The model's own clip length (DiT positions / latent rate), e.g. 10 s for EzAudio-L.
@@ -122,16 +144,22 @@ impl Session {
 
 /// Where an official model may be installed, in lookup order (see [`resolve_model`]).
 pub fn search_dirs(model: Official) -> Vec<PathBuf> {
-    let roots = std::env::var_os(MODELS_ENV).map(PathBuf::from).into_iter().chain(user_models_dir());
-    let mut dirs: Vec<PathBuf> = roots.map(|r| r.join(model.name())).collect();
-    if let Some(hub) = hf_cache_dir() {
-        dirs.push(hub);
-    }
-    dirs
+    let roots = std::env::var_os(MODELS_ENV)
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(user_models_dir());
+    roots.map(|r| r.join(model.name())).collect()
 }
 
 pub fn not_installed(model: Official) -> CliError {
-    CliError::new(not_installed_message(model, &search_dirs(model)))
+    let mut msg = not_installed_message(model, &search_dirs(model));
+    if let Some(hub) = hf_cache_dir() {
+        msg += &format!(
+            "\n`ezaudio models fetch` keeps the files in the Hugging Face cache at {}.",
+            hub.display()
+        );
+    }
+    CliError::new(msg)
 }
 
 /// Resolves the model; an official model that is not installed is downloaded first (unless
@@ -153,22 +181,36 @@ pub fn locate_model(source: &ModelSource, rep: &Reporter) -> CliResult<ModelFold
         ModelSource::Official(m) => *m,
     };
     // A folder that exists but is broken is reported as is; downloading would not fix it.
-    if search_dirs(model).iter().any(|d| d.join("config.yml").is_file()) {
+    if search_dirs(model)
+        .iter()
+        .any(|d| d.join("config.yml").is_file())
+    {
         return Err(err.into());
     }
     if offline() {
         return Err(not_installed(model));
     }
-    rep.note(format!("{} is not installed; downloading it now ({})", model.name(), model.download_size()));
+    rep.note(format!(
+        "{} is not installed; downloading it now ({})",
+        model.name(),
+        model.download_size()
+    ));
     if let Err(e) = models_cmd::fetch(model, rep) {
-        return Err(CliError::new(format!("could not download {}: {e}\n\n{}", model.name(), not_installed(model))));
+        return Err(CliError::new(format!(
+            "could not download {}: {e}\n\n{}",
+            model.name(),
+            not_installed(model)
+        )));
     }
     Ok(resolve_model(source)?)
 }
 
 /// Quotes a word for a POSIX shell when needed.
 pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=+,".contains(c)) {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=+,".contains(c))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
