@@ -4,6 +4,7 @@
 //! (T5 -> DiT + DDIM -> VAE) -> [`clip::Clip`] -> [`published::ClipSlot`] for realtime playback.
 //! The model code knows no threads; the engine knows no plugin.
 
+pub mod cli;
 pub mod clip;
 pub mod control;
 pub mod device;
@@ -15,6 +16,7 @@ pub mod models;
 pub mod pipeline;
 pub mod published;
 pub mod sampler;
+pub mod wav;
 pub mod weights;
 pub mod worker;
 

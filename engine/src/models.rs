@@ -198,8 +198,12 @@ impl ModelFolder {
         let dit = ez.join(model.dit_file());
         let vae = ez.join(VAE_FILE);
         let vae_config = ez.join(VAE_CONFIG_FILE);
+        // flan-t5-xl is sharded: its index stands in for model.safetensors.
+        let te_file_present = |f: &&str| {
+            te.join(f).is_file() || (*f == "model.safetensors" && te.join("model.safetensors.index.json").is_file())
+        };
         let complete = [&dit, &vae, &vae_config].iter().all(|p| p.is_file())
-            && TEXT_ENCODER_FILES.iter().all(|f| te.join(f).is_file());
+            && TEXT_ENCODER_FILES.iter().all(te_file_present);
         complete.then(|| Self { root: ez.clone(), config: model.config(), dit, vae, vae_config, text_encoder: te })
     }
 

@@ -1,4 +1,5 @@
-fn main() {
-    eprintln!("ezaudio: not yet implemented");
-    std::process::exit(2);
+//! The `ezaudio` command line; everything lives in [`ezaudio_engine::cli`].
+
+fn main() -> std::process::ExitCode {
+    ezaudio_engine::cli::main()
 }
