@@ -267,11 +267,13 @@ mod tests {
     }
 
     #[test]
-    fn standin_engine_reports_unavailable() {
+    fn missing_model_is_reported_in_plain_words() {
         let (shared, _readers) = Shared::new(Arc::new(PadStore::default()));
-        let generator = Generator::spawn(shared.clone(), Box::new(EngineBackend::default()));
+        let missing = ezaudio_engine::models::ModelSource::Folder("/nonexistent/ezaudio-model".into());
+        let engine = worker::Engine::start(worker::ModelChoice::new(missing), None);
+        let generator = Generator::spawn(shared.clone(), Box::new(EngineBackend(Some(engine))));
         generator.sender().send(Command::Generate { pad: 0, job: worker::Job::Generate(params(1)) }).unwrap();
-        assert!(wait(|| matches!(&shared.progress.lock()[0], Progress::Failed(e) if e.contains("not available"))));
-        assert!(wait(|| shared.model_line.lock().contains("not available")));
+        assert!(wait(|| matches!(&shared.progress.lock()[0], Progress::Failed(e) if e.contains("model folder not found"))));
+        assert!(wait(|| shared.model_line.lock().contains("error")));
     }
 }
