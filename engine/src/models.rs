@@ -52,8 +52,8 @@ impl Official {
     /// Approximate download size, for messages.
     pub fn download_size(self) -> &'static str {
         match self {
-            Self::L => "about 4 GB (DiT 2.4 GB, VAE 0.2 GB, FLAN-T5-large 1.4 GB incl. decoder)",
-            Self::Xl => "about 15 GB (DiT 3.5 GB, VAE 0.2 GB, FLAN-T5-XL 11 GB incl. decoder)",
+            Self::L => "about 6 GB: DiT 2.4 GB, VAE 0.2 GB, FLAN-T5-large 3.1 GB (the file includes its decoder)",
+            Self::Xl => "about 15 GB: DiT 3.5 GB, VAE 0.2 GB, FLAN-T5-XL 11.4 GB (the files include its decoder)",
         }
     }
 }
