@@ -24,6 +24,17 @@ pub enum ClipKind {
         /// Free-form description of the source audio (file name, parent clip, ...).
         source: Option<String>,
     },
+    /// Text-to-audio whose loudness follows a control (EzAudio-ControlNet, energy).
+    Controlled {
+        /// What steered it: `reference` (a recording) or `envelope` (drawn points).
+        control: String,
+        /// ControlNet conditioning scale (1 = as trained).
+        scale: f32,
+        /// The condition that reached the model: normalised energy, `frame_rate` values per
+        /// second from the clip's start.
+        condition: Vec<f32>,
+        frame_rate: f32,
+    },
 }
 
 /// Everything needed to reproduce (or re-run with tweaks) a clip.

@@ -142,6 +142,54 @@ impl ControlNetFolder {
     }
 }
 
+/// Environment variable naming a ControlNet folder (used when no folder is given explicitly).
+pub const CONTROLNET_ENV: &str = "EZAUDIO_CONTROLNET";
+
+/// Finds the ControlNet for the model in `model_root`: the explicit folder; else
+/// `$EZAUDIO_CONTROLNET`; else `<model>/controlnet/`, `<model>/ckpts/controlnet/` (the Hugging
+/// Face snapshot layout); else, for EzAudio-L (`official_l`), the Hugging Face cache's
+/// `OpenSound/EzAudio` `ckpts/controlnet/`. The error lists every place searched.
+pub fn resolve_controlnet(
+    explicit: Option<&Path>,
+    model_root: &Path,
+    official_l: bool,
+) -> Result<ControlNetFolder> {
+    if let Some(dir) = explicit {
+        return ControlNetFolder::open(dir);
+    }
+    if let Some(dir) = std::env::var_os(CONTROLNET_ENV).filter(|v| !v.is_empty()) {
+        return ControlNetFolder::open(Path::new(&dir)).map_err(|e| {
+            Error::InvalidInput(format!("{CONTROLNET_ENV} = {}: {e}", Path::new(&dir).display()))
+        });
+    }
+    let mut candidates = vec![model_root.join("controlnet"), model_root.join("ckpts").join("controlnet")];
+    if official_l {
+        let repo = crate::models::repo_cache_name(crate::models::EZAUDIO_REPO);
+        if let Some(snap) = crate::models::hf_cache_dir()
+            .and_then(|hub| crate::models::latest_snapshot(&hub.join(repo)))
+        {
+            candidates.push(snap.join("ckpts").join("controlnet"));
+        }
+    }
+    for dir in &candidates {
+        if dir.is_dir() {
+            return ControlNetFolder::open(dir);
+        }
+    }
+    let places: Vec<String> = candidates.iter().map(|p| format!("  {}", p.display())).collect();
+    Err(Error::weights(
+        &candidates[0],
+        format!(
+            "no ControlNet found. Controlled generation needs the energy ControlNet next to the model:\n{}\n\
+             (a folder with s3_l_energy.pt, from {}: {}, plus optionally energy_l.yml), or a folder \
+             given with --controlnet / {CONTROLNET_ENV}. `ezaudio models fetch l --controlnet` downloads it.",
+            places.join("\n"),
+            crate::models::EZAUDIO_REPO,
+            crate::models::CONTROLNET_FILE,
+        ),
+    ))
+}
+
 fn only_file_with_extension(dir: &Path, exts: &[&str]) -> Option<PathBuf> {
     let found: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?

@@ -62,6 +62,9 @@ impl Official {
 pub const EZAUDIO_REPO: &str = "OpenSound/EzAudio";
 pub const VAE_FILE: &str = "ckpts/vae/1m.pt";
 pub const VAE_CONFIG_FILE: &str = "ckpts/vae/config.json";
+/// The energy ControlNet paired with EzAudio-L (EzAudio-ControlNet), and its config.
+pub const CONTROLNET_FILE: &str = "ckpts/controlnet/s3_l_energy.pt";
+pub const CONTROLNET_CONFIG_FILE: &str = "ckpts/controlnet/energy_l.yml";
 /// Files of a text-encoder repository the engine needs.
 pub const TEXT_ENCODER_FILES: &[&str] = &["config.json", "model.safetensors", "tokenizer.json"];
 
@@ -254,7 +257,7 @@ pub fn repo_cache_name(repo: &str) -> String {
     format!("models--{}", repo.replace('/', "--"))
 }
 
-fn latest_snapshot(repo_dir: &Path) -> Option<PathBuf> {
+pub(crate) fn latest_snapshot(repo_dir: &Path) -> Option<PathBuf> {
     let main_ref = std::fs::read_to_string(repo_dir.join("refs").join("main")).ok();
     if let Some(rev) = main_ref.map(|r| r.trim().to_string()) {
         let dir = repo_dir.join("snapshots").join(rev);

@@ -7,6 +7,7 @@
 //! (or after an idle timeout).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
 use crate::clip::{Clip, ClipKind, ClipMeta};
+use crate::control::{resolve_controlnet, ControlInput, ControlNet};
 use crate::device::{describe, parse_dtype, DeviceChoice};
 use crate::edit::Span;
 use crate::error::Error;
@@ -119,10 +121,34 @@ pub struct EditParams {
     pub gen: GenerateParams,
 }
 
+/// What a controlled generation follows.
+#[derive(Debug, Clone)]
+pub enum ControlSource {
+    /// A recording (mono, any rate; resampled to the model's): the result follows its loudness
+    /// and is cut to its length.
+    Reference(Arc<Clip>),
+    /// A drawn envelope: `(seconds, level 0..1)` points.
+    Envelope(Vec<(f32, f32)>),
+}
+
+/// Text to audio steered by a loudness control (EzAudio-ControlNet, energy).
+#[derive(Debug, Clone)]
+pub struct ControlParams {
+    pub gen: GenerateParams,
+    pub control: ControlSource,
+    /// Scales the ControlNet's effect (1 = as trained, 0 = none).
+    pub conditioning_scale: f32,
+    /// Noise gate for a reference after peak normalisation (0 = off; the official demo's 0.01).
+    pub surpass_noise: f32,
+    /// A ControlNet folder; `None` finds it next to the model (see [`resolve_controlnet`]).
+    pub controlnet: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone)]
 pub enum Job {
     Generate(GenerateParams),
     Edit(EditParams),
+    GenerateControlled(ControlParams),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -291,7 +317,14 @@ impl Engine {
         let (tx, rx) = crossbeam_channel::unbounded::<Queued>();
         let status = Arc::new(Mutex::new(ModelStatus::NotLoaded));
         let shutdown = Arc::new(AtomicBool::new(false));
-        let worker = Worker { choice: choice.clone(), status: status.clone(), pipeline: None, idle };
+        let worker = Worker {
+            choice: choice.clone(),
+            status: status.clone(),
+            pipeline: None,
+            model_root: None,
+            controlnet: None,
+            idle,
+        };
         let spawned = std::thread::Builder::new().name("ezaudio-engine".into()).spawn(move || worker.run(rx));
         if let Err(e) = spawned {
             *status.lock() = ModelStatus::Failed(format!("cannot start the engine thread: {e}"));
@@ -333,6 +366,10 @@ struct Worker {
     choice: ModelChoice,
     status: Arc<Mutex<ModelStatus>>,
     pipeline: Option<Pipeline>,
+    /// The loaded model's folder (where its ControlNet is looked for).
+    model_root: Option<PathBuf>,
+    /// The last ControlNet used, by checkpoint path: loaded on the first controlled job.
+    controlnet: Option<(PathBuf, ControlNet)>,
     idle: Option<Duration>,
 }
 
@@ -359,6 +396,7 @@ impl Worker {
     }
 
     fn unload(&mut self) {
+        self.controlnet = None;
         if self.pipeline.take().is_some() {
             *self.status.lock() = ModelStatus::NotLoaded;
         }
@@ -383,7 +421,8 @@ impl Worker {
             *self.status.lock() = ModelStatus::Loading;
             let loaded = load_pipeline(&self.choice);
             match loaded {
-                Ok(p) => {
+                Ok((p, root)) => {
+                    self.model_root = Some(root);
                     PIPELINE_LOADS.fetch_add(1, Ordering::Relaxed);
                     *self.status.lock() = ModelStatus::Ready { device: describe(p.device()) };
                     self.pipeline = Some(p);
@@ -397,8 +436,28 @@ impl Worker {
         self.pipeline.as_ref().ok_or_else(|| Error::InvalidInput("model not loaded".into()))
     }
 
+    /// The ControlNet for `explicit` (or the one next to the model), loaded once and kept.
+    fn ensure_controlnet(&mut self, explicit: Option<&std::path::Path>) -> Result<(), Error> {
+        let root = self.model_root.clone().unwrap_or_default();
+        let official_l = self.choice.source == ModelSource::Official(Official::L);
+        let folder = resolve_controlnet(explicit, &root, official_l)?;
+        if self.controlnet.as_ref().is_some_and(|(p, _)| *p == folder.checkpoint) {
+            return Ok(());
+        }
+        self.controlnet = None;
+        let pipeline = self.pipeline.as_ref().ok_or_else(|| Error::InvalidInput("model not loaded".into()))?;
+        let net = ControlNet::load(&folder, pipeline)?;
+        self.controlnet = Some((folder.checkpoint, net));
+        Ok(())
+    }
+
     fn execute(&mut self, job: &Job, state: &JobState) -> Result<Clip, Error> {
-        let pipeline = self.ensure_loaded(state)?;
+        self.ensure_loaded(state)?;
+        if let Job::GenerateControlled(c) = job {
+            state.stage.store(LOADING, Ordering::Release);
+            self.ensure_controlnet(c.controlnet.as_deref())?;
+        }
+        let pipeline = self.pipeline.as_ref().ok_or_else(|| Error::InvalidInput("model not loaded".into()))?;
         let mut progress = |stage: Stage| {
             match stage {
                 Stage::EncodingText | Stage::EncodingAudio => state.stage.store(ENCODING, Ordering::Release),
@@ -434,12 +493,77 @@ impl Worker {
                 meta.seconds = out.samples.len() as f32 / out.sample_rate as f32;
                 Ok(Clip::new(out.samples, out.sample_rate, meta))
             }
+            Job::GenerateControlled(c) => {
+                let net = &self
+                    .controlnet
+                    .as_ref()
+                    .ok_or_else(|| Error::InvalidInput("ControlNet not loaded".into()))?
+                    .1;
+                controlled(pipeline, net, c, &model_id, &mut progress)
+            }
         }
     }
 }
 
-fn load_pipeline(choice: &ModelChoice) -> Result<Pipeline, Error> {
+/// Runs a controlled job; the clip's metadata records the condition the model received.
+fn controlled(
+    pipeline: &Pipeline,
+    net: &ControlNet,
+    c: &ControlParams,
+    model_id: &str,
+    progress: &mut dyn FnMut(Stage) -> bool,
+) -> Result<Clip, Error> {
+    if !c.conditioning_scale.is_finite() || !(0.0..=1.0).contains(&c.surpass_noise) {
+        return Err(Error::InvalidInput(format!(
+            "control scale must be finite and the noise gate within 0..1 (got {} and {})",
+            c.conditioning_scale, c.surpass_noise
+        )));
+    }
+    let rate = pipeline.sample_rate();
+    let (input, what) = match &c.control {
+        ControlSource::Reference(clip) => {
+            if clip.samples.is_empty() {
+                return Err(Error::InvalidInput("the control recording is empty".into()));
+            }
+            let audio = if clip.sample_rate == rate {
+                clip.samples.clone()
+            } else {
+                crate::clip::resample(&clip.samples, clip.sample_rate, rate)?
+            };
+            (ControlInput::Reference { audio, surpass_noise: c.surpass_noise }, "reference")
+        }
+        ControlSource::Envelope(points) => {
+            if points.is_empty() || points.iter().any(|(t, v)| !t.is_finite() || !v.is_finite()) {
+                return Err(Error::InvalidInput("the control envelope has no points or non-finite ones".into()));
+            }
+            (ControlInput::Envelope(points.clone()), "envelope")
+        }
+    };
+    let seconds = c.gen.seconds as f64;
+    let (condition, _) = pipeline.control_condition(net, seconds, &input)?;
+    let condition: Vec<f32> = condition.flatten_all()?.to_vec1()?;
+    let out = pipeline.generate_controlled(
+        net,
+        &c.gen.settings(),
+        seconds,
+        &input,
+        c.conditioning_scale as f64,
+        Noise::Seeded,
+        progress,
+    )?;
+    let kind = ClipKind::Controlled {
+        control: what.into(),
+        scale: c.conditioning_scale,
+        condition,
+        frame_rate: net.conditioner().frame_rate(rate),
+    };
+    let mut meta = c.gen.meta(model_id, kind);
+    meta.seconds = out.samples.len() as f32 / out.sample_rate as f32;
+    Ok(Clip::new(out.samples, out.sample_rate, meta))
+}
+
+fn load_pipeline(choice: &ModelChoice) -> Result<(Pipeline, PathBuf), Error> {
     let folder = resolve_model(&choice.source)?;
     let device = choice.device.open()?;
-    Pipeline::load(&folder, &device, choice.dtype)
+    Ok((Pipeline::load(&folder, &device, choice.dtype)?, folder.root))
 }

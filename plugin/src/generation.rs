@@ -157,6 +157,14 @@ fn run(shared: Arc<Shared>, mut backend: Box<dyn Backend>, rx: Receiver<Command>
             }
             Ok(_) | Err(RecvTimeoutError::Timeout) => {}
         }
+        // A finished sidechain capture: one controlled job per pad that follows it.
+        for (pad, job) in crate::capture::poll(&shared, crate::editor::model::random_seed) {
+            if let Some(old) = pending[pad].take() {
+                old.cancel();
+            }
+            pending[pad] = Some(backend.submit(job));
+            shared.progress.lock()[pad] = Progress::Queued;
+        }
 
         for (pad, slot) in pending.iter_mut().enumerate() {
             let Some(job) = slot else { continue };

@@ -1,5 +1,6 @@
 //! The plugin's audio ports: a stereo main mix plus one stereo stem output per pad, so every
-//! pad can be recorded to its own track. The layout is fixed so that projects stay routable.
+//! pad can be recorded to its own track, and a stereo sidechain input to capture a track whose
+//! loudness a pad's next generation follows. The layout is fixed so that projects stay routable.
 
 use nice_plug::prelude::*;
 
@@ -15,16 +16,19 @@ const STEM_NAMES: [&str; PAD_COUNT] = [
     "Stem 10", "Stem 11", "Stem 12", "Stem 13", "Stem 14", "Stem 15", "Stem 16",
 ];
 
+/// The one input: a stereo sidechain whose loudness a pad can follow (see [`crate::capture`]).
+pub const SIDECHAIN_PORT: usize = 0;
+
 pub const LAYOUTS: &[AudioIOLayout] = &[AudioIOLayout {
     main_input_channels: None,
     main_output_channels: Some(STEREO),
-    aux_input_ports: &[],
+    aux_input_ports: &[STEREO],
     aux_output_ports: &STEM_PORTS,
     names: PortNames {
-        layout: Some("Stereo mix + 16 stereo stems"),
+        layout: Some("Stereo mix + 16 stereo stems, stereo sidechain in"),
         main_input: None,
         main_output: Some("Main"),
-        aux_inputs: &[],
+        aux_inputs: &["Sidechain"],
         aux_outputs: &STEM_NAMES,
     },
 }];

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use ezaudio_engine::published::SlotReader;
 use nice_plug::prelude::*;
 
+pub mod capture;
 pub mod editor;
 pub mod export;
 pub mod generation;
@@ -20,6 +21,7 @@ pub mod state;
 pub mod store;
 pub mod voice;
 
+use capture::{CaptureBuffer, Recorder};
 use generation::{EngineBackend, Generator};
 use layout::PAD_COUNT;
 use pads::{pan_gains, PadGains, Sampler};
@@ -52,6 +54,8 @@ pub struct EzAudio {
     sampler: Sampler,
     gains: PadGains,
     sample_rate: f32,
+    /// Records the sidechain into the preallocated capture buffer (audio thread).
+    recorder: Recorder,
     editor_state: Arc<nice_plug_egui::EguiEditorState>,
     /// Test-only switch (feature `test_alloc_probe`): allocate in process on purpose.
     alloc_probe: bool,
@@ -72,6 +76,7 @@ impl Default for EzAudio {
             sampler: Sampler::default(),
             gains: [[0.0; 2]; PAD_COUNT],
             sample_rate: 48_000.0,
+            recorder: Recorder::default(),
             editor_state: editor::default_state(),
             alloc_probe: false,
             generator,
@@ -180,6 +185,19 @@ impl Plugin for EzAudio {
         self.alloc_probe = cfg!(feature = "test_alloc_probe") && std::env::var_os("EZAUDIO_TEST_ALLOC_IN_PROCESS").is_some();
         // Main thread: resample and publish every pad's clip at this rate before audio runs.
         self.shared.host_rate.store(rate.round() as u32, Ordering::SeqCst);
+        // The capture buffer, allocated here (10 s at this rate) so process() never allocates.
+        let capture = {
+            let mut slot = self.shared.capture.lock();
+            match slot.as_ref().filter(|b| b.rate() == rate.round() as u32) {
+                Some(b) => b.clone(),
+                None => slot.insert(CaptureBuffer::new(rate.round() as u32)).clone(),
+            }
+        };
+        let longest = self.shared.store.with(|b| {
+            b.pads.iter().filter(|p| p.control.follow_sidechain).map(|p| p.settings.seconds).fold(0.0f32, f32::max)
+        });
+        capture.set_limit_seconds(if longest > 0.0 { longest } else { capture::CAPTURE_SECONDS });
+        self.recorder.set_buffer(capture);
         self.shared.publish_all();
         true
     }
@@ -197,6 +215,12 @@ impl Plugin for EzAudio {
         #[cfg(feature = "test_alloc_probe")]
         if self.alloc_probe {
             std::hint::black_box(Vec::<u8>::with_capacity(64));
+        }
+        {
+            let transport = context.transport();
+            let sidechain = aux.inputs.get(layout::SIDECHAIN_PORT).map(|b| b.as_slice_immutable()).unwrap_or(&[]);
+            let (playing, position) = (transport.playing, transport.pos_samples());
+            self.recorder.process(self.params.capture.value(), sidechain, buffer.samples(), playing, position);
         }
         let audition = self.shared.audition.swap(0, Ordering::Relaxed);
         for pad in (0..PAD_COUNT).filter(|p| audition & (1 << p) != 0) {

@@ -1,6 +1,6 @@
 //! Host-automatable parameters. Ids are part of every saved project: never rename one.
 //!
-//! Global ids: `main_gain`, `chromatic`, `chromatic_pad`, `chromatic_root`.
+//! Global ids: `main_gain`, `chromatic`, `chromatic_pad`, `chromatic_root`, `capture_sidechain`.
 //! Per pad N (1..=16): `padN_gain`, `padN_pan`, `padN_pitch`, `padN_start`, `padN_end`,
 //! `padN_mode`, `padN_release`, `padN_choke`, `padN_output`, `padN_note`.
 //! Everything that is not a number a host could automate (prompts, clips, history) is in
@@ -128,6 +128,11 @@ pub struct EzAudioParams {
     /// The key that plays the chromatic pad at its own pitch.
     #[id = "chromatic_root"]
     pub chromatic_root: IntParam,
+    /// Armed: the next blocks of the sidechain input are captured (from the first block after
+    /// arming, or from transport start when the host reports a stopped transport) until the
+    /// capture is full or this is switched off; then pads that follow the sidechain generate.
+    #[id = "capture_sidechain"]
+    pub capture: BoolParam,
 
     #[nested(id_prefix = "pad1", group = "Pad 1")]
     pub pad1: PadParams,
@@ -201,6 +206,7 @@ impl EzAudioParams {
             chromatic_root: IntParam::new("Chromatic Root", 60, IntRange::Linear { min: 0, max: 127 })
                 .with_value_to_string(formatters::v2s_i32_key_formatter())
                 .with_string_to_value(formatters::s2v_i32_key_formatter()),
+            capture: BoolParam::new("Capture Sidechain", false),
             pad1: PadParams::new(0),
             pad2: PadParams::new(1),
             pad3: PadParams::new(2),

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use ezaudio_engine::published::{ClipSlot, SlotReader};
 use parking_lot::Mutex;
 
+use crate::capture::CaptureBuffer;
 use crate::generation::Progress;
 use crate::layout::PAD_COUNT;
 use crate::store::PadStore;
@@ -32,6 +33,11 @@ pub struct Shared {
     pub progress: Mutex<[Progress; PAD_COUNT]>,
     /// One line about the model (from the engine).
     pub model_line: Mutex<String>,
+    /// The sidechain capture buffer of the current activation (set in `activate`; the audio
+    /// thread holds its own handle and never takes this lock).
+    pub capture: Mutex<Option<Arc<CaptureBuffer>>>,
+    /// What happened to the last capture, for the editor.
+    pub capture_note: Mutex<String>,
     published: Mutex<Published>,
 }
 
@@ -46,6 +52,8 @@ impl Shared {
             audition: AtomicU32::new(0),
             progress: Mutex::new(Default::default()),
             model_line: Mutex::new(String::new()),
+            capture: Mutex::new(None),
+            capture_note: Mutex::new(String::new()),
             published: Mutex::new(Published::default()),
         });
         (shared, readers)

@@ -24,8 +24,9 @@ use serde_json::Value;
 use crate::layout::PAD_COUNT;
 
 /// Version of the persisted pad format. 0: states without `ezaudio_version` (the skeleton,
-/// parameters only). 1: pads with clips and history.
-pub const STATE_VERSION: u32 = 1;
+/// parameters only). 1: pads with clips and history. 2: plus each pad's `control` (follow
+/// sidechain, drawn envelope); absent in older states, where it takes its defaults.
+pub const STATE_VERSION: u32 = 2;
 pub const VERSION_KEY: &str = "ezaudio_version";
 
 /// Highest clip sample rate accepted from a state (same bound as the resampler).
@@ -55,6 +56,55 @@ impl Default for GenSettings {
     }
 }
 
+/// How a pad's loudness control works (EzAudio-ControlNet), persisted under `control`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ControlSettings {
+    /// A finished sidechain capture generates this pad, following the capture's loudness.
+    pub follow_sidechain: bool,
+    /// The drawn envelope: `(seconds, level 0..1)`, ascending in time.
+    pub envelope: Vec<(f32, f32)>,
+    /// ControlNet conditioning scale (1 = as trained).
+    pub scale: f32,
+    /// Noise gate on the captured audio after peak normalisation (0 = off).
+    pub gate: f32,
+    /// Where the last capture started: transport position in host samples, if the host said.
+    pub capture_start: Option<i64>,
+    /// Host rate of `capture_start`.
+    pub capture_rate: u32,
+    /// Loudness of the last capture for display: RMS per [`crate::capture::VIEW_HZ`]-th of a second.
+    pub capture_view: Vec<f32>,
+}
+
+impl Default for ControlSettings {
+    fn default() -> Self {
+        Self {
+            follow_sidechain: false,
+            envelope: Vec::new(),
+            scale: 1.0,
+            gate: 0.0,
+            capture_start: None,
+            capture_rate: 0,
+            capture_view: Vec::new(),
+        }
+    }
+}
+
+impl ControlSettings {
+    /// Repairs values a damaged or hand-edited state may hold.
+    pub fn sanitized(mut self) -> Self {
+        self.envelope.retain(|(t, v)| t.is_finite() && v.is_finite() && *t >= 0.0);
+        self.envelope.iter_mut().for_each(|p| p.1 = p.1.clamp(0.0, 1.0));
+        self.envelope.sort_by(|a, b| a.0.total_cmp(&b.0));
+        self.envelope.truncate(crate::capture::MAX_POINTS);
+        self.scale = if self.scale.is_finite() { self.scale.clamp(0.0, 2.0) } else { 1.0 };
+        self.gate = if self.gate.is_finite() { self.gate.clamp(0.0, 0.99) } else { 0.0 };
+        self.capture_view.retain(|v| v.is_finite());
+        self.capture_view.truncate(crate::capture::VIEW_MAX);
+        self
+    }
+}
+
 /// A clip as stored: rate, sample count, base64 of the little-endian `f32` samples, recipe.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClipRecord {
@@ -81,6 +131,7 @@ pub struct PadRecord {
     pub settings: GenSettings,
     pub clip: Option<ClipRecord>,
     pub history: Vec<HistoryRecord>,
+    pub control: ControlSettings,
 }
 
 pub fn encode_samples(samples: &[f32]) -> String {
@@ -147,6 +198,7 @@ pub struct LoadedPad {
     pub settings: GenSettings,
     pub clip: Option<Clip>,
     pub history: Vec<(ClipMeta, Option<Clip>)>,
+    pub control: ControlSettings,
 }
 
 /// Reads one pad's JSON as far as possible. Problems are appended to `messages`, prefixed
@@ -179,6 +231,12 @@ pub fn decode_pad(index: usize, text: &str, messages: &mut Vec<String>) -> Loade
         match serde_json::from_value::<GenSettings>(s.clone()) {
             Ok(s) => pad.settings = s,
             Err(e) => messages.push(format!("{name}: settings unreadable ({e}); defaults used")),
+        }
+    }
+    if let Some(c) = obj.get("control").filter(|c| !c.is_null()) {
+        match serde_json::from_value::<ControlSettings>(c.clone()) {
+            Ok(c) => pad.control = c.sanitized(),
+            Err(e) => messages.push(format!("{name}: control settings unreadable ({e}); defaults used")),
         }
     }
     let mut notes = Vec::new();
@@ -283,6 +341,12 @@ mod tests {
             settings: GenSettings { seed: 42, seed_locked: true, ..Default::default() },
             clip: Some(ClipRecord::from_clip(&clip(samples.clone()))),
             history: vec![HistoryRecord { meta: ClipMeta { seed: 1, ..Default::default() }, clip: None }],
+            control: ControlSettings {
+                follow_sidechain: true,
+                envelope: vec![(0.0, 0.0), (0.5, 1.0)],
+                capture_start: Some(96_000),
+                ..Default::default()
+            },
         };
         let (pad, msgs) = roundtrip(&record);
         assert!(msgs.is_empty(), "{msgs:?}");
@@ -293,6 +357,19 @@ mod tests {
         assert_eq!((pad.prompt.as_str(), pad.negative.as_str(), pad.settings.seed), ("rain", "music", 42));
         assert_eq!(pad.history.len(), 1);
         assert_eq!(pad.history[0].0.seed, 1);
+        assert_eq!(pad.control, record.control);
+    }
+
+    #[test]
+    fn states_without_control_load_with_defaults() {
+        let mut msgs = Vec::new();
+        let pad = decode_pad(0, r#"{"prompt": "rain", "settings": {"seconds": 4.0}}"#, &mut msgs);
+        assert!(msgs.is_empty(), "{msgs:?}");
+        assert_eq!(pad.control, ControlSettings::default());
+        let bad = r#"{"control": {"envelope": [[1.0, 3.0], [0.5, 0.2]], "scale": 1e9}}"#;
+        let pad = decode_pad(0, bad, &mut msgs);
+        assert_eq!(pad.control.envelope, vec![(0.5, 0.2), (1.0, 1.0)]);
+        assert_eq!(pad.control.scale, 2.0);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use nice_plug::prelude::*;
 use parking_lot::Mutex;
 
 use crate::layout::PAD_COUNT;
-use crate::state::{self, ClipRecord, GenSettings, HistoryRecord, PadRecord};
+use crate::state::{self, ClipRecord, ControlSettings, GenSettings, HistoryRecord, PadRecord};
 
 /// Earlier generations kept per pad.
 pub const HISTORY_LEN: usize = 8;
@@ -35,6 +35,8 @@ pub struct PadData {
     pub clip: Option<Arc<Clip>>,
     /// Newest first.
     pub history: Vec<HistoryItem>,
+    /// Loudness control: follow the sidechain, drawn envelope.
+    pub control: ControlSettings,
     /// Changes whenever `clip` changes; the publisher compares it.
     pub serial: u64,
 }
@@ -136,6 +138,7 @@ impl PadStore {
                 .iter()
                 .map(|h| HistoryRecord { meta: h.meta.clone(), clip: h.clip.as_deref().map(ClipRecord::from_clip) })
                 .collect(),
+            control: p.control.clone(),
         }
     }
 }
@@ -215,6 +218,7 @@ unsafe impl Params for PadStore {
                     settings: pad.settings,
                     clip: pad.clip.map(Arc::new),
                     history,
+                    control: pad.control,
                     serial: next,
                 };
             }

@@ -107,13 +107,22 @@ impl PluginUnderTest {
 
     /// Channel counts of the output ports, main first, as the plugin declares them.
     pub fn output_ports(&mut self) -> Vec<u32> {
+        self.ports(false)
+    }
+
+    /// Channel counts of the input ports (the sidechain), as the plugin declares them.
+    pub fn input_ports(&mut self) -> Vec<u32> {
+        self.ports(true)
+    }
+
+    fn ports(&mut self, is_input: bool) -> Vec<u32> {
         let handle = self.instance.plugin_handle();
         let Some(ports) = handle.get_extension::<PluginAudioPorts>() else {
             return Vec::new();
         };
         let mut buffer = AudioPortInfoBuffer::new();
-        (0..ports.count(&handle, false))
-            .filter_map(|i| ports.get(&handle, i, false, &mut buffer).map(|p| p.channel_count))
+        (0..ports.count(&handle, is_input))
+            .filter_map(|i| ports.get(&handle, i, is_input, &mut buffer).map(|p| p.channel_count))
             .collect()
     }
 
@@ -134,6 +143,21 @@ impl PluginUnderTest {
     /// Activates at `sample_rate` with blocks of at most `block` frames, renders `frames` frames
     /// with `notes`, and deactivates. Blocks are split so every event lands at its exact sample.
     pub fn render(&mut self, sample_rate: f64, block: u32, frames: u32, notes: &[Note]) -> Result<Render, String> {
+        self.render_with_inputs(sample_rate, block, frames, notes, &[])
+    }
+
+    /// [`Self::render`] with audio on the input ports: `inputs[port][channel][frame]`. Every
+    /// input port the plugin declares gets a buffer, as a DAW provides: ports, channels or
+    /// frames that `inputs` lacks are silence.
+    pub fn render_with_inputs(
+        &mut self,
+        sample_rate: f64,
+        block: u32,
+        frames: u32,
+        notes: &[Note],
+        inputs: &[Vec<Vec<f32>>],
+    ) -> Result<Render, String> {
+        let in_ports = self.input_ports();
         let ports = self.output_ports();
         if ports.is_empty() {
             return Err("plugin declares no output ports".into());
@@ -146,7 +170,9 @@ impl PluginUnderTest {
         let mut scratch: Vec<Vec<Vec<f32>>> =
             ports.iter().map(|&ch| vec![vec![0.0f32; block as usize]; ch as usize]).collect();
         let mut output_ports = AudioPorts::with_capacity(ports.iter().sum::<u32>() as usize, ports.len());
-        let mut input_ports = AudioPorts::with_capacity(0, 0);
+        let mut input_ports = AudioPorts::with_capacity(in_ports.iter().sum::<u32>() as usize, in_ports.len());
+        let mut in_scratch: Vec<Vec<Vec<f32>>> =
+            in_ports.iter().map(|&ch| vec![vec![0.0f32; block as usize]; ch as usize]).collect();
         let mut events = EventBuffer::new();
         let mut out_events = EventBuffer::new();
         let mut steady_time = 0u64;
@@ -163,8 +189,20 @@ impl PluginUnderTest {
                     events.push(&NoteOffEvent::new(n.at - start, pckn, 0.0));
                 }
             }
-            let no_inputs: [AudioPortBuffer<[InputChannel<f32>; 0], [InputChannel<f64>; 0]>; 0] = [];
-            let input_audio = input_ports.with_input_buffers(no_inputs);
+            for (p, port) in in_scratch.iter_mut().enumerate() {
+                for (c, channel) in port.iter_mut().enumerate() {
+                    let given = inputs.get(p).and_then(|port| port.get(c));
+                    for (i, s) in channel[..len as usize].iter_mut().enumerate() {
+                        *s = given.and_then(|g| g.get((start + i as u32) as usize)).copied().unwrap_or(0.0);
+                    }
+                }
+            }
+            let input_audio = input_ports.with_input_buffers(in_scratch.iter_mut().map(|port| AudioPortBuffer {
+                latency: 0,
+                channels: AudioPortBufferType::f32_input_only(
+                    port.iter_mut().map(|c| InputChannel::variable(&mut c[..len as usize])),
+                ),
+            }));
             let mut output_audio = output_ports.with_output_buffers(scratch.iter_mut().map(|port| AudioPortBuffer {
                 latency: 0,
                 channels: AudioPortBufferType::f32_output_only(port.iter_mut().map(|c| &mut c[..len as usize])),

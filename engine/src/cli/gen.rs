@@ -8,6 +8,7 @@ use crate::wav::SampleFormat;
 use crate::worker::{GenerateParams, Job, ModelStatus};
 
 use super::batch::{read_cues, slug};
+use super::control::ControlOpts;
 use super::output::{check_free, write_clip, Normalize, OutputSpec, Provenance};
 use super::progress::Reporter;
 use super::session::{dtype_name, shell_quote, ModelOpts, Session};
@@ -94,6 +95,8 @@ pub struct GenerateArgs {
     pub model: ModelOpts,
     #[command(flatten)]
     pub sampling: SamplingOpts,
+    #[command(flatten)]
+    pub control: ControlOpts,
     #[command(flatten)]
     pub output_opts: OutputOpts,
 }
@@ -263,6 +266,8 @@ pub fn generate(args: GenerateArgs) -> CliResult {
     let rep = Reporter::new(args.output_opts.quiet);
     let spec = args.output_opts.spec(None)?;
     args.sampling.check()?;
+    // Read and check the control before any model loads: a bad file fails at once.
+    let control = args.control.source()?;
     let variations = args.sampling.variations;
     let out_dir = args.out_dir.clone().unwrap_or_default();
 
@@ -350,12 +355,17 @@ pub fn generate(args: GenerateArgs) -> CliResult {
             item.params.seed,
             item.path.display()
         ));
-        let handle = session.engine.submit(Job::Generate(item.params.clone()));
+        let job = match &control {
+            Some(c) => Job::GenerateControlled(args.control.params(item.params.clone(), c.clone())),
+            None => Job::Generate(item.params.clone()),
+        };
+        let handle = session.engine.submit(job);
         let result = rep
             .wait_job(&session.engine, &handle, &item.label)
             .and_then(|clip| {
                 let prov = Provenance {
-                    command: command_line(&item.params, &model_label, dtype, &item.path),
+                    command: command_line(&item.params, &model_label, dtype, &item.path)
+                        + &args.control.command_args(),
                     model: model_label.clone(),
                     model_path: session.folder.root.clone(),
                     device: session.device.clone(),

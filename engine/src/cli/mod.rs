@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 pub mod batch;
 mod bench_cmd;
+pub mod control;
 mod edit;
 mod gen;
 pub mod loudness;

@@ -16,7 +16,7 @@ use crate::model::text::TextTokenizer;
 use crate::model::vae::{Oobleck, VaeConfig};
 use crate::models::{
     hf_cache_dir, resolve_model, user_models_dir, ModelFolder, ModelSource, Official, EZAUDIO_REPO,
-    MODELS_ENV, VAE_CONFIG_FILE, VAE_FILE,
+    CONTROLNET_FILE, MODELS_ENV, VAE_CONFIG_FILE, VAE_FILE,
 };
 use crate::weights::Checkpoint;
 
@@ -33,6 +33,9 @@ pub enum ModelsCommand {
         /// l (EzAudio-L, about 4 GB) or xl (EzAudio-XL, about 15 GB)
         #[arg(value_parser = parse_official)]
         model: Official,
+        /// Also download the energy ControlNet for `generate --control` (EzAudio-L only, 1.2 GB)
+        #[arg(long)]
+        controlnet: bool,
     },
     /// Load every checkpoint and check its tensors' names and shapes against the model
     Verify {
@@ -66,9 +69,16 @@ pub fn run(cmd: ModelsCommand) -> CliResult {
     let rep = Reporter::new(false);
     match cmd {
         ModelsCommand::List => list(),
-        ModelsCommand::Fetch { model } => fetch(model, &rep).map(|f| {
-            println!("{} is installed at {}", model.name(), f.root.display());
-        }),
+        ModelsCommand::Fetch { model, controlnet } => {
+            if controlnet && model != Official::L {
+                return Err(CliError::new(
+                    "--controlnet: the published energy ControlNet belongs to EzAudio-L (use `fetch l --controlnet`)",
+                ));
+            }
+            let folder = fetch_with(model, controlnet, &rep)?;
+            println!("{} is installed at {}", model.name(), folder.root.display());
+            Ok(())
+        }
         ModelsCommand::Verify { model } => {
             let source = model.as_deref().unwrap_or("l").parse::<ModelSource>()?;
             verify(&source)
@@ -202,6 +212,11 @@ impl ProgressHandler for DownloadProgress {
 /// Downloads an official model's files into the Hugging Face cache that [`resolve_model`]
 /// searches, then returns the resolved folder.
 pub fn fetch(model: Official, rep: &Reporter) -> CliResult<ModelFolder> {
+    fetch_with(model, false, rep)
+}
+
+/// [`fetch`], plus the ControlNet checkpoint ([`CONTROLNET_FILE`]) when `controlnet`.
+pub fn fetch_with(model: Official, controlnet: bool, rep: &Reporter) -> CliResult<ModelFolder> {
     if offline() {
         return Err(CliError::new(format!(
             "downloads are disabled (EZAUDIO_OFFLINE / HF_HUB_OFFLINE)\n\n{}",
@@ -239,7 +254,13 @@ pub fn fetch(model: Official, rep: &Reporter) -> CliResult<ModelFolder> {
     for file in ["config.json", "tokenizer.json"] {
         get(te, file).map_err(|e| fail(te, file, e))?;
     }
-    for file in [VAE_FILE, model.dit_file()] {
+    let extra: &[&str] = if controlnet {
+        // The checkpoint alone: its yml ships with the code, and the engine has it built in.
+        &[CONTROLNET_FILE]
+    } else {
+        &[]
+    };
+    for file in [VAE_FILE, model.dit_file()].iter().chain(extra) {
         get(EZAUDIO_REPO, file).map_err(|e| fail(EZAUDIO_REPO, file, e))?;
     }
     // flan-t5-large has one model.safetensors; flan-t5-xl is sharded behind an index.

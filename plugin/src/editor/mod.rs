@@ -15,6 +15,7 @@ use crate::generation::Command;
 use crate::params::EzAudioParams;
 use crate::shared::Shared;
 
+pub mod control;
 mod grid;
 pub mod model;
 mod panel;
@@ -34,6 +35,8 @@ pub struct EditorApp {
     export_dir: PathBuf,
     /// Result of the last export (path or error).
     export_note: String,
+    /// The loudness-control panel's cache and drag state.
+    control: control::ControlView,
 }
 
 pub fn create(
@@ -50,6 +53,7 @@ pub fn create(
         selected: 0,
         export_dir: crate::export::default_export_dir(),
         export_note: String::new(),
+        control: control::ControlView::default(),
     };
     create_egui_editor(state, RepaintNotifier::new(), EguiNiceSettings::new().with_tile("EzAudio"), app)
 }
@@ -111,6 +115,8 @@ impl EditorApp {
         panel::generate_controls(ui, &self.shared, &self.commands, pad);
         let clip = self.shared.store.clip(pad).1;
         waveform::show(ui, clip.as_deref());
+        let setter = self.gui.as_ref().map(|g| g.param_setter());
+        self.control.show(ui, &self.shared, &self.params, setter.as_ref(), &self.commands, pad);
         if let Some(clip) = &clip {
             ui.label(model::clip_summary(clip));
             ui.horizontal(|ui| {
