@@ -123,6 +123,12 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<Value>> {
         }
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
+    // candle's elementwise pool spins 25 000 pauses before parking after each op; on a machine
+    // with few cores that spinning steals the cores gemm's rayon workers need next (measured
+    // ~4% of a DiT step on 2 cores, engine/PERF.md). Only set when the user has not.
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "2000");
+    }
     if opts.runs == 0 {
         return Err(Error::InvalidInput("runs must be at least 1".into()));
     }

@@ -218,9 +218,10 @@ impl Attention {
     /// `q`: `(B, T, H, hd)`; `kv`: `(B, H, L, hd)` each. Returns the projected `(B, T, D)`.
     fn attend(&self, q: &Tensor, kv: &CrossKv, bias: Option<&Tensor>) -> Result<Tensor> {
         let (b, t, _, _) = q.dims4()?;
-        // (B, T, H, hd) -> (B, H, T, hd): batched matmuls need the head dims outermost.
-        let q = q.transpose(1, 2)?.contiguous()?;
-        let scores = (q.matmul(&kv.k.t()?)? * self.scale)?;
+        // (B, T, H, hd) -> (B, H, T, hd): batched matmuls need the head dims outermost. The
+        // 1/sqrt(hd) scale rides on that copy (one pass over q instead of one over the T x L scores).
+        let q = q.transpose(1, 2)?.affine(self.scale, 0.0)?;
+        let scores = q.matmul(&kv.k.t()?)?;
         let scores = match bias {
             Some(bias) => scores.broadcast_add(bias)?,
             None => scores,
