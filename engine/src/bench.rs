@@ -291,9 +291,8 @@ impl SimpleBackend for RandomWeights {
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
         let dims = s.dims();
-        let t = if dims.len() <= 1 && (name.contains("norm") || name.ends_with("weight_g")) {
-            Tensor::rand(0.5f32, 1.5, s, dev)?
-        } else if name.ends_with("weight_g") {
+        let gain = (dims.len() <= 1 && name.contains("norm")) || name.ends_with("weight_g");
+        let t = if gain {
             Tensor::rand(0.5f32, 1.5, s, dev)?
         } else {
             let fan_in: usize = dims.iter().skip(1).product::<usize>().max(1);
@@ -330,7 +329,10 @@ pub fn tune_allocator() {
     {
         // glibc <malloc.h>: M_TRIM_THRESHOLD = -1, M_MMAP_MAX = -4.
         extern "C" {
-            fn mallopt(param: std::os::raw::c_int, value: std::os::raw::c_int) -> std::os::raw::c_int;
+            fn mallopt(
+                param: std::os::raw::c_int,
+                value: std::os::raw::c_int,
+            ) -> std::os::raw::c_int;
         }
         // SAFETY: mallopt only changes allocator parameters; it takes the arena lock itself.
         unsafe {

@@ -43,13 +43,29 @@ fn prepared_forward(dtype: DType, inpaint: bool) -> (Tensor, Tensor) {
         (None, None)
     };
     let out = model
-        .forward_prepared(get(&case, "x"), get(&case, "timesteps"), &prepared, gt, mask)
+        .forward_prepared(
+            get(&case, "x"),
+            get(&case, "timesteps"),
+            &prepared,
+            gt,
+            mask,
+        )
         .unwrap_or_else(|e| panic!("forward_prepared in {dtype:?}: {e}"));
     // The same prepared context serves a second step unchanged (it is reused by every step).
     let again = model
-        .forward_prepared(get(&case, "x"), get(&case, "timesteps"), &prepared, gt, mask)
+        .forward_prepared(
+            get(&case, "x"),
+            get(&case, "timesteps"),
+            &prepared,
+            gt,
+            mask,
+        )
         .unwrap_or_else(|e| panic!("second forward_prepared: {e}"));
-    assert_eq!(rel_error(&out, &again), 0.0, "a prepared context must be reusable");
+    assert_eq!(
+        rel_error(&out, &again),
+        0.0,
+        "a prepared context must be reusable"
+    );
     (out, get(&case, "out").clone())
 }
 
@@ -68,7 +84,11 @@ fn dit_reduced_precision_within_documented_tolerance() {
     for (dtype, tol) in [(DType::F16, TOL_F16), (DType::BF16, TOL_BF16)] {
         for inpaint in [false, true] {
             let (out, reference) = prepared_forward(dtype, inpaint);
-            assert_eq!(out.dtype(), DType::F32, "the output keeps the latent's dtype");
+            assert_eq!(
+                out.dtype(),
+                DType::F32,
+                "the output keeps the latent's dtype"
+            );
             let rel = rel_error(&out, &reference);
             eprintln!("prepared {dtype:?} (inpaint {inpaint}): rel {rel:e} (tolerance {tol:e})");
             assert!(rel <= tol, "{dtype:?}: rel {rel:e} exceeds {tol:e}");
