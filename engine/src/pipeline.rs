@@ -270,6 +270,9 @@ impl Pipeline {
             None => (None, None),
         };
 
+        // The text side of the DiT (context embedding, cross-attention keys/values) is the same
+        // for every step: computed once here.
+        let prepared = self.dit.prepare_context(&context, &context_mask)?;
         let timesteps = self.scheduler.timesteps(settings.steps)?;
         let n = timesteps.len();
         let mut trace = Vec::with_capacity(n);
@@ -280,11 +283,11 @@ impl Pipeline {
             let t_batch = Tensor::full(t, batch, &self.device)?;
             let (gt_b, mask_b) = (gt_batch.as_ref(), mask_batch.as_ref());
             let out = match skips {
-                None => self.dit.forward(&x_batch, &t_batch, &context, &context_mask, gt_b, mask_b)?,
+                None => self.dit.forward_prepared(&x_batch, &t_batch, &prepared, gt_b, mask_b)?,
                 Some(provider) => {
                     let input = self.dit.prepare_input(&x_batch, gt_b, mask_b)?;
                     let s = provider(&input, &t_batch, &context, &context_mask)?;
-                    self.dit.forward_model(&input, &t_batch, &context, &context_mask, Some(&s))?
+                    self.dit.forward_model_prepared(&input, &t_batch, &prepared, Some(&s))?
                 }
             }
             .to_dtype(DType::F32)?;

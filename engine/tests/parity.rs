@@ -17,3 +17,5 @@ mod scheduler;
 mod t5;
 #[path = "parity/vae.rs"]
 mod vae;
+#[path = "parity/reduced.rs"]
+mod reduced;

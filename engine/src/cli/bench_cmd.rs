@@ -1,16 +1,12 @@
 //! `ezaudio bench`: times one part of a model at the official size.
-//!
-//! TODO(bench): `ezaudio_engine::bench` is being written separately. Until it is merged,
-//! [`bench_backend`] is a stub that returns "not available yet"; wiring it up means replacing
-//! its body with a call to `crate::bench::run(&crate::bench::BenchOptions { .. })` built from
-//! [`BenchArgs`] (shape, part, runs, threads, dtype, device).
+//! Random weights at the real shapes, so no files are needed; one JSON line per result
+//! (see [`crate::bench`]). CPU only.
 
 use candle_core::DType;
 use clap::{Args, ValueEnum};
 
-use crate::device::DeviceChoice;
+use crate::bench::{self, BenchOptions};
 
-use super::session::dtype_name;
 use super::{CliError, CliResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -43,9 +39,6 @@ pub struct BenchArgs {
     /// Precision: f32, f16 or bf16
     #[arg(long, default_value = "f32", value_parser = |s: &str| crate::device::parse_dtype(s).map_err(|e| e.to_string()))]
     pub dtype: DType,
-    /// auto, cpu, cuda, cuda:N or metal
-    #[arg(long, default_value = "auto", value_parser = |s: &str| s.parse::<DeviceChoice>().map_err(|e| e.to_string()))]
-    pub device: DeviceChoice,
 }
 
 pub fn run(args: BenchArgs) -> CliResult {
@@ -69,15 +62,21 @@ pub fn run(args: BenchArgs) -> CliResult {
     Ok(())
 }
 
-/// TODO(bench): replace with `crate::bench::run(...)` once `engine/src/bench.rs` is merged.
 fn bench_backend(args: &BenchArgs) -> CliResult<Vec<serde_json::Value>> {
-    Err(CliError::new(format!(
-        "ezaudio bench is not available in this build yet (the benchmark module is not merged); \
-         requested: --shape {:?} --part {:?} --runs {} --dtype {} --device {}",
-        args.shape,
-        args.part,
-        args.runs,
-        dtype_name(args.dtype),
-        args.device
-    )))
+    let opts = BenchOptions {
+        shape: match args.shape {
+            Shape::L => bench::Shape::L,
+            Shape::Xl => bench::Shape::XL,
+        },
+        part: match args.part {
+            Part::Dit => bench::Part::Dit,
+            Part::T5 => bench::Part::T5,
+            Part::Vae => bench::Part::Vae,
+        },
+        runs: args.runs as usize,
+        threads: args.threads,
+        dtype: args.dtype,
+        ..BenchOptions::default()
+    };
+    bench::run(&opts).map_err(|e| CliError::new(e.to_string()))
 }

@@ -13,7 +13,7 @@ pub mod config;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
-pub use self::attention::{rope_inv_freq, Rope};
+pub use self::attention::{rope_inv_freq, CrossKv, Rope};
 pub use self::block::{BlockDims, Conditioning, DitBlock, FinalBlock, Mlp2};
 pub use self::config::{DitConfig, ImgSize};
 use crate::error::{Error, Result};
@@ -136,9 +136,38 @@ impl MaskDit {
     ) -> Result<Tensor> {
         let input = self.prepare_input(x, gt, mae_mask)?;
         rec.record(|| "model_input".into(), &input);
+        let prepared = self.model.prepare_context(context, context_mask, rec)?;
         let out = self
             .model
-            .forward(&input, timesteps, context, context_mask, None, rec)?;
+            .forward(&input, timesteps, &prepared, None, rec)?;
+        Ok(out.to_dtype(x.dtype())?)
+    }
+
+    /// Embeds the text context once per job: `context_embed`, the key-padding bias and every
+    /// block's cross-attention keys/values, none of which depend on the latent or the timestep.
+    /// `context`: `(B, L, context_dim)`; `context_mask`: `(B, L)`, non-zero = attend.
+    pub fn prepare_context(
+        &self,
+        context: &Tensor,
+        context_mask: &Tensor,
+    ) -> Result<PreparedContext> {
+        self.model
+            .prepare_context(context, context_mask, &mut Recorder::off())
+    }
+
+    /// [`Self::forward`] with the context from [`Self::prepare_context`] (the sampler's step).
+    pub fn forward_prepared(
+        &self,
+        x: &Tensor,
+        timesteps: &Tensor,
+        context: &PreparedContext,
+        gt: Option<&Tensor>,
+        mae_mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let input = self.prepare_input(x, gt, mae_mask)?;
+        let out = self
+            .model
+            .forward(&input, timesteps, context, None, &mut Recorder::off())?;
         Ok(out.to_dtype(x.dtype())?)
     }
 
@@ -220,11 +249,22 @@ impl MaskDit {
         context_mask: &Tensor,
         controlnet_skips: Option<&[Tensor]>,
     ) -> Result<Tensor> {
+        let prepared = self.prepare_context(context, context_mask)?;
+        self.forward_model_prepared(input, timesteps, &prepared, controlnet_skips)
+    }
+
+    /// [`Self::forward_model`] with the context from [`Self::prepare_context`].
+    pub fn forward_model_prepared(
+        &self,
+        input: &Tensor,
+        timesteps: &Tensor,
+        context: &PreparedContext,
+        controlnet_skips: Option<&[Tensor]>,
+    ) -> Result<Tensor> {
         self.model.forward(
             input,
             timesteps,
             context,
-            context_mask,
             controlnet_skips,
             &mut Recorder::off(),
         )
@@ -240,14 +280,10 @@ impl MaskDit {
         controlnet_skips: Option<&[Tensor]>,
         record: &mut Vec<(String, Tensor)>,
     ) -> Result<Tensor> {
-        self.model.forward(
-            input,
-            timesteps,
-            context,
-            context_mask,
-            controlnet_skips,
-            &mut Recorder::new(record),
-        )
+        let mut rec = Recorder::new(record);
+        let prepared = self.model.prepare_context(context, context_mask, &mut rec)?;
+        self.model
+            .forward(input, timesteps, &prepared, controlnet_skips, &mut rec)
     }
 }
 
@@ -272,6 +308,24 @@ pub fn batch_timesteps(timesteps: &Tensor, b: usize) -> Result<Tensor> {
         }
     };
     Ok(t.to_dtype(DType::F32)?.broadcast_as(b)?.contiguous()?)
+}
+
+/// The text side of a job for the DiT, from [`MaskDit::prepare_context`]: reused by every
+/// sampling step (the cross-attention keys/values are a constant of the job).
+#[derive(Debug, Clone)]
+pub struct PreparedContext {
+    /// `context_embed(context)`, `(B, L, D)`.
+    pub context: Tensor,
+    /// Additive key-padding bias `(B, 1, 1, L)`.
+    pub bias: Tensor,
+    /// Cross-attention keys/values of the in blocks, the mid block, then the out blocks.
+    pub kv: Vec<CrossKv>,
+}
+
+impl PreparedContext {
+    pub fn batch(&self) -> usize {
+        self.context.dims().first().copied().unwrap_or(0)
+    }
 }
 
 /// `UDiT` with the EzAudio feature set (see [`DitConfig::validate`]).
@@ -341,12 +395,50 @@ impl Udit {
         })
     }
 
+    fn prepare_context(
+        &self,
+        context: &Tensor,
+        context_mask: &Tensor,
+        rec: &mut Recorder,
+    ) -> Result<PreparedContext> {
+        let (b, lc) = match context.dims() {
+            [b, lc, cd] if *cd == self.context_dim => (*b, *lc),
+            dims => {
+                return Err(Error::InvalidInput(format!(
+                    "DiT: context must be (B, L, {}), got {dims:?}",
+                    self.context_dim
+                )))
+            }
+        };
+        if context_mask.dims() != [b, lc] {
+            return Err(Error::InvalidInput(format!(
+                "DiT: context_mask must be ({b}, {lc}), got {:?}",
+                context_mask.dims()
+            )));
+        }
+        let context = self.context_embed.forward(
+            &context
+                .to_device(&self.device)?
+                .to_dtype(self.dtype)?
+                .contiguous()?,
+        )?;
+        rec.record(|| "context_embed".into(), &context);
+        let bias = attention::key_padding_bias(&context_mask.to_device(&self.device)?, self.dtype)?;
+        let kv = self
+            .in_blocks
+            .iter()
+            .chain(std::iter::once(&self.mid_block))
+            .chain(&self.out_blocks)
+            .map(|blk| blk.cross_kv(&context))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(PreparedContext { context, bias, kv })
+    }
+
     fn forward(
         &self,
         input: &Tensor,
         timesteps: &Tensor,
-        context: &Tensor,
-        context_mask: &Tensor,
+        ctx: &PreparedContext,
         controlnet_skips: Option<&[Tensor]>,
         rec: &mut Recorder,
     ) -> Result<Tensor> {
@@ -357,20 +449,10 @@ impl Udit {
                 self.in_chans
             )));
         }
-        match context.dims() {
-            [cb, _, cd] if *cb == b && *cd == self.context_dim => {}
-            dims => {
-                return Err(Error::InvalidInput(format!(
-                    "DiT: context must be ({b}, L, {}), got {dims:?}",
-                    self.context_dim
-                )))
-            }
-        }
-        let lc = context.dim(1)?;
-        if context_mask.dims() != [b, lc] {
+        if ctx.batch() != b || ctx.kv.len() != 2 * self.in_blocks.len() + 1 {
             return Err(Error::InvalidInput(format!(
-                "DiT: context_mask must be ({b}, {lc}), got {:?}",
-                context_mask.dims()
+                "DiT: the prepared context has batch {}, the latent batch is {b}",
+                ctx.batch()
             )));
         }
 
@@ -384,13 +466,6 @@ impl Udit {
                 .contiguous()?,
         )?;
         rec.record(|| "patch_embed".into(), &x);
-        let context = self.context_embed.forward(
-            &context
-                .to_device(&self.device)?
-                .to_dtype(self.dtype)?
-                .contiguous()?,
-        )?;
-        rec.record(|| "context_embed".into(), &context);
 
         let t_freq =
             block::timestep_features(&batch_timesteps(&timesteps.to_device(&self.device)?, b)?)?;
@@ -418,11 +493,8 @@ impl Udit {
         let cond = Conditioning {
             time_token,
             time_ada,
-            context,
-            context_bias: attention::key_padding_bias(
-                &context_mask.to_device(&self.device)?,
-                self.dtype,
-            )?,
+            context: ctx.context.clone(),
+            context_bias: ctx.bias.clone(),
             rope,
         };
 
@@ -439,18 +511,21 @@ impl Udit {
         };
 
         let mut x = x;
+        let mut kv = ctx.kv.iter();
         let mut skips = Vec::with_capacity(self.in_blocks.len());
         for blk in &self.in_blocks {
-            x = blk.forward(&x, None, &cond, rec)?;
+            x = blk.forward_cached(&x, None, &cond, kv.next(), rec)?;
             skips.push(x.clone());
         }
-        x = self.mid_block.forward(&x, None, &cond, rec)?;
+        x = self
+            .mid_block
+            .forward_cached(&x, None, &cond, kv.next(), rec)?;
         for blk in &self.out_blocks {
             let skip = match (skips.pop(), control.pop()) {
                 (Some(s), Some(c)) => Some((s + c.to_dtype(self.dtype)?)?),
                 (s, _) => s,
             };
-            x = blk.forward(&x, skip.as_ref(), &cond, rec)?;
+            x = blk.forward_cached(&x, skip.as_ref(), &cond, kv.next(), rec)?;
         }
         self.final_block.forward(&x, &time_ada_final, rec)
     }

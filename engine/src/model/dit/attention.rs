@@ -177,30 +177,68 @@ impl Attention {
         bias: Option<&Tensor>,
         rope: Option<&Rope>,
     ) -> Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
-        let kv = context.unwrap_or(x);
+        match context {
+            Some(context) => self.forward_kv(x, &self.cross_kv(context)?, bias),
+            None => {
+                let q = self.norm_q.forward(&self.heads(&self.to_q.forward(x)?)?)?;
+                let k = self.norm_k.forward(&self.heads(&self.to_k.forward(x)?)?)?;
+                let v = self.heads(&self.to_v.forward(x)?)?;
+                let (q, k) = match rope {
+                    Some(rope) => (rope.apply(&q)?, rope.apply(&k)?),
+                    None => (q, k),
+                };
+                let kv = CrossKv {
+                    k: k.transpose(1, 2)?.contiguous()?,
+                    v: v.transpose(1, 2)?.contiguous()?,
+                };
+                self.attend(&q, &kv, bias)
+            }
+        }
+    }
+
+    /// Keys and values of `context` `(B, L, kv_dim)`, ready for [`Self::forward_kv`]. They depend
+    /// only on the context, so a sampler computes them once per job, not once per step.
+    pub fn cross_kv(&self, context: &Tensor) -> Result<CrossKv> {
+        let k = self
+            .norm_k
+            .forward(&self.heads(&self.to_k.forward(context)?)?)?;
+        let v = self.heads(&self.to_v.forward(context)?)?;
+        Ok(CrossKv {
+            k: k.transpose(1, 2)?.contiguous()?,
+            v: v.transpose(1, 2)?.contiguous()?,
+        })
+    }
+
+    /// Attention of the queries of `x` `(B, T, D)` over precomputed keys/values (no RoPE).
+    pub fn forward_kv(&self, x: &Tensor, kv: &CrossKv, bias: Option<&Tensor>) -> Result<Tensor> {
         let q = self.norm_q.forward(&self.heads(&self.to_q.forward(x)?)?)?;
-        let k = self.norm_k.forward(&self.heads(&self.to_k.forward(kv)?)?)?;
-        let v = self.heads(&self.to_v.forward(kv)?)?;
-        let (q, k) = match rope {
-            Some(rope) => (rope.apply(&q)?, rope.apply(&k)?),
-            None => (q, k),
-        };
-        // (B, L, H, hd) -> (B, H, L, hd): batched matmuls need the head dims outermost.
-        let q = q.transpose(1, 2)?.contiguous()?;
-        let k = k.transpose(1, 2)?.contiguous()?;
-        let v = v.transpose(1, 2)?.contiguous()?;
-        let scores = (q.matmul(&k.t()?)? * self.scale)?;
+        self.attend(&q, kv, bias)
+    }
+
+    /// `q`: `(B, T, H, hd)`; `kv`: `(B, H, L, hd)` each. Returns the projected `(B, T, D)`.
+    fn attend(&self, q: &Tensor, kv: &CrossKv, bias: Option<&Tensor>) -> Result<Tensor> {
+        let (b, t, _, _) = q.dims4()?;
+        // (B, T, H, hd) -> (B, H, T, hd): batched matmuls need the head dims outermost. The
+        // 1/sqrt(hd) scale rides on that copy (one pass over q instead of one over the T x L scores).
+        let q = q.transpose(1, 2)?.affine(self.scale, 0.0)?;
+        let scores = q.matmul(&kv.k.t()?)?;
         let scores = match bias {
             Some(bias) => scores.broadcast_add(bias)?,
             None => scores,
         };
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out =
-            probs
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .reshape((b, t, self.num_heads * self.head_dim))?;
+        let out = probs.matmul(&kv.v)?.transpose(1, 2)?.reshape((
+            b,
+            t,
+            self.num_heads * self.head_dim,
+        ))?;
         Ok(self.proj.forward(&out)?)
     }
+}
+
+/// Keys and values of one attention, `(B, H, L, head_dim)` contiguous each.
+#[derive(Debug, Clone)]
+pub struct CrossKv {
+    pub k: Tensor,
+    pub v: Tensor,
 }

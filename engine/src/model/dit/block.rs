@@ -4,7 +4,7 @@
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::{Conv1d, Conv1dConfig, Linear, VarBuilder};
 
-use super::attention::{Attention, LayerNorm, Rope};
+use super::attention::{Attention, CrossKv, LayerNorm, Rope};
 use super::Recorder;
 use crate::error::{Error, Result};
 
@@ -197,12 +197,32 @@ impl DitBlock {
         self.skip.is_some()
     }
 
+    /// Cross-attention keys/values of this block for the embedded context `(B, L, D)`
+    /// (`norm_context` applied here). Constant over the sampling steps of a job.
+    pub fn cross_kv(&self, context: &Tensor) -> Result<CrossKv> {
+        self.cross_attn
+            .cross_kv(&self.norm_context.forward(context)?)
+    }
+
     /// `x`: `(B, T, D)`; `skip`: the matching in-block output (out blocks only).
     pub fn forward(
         &self,
         x: &Tensor,
         skip: Option<&Tensor>,
         cond: &Conditioning,
+        rec: &mut Recorder,
+    ) -> Result<Tensor> {
+        self.forward_cached(x, skip, cond, None, rec)
+    }
+
+    /// [`Self::forward`] with this block's cross-attention keys/values from [`Self::cross_kv`]
+    /// (`None`: computed here from `cond.context`).
+    pub fn forward_cached(
+        &self,
+        x: &Tensor,
+        skip: Option<&Tensor>,
+        cond: &Conditioning,
+        kv: Option<&CrossKv>,
         rec: &mut Recorder,
     ) -> Result<Tensor> {
         let mut x = x.clone();
@@ -234,13 +254,17 @@ impl DitBlock {
         x = (x + attn.broadcast_mul(&gate_msa.affine(-1.0, 1.0)?)?)?;
 
         // Cross-attention on the text: no modulation, no gate.
-        let ctx = self.norm_context.forward(&cond.context)?;
-        let cross = self.cross_attn.forward(
-            &self.norm2.forward(&x)?,
-            Some(&ctx),
-            Some(&cond.context_bias),
-            None,
-        )?;
+        let computed;
+        let kv = match kv {
+            Some(kv) => kv,
+            None => {
+                computed = self.cross_kv(&cond.context)?;
+                &computed
+            }
+        };
+        let cross =
+            self.cross_attn
+                .forward_kv(&self.norm2.forward(&x)?, kv, Some(&cond.context_bias))?;
         rec.record(|| format!("{}.cross_attn", self.name), &cross);
         x = (x + cross)?;
 
