@@ -1,5 +1,5 @@
-//! The selected pad's controls: prompt and generation settings, Generate/Cancel with
-//! progress, history with restore, and the pad's host parameters.
+//! The selected pad's controls: prompt and generation settings, Generate/Variations/Cancel
+//! with progress, history with restore, and the pad's host parameters.
 
 use crossbeam_channel::Sender;
 use nice_plug::prelude::*;
@@ -63,11 +63,19 @@ pub fn generate_controls(ui: &mut egui::Ui, shared: &Shared, commands: &Sender<C
         if let Some(why) = blocker {
             generate.on_disabled_hover_text(why);
         }
+        let variations = ui.add_enabled(blocker.is_none(), egui::Button::new(format!("Variations x{}", super::tools::VARIATIONS)));
+        if variations.clicked() {
+            let jobs = model::variation_requests(&data, super::tools::VARIATIONS, model::random_seed);
+            let jobs = jobs.into_iter().map(worker::Job::Generate).collect();
+            let _ = commands.send(Command::Variations { pad, jobs });
+        }
+        variations.on_hover_text("Generate several candidates with different seeds; audition them and keep one");
         if ui.add_enabled(progress.is_running(), egui::Button::new("Cancel")).clicked() {
             let _ = commands.send(Command::Cancel { pad });
         }
     });
-    let (fraction, caption) = model::progress_view(&progress);
+    let job = shared.jobs.lock()[pad].clone();
+    let (fraction, caption) = model::progress_caption(&progress, &job);
     match fraction {
         Some(f) => {
             ui.add(egui::ProgressBar::new(f).text(caption));
@@ -90,7 +98,7 @@ pub fn history(ui: &mut egui::Ui, shared: &Shared, pad: usize) {
     if items.is_empty() {
         return;
     }
-    ui.collapsing(format!("History ({})", items.len()), |ui| {
+    egui::CollapsingHeader::new(format!("History ({})", items.len())).default_open(true).show(ui, |ui| {
         for (i, (label, has_audio)) in items.iter().enumerate() {
             ui.horizontal(|ui| {
                 if ui.add_enabled(*has_audio, egui::Button::new("Restore")).clicked() {
