@@ -150,3 +150,6 @@ impl EditorApp {
         }
     }
 }
+
+#[cfg(test)]
+mod ui_tests;

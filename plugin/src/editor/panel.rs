@@ -14,24 +14,26 @@ use super::model;
 pub fn prompt_and_settings(ui: &mut egui::Ui, shared: &Shared, pad: usize) {
     let mut data = shared.store.with(|b| b.pads[pad].clone());
     let before = (data.prompt.clone(), data.negative.clone(), data.settings.clone());
-    ui.label("Prompt");
-    ui.add(egui::TextEdit::multiline(&mut data.prompt).desired_rows(2).desired_width(f32::INFINITY).hint_text("a dog barking in the distance"));
-    ui.label("Negative prompt");
-    ui.add(egui::TextEdit::singleline(&mut data.negative).desired_width(f32::INFINITY).hint_text("low quality, noise"));
+    let l = ui.label("Prompt");
+    ui.add(egui::TextEdit::multiline(&mut data.prompt).desired_rows(2).desired_width(f32::INFINITY).hint_text("a dog barking in the distance"))
+        .labelled_by(l.id);
+    let l = ui.label("Negative prompt");
+    ui.add(egui::TextEdit::singleline(&mut data.negative).desired_width(f32::INFINITY).hint_text("low quality, noise"))
+        .labelled_by(l.id);
     let s = &mut data.settings;
     egui::Grid::new("settings").num_columns(4).show(ui, |ui| {
-        ui.label("Seconds");
-        ui.add(egui::DragValue::new(&mut s.seconds).range(0.5..=10.0).speed(0.1));
-        ui.label("Steps");
-        ui.add(egui::DragValue::new(&mut s.steps).range(1..=200));
+        let l = ui.label("Seconds");
+        ui.add(egui::DragValue::new(&mut s.seconds).range(0.5..=10.0).speed(0.1)).labelled_by(l.id);
+        let l = ui.label("Steps");
+        ui.add(egui::DragValue::new(&mut s.steps).range(1..=200)).labelled_by(l.id);
         ui.end_row();
-        ui.label("Guidance");
-        ui.add(egui::DragValue::new(&mut s.guidance).range(0.0..=20.0).speed(0.1));
-        ui.label("Rescale");
-        ui.add(egui::DragValue::new(&mut s.rescale).range(0.0..=1.0).speed(0.01));
+        let l = ui.label("Guidance");
+        ui.add(egui::DragValue::new(&mut s.guidance).range(0.0..=20.0).speed(0.1)).labelled_by(l.id);
+        let l = ui.label("Rescale");
+        ui.add(egui::DragValue::new(&mut s.rescale).range(0.0..=1.0).speed(0.01)).labelled_by(l.id);
         ui.end_row();
-        ui.label("Seed");
-        ui.add(egui::DragValue::new(&mut s.seed));
+        let l = ui.label("Seed");
+        ui.add(egui::DragValue::new(&mut s.seed)).labelled_by(l.id);
         ui.checkbox(&mut s.seed_locked, "Lock");
         if ui.button("Randomise").clicked() {
             s.seed = model::random_seed();

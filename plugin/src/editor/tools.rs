@@ -70,7 +70,8 @@ pub fn edit(
         };
     });
     ui.horizontal(|ui| {
-        ui.add(egui::TextEdit::singleline(prompt).desired_width(260.0).hint_text("prompt for the span (default: pad prompt)"));
+        let l = ui.label("Span prompt");
+        ui.add(egui::TextEdit::singleline(prompt).desired_width(220.0).hint_text("default: the pad's prompt")).labelled_by(l.id);
         let request = span
             .ok_or("Select a span on the waveform first (drag across it)")
             .and_then(|s| model::edit_request(&data, clip.clone(), s, prompt, model::random_seed()));
@@ -122,6 +123,7 @@ pub fn export(ui: &mut egui::Ui, shared: &Shared, pad: usize, clip: &Arc<Clip>, 
                 *state.note.lock() = format!("Export failed: {e}");
             }
         }
+        let l = ui.label("at");
         egui::ComboBox::from_id_salt("export_rate")
             .selected_text(if state.at_host_rate { format!("host rate ({host_rate} Hz)") } else { format!("{} Hz (model)", clip.sample_rate) })
             .show_ui(ui, |ui| {
@@ -129,12 +131,14 @@ pub fn export(ui: &mut egui::Ui, shared: &Shared, pad: usize, clip: &Arc<Clip>, 
                 ui.add_enabled_ui(host_rate > 0, |ui| {
                     ui.selectable_value(&mut state.at_host_rate, true, format!("host rate ({host_rate} Hz)"));
                 });
-            });
+            })
+            .response
+            .labelled_by(l.id);
     });
     ui.horizontal(|ui| {
-        ui.label("Folder");
+        let l = ui.label("Folder");
         let mut dir = state.dir.display().to_string();
-        if ui.add(egui::TextEdit::singleline(&mut dir).desired_width(300.0)).changed() {
+        if ui.add(egui::TextEdit::singleline(&mut dir).desired_width(300.0)).labelled_by(l.id).changed() {
             state.dir = PathBuf::from(dir);
         }
     });

@@ -11,6 +11,7 @@ pub type DragStart = Option<f32>;
 pub fn show(ui: &mut egui::Ui, clip: Option<&Clip>, span: &mut Option<(f32, f32)>, drag: &mut DragStart) {
     let width = ui.available_width().clamp(200.0, 620.0);
     let (rect, response) = ui.allocate_exact_size(egui::vec2(width, 90.0), egui::Sense::click_and_drag());
+    response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, "Waveform"));
     let painter = ui.painter_at(rect);
     painter.rect_filled(rect, 3.0, egui::Color32::from_gray(24));
     let Some(clip) = clip else {
@@ -20,7 +21,8 @@ pub fn show(ui: &mut egui::Ui, clip: Option<&Clip>, span: &mut Option<(f32, f32)
     let duration = clip.duration_s();
     let x_of = |pos: egui::Pos2| pos.x - rect.left();
     if response.drag_started() {
-        *drag = response.interact_pointer_pos().map(x_of);
+        // Where the button went down (the drag only counts as one after some movement).
+        *drag = ui.input(|i| i.pointer.press_origin()).or(response.interact_pointer_pos()).map(x_of);
     }
     if let (Some(from), Some(pos)) = (*drag, response.interact_pointer_pos()) {
         if response.dragged() {
