@@ -379,7 +379,7 @@ impl Runner {
         };
         let candidates_left = list.iter().filter(|p| p.target != Target::Pad).count();
         if candidates_left > 0 {
-            view.variations = Some((self.variations[pad] - candidates_left, self.variations[pad]));
+            view.variations = Some((self.variations[pad].saturating_sub(candidates_left), self.variations[pad].max(candidates_left)));
         } else {
             self.variations[pad] = 0;
         }

@@ -17,7 +17,7 @@ use crate::store::PadData;
 pub fn random_seed() -> u64 {
     let mut h = RandomState::new().build_hasher();
     h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
-    h.finish() >> 1 // keep it readable as a positive i64 too
+    h.finish() >> 32 // short enough to read, type and note down
 }
 
 /// The job for a Generate click, and the seed it uses. A locked seed is reused; otherwise
@@ -70,11 +70,14 @@ pub fn clip_summary(clip: &Clip) -> String {
     format!("{:.2} s, seed {}, {} steps, guidance {}", clip.duration_s(), clip.meta.seed, clip.meta.steps, clip.meta.guidance)
 }
 
+/// Prompt characters shown on a pad button (it has a fixed size).
+const CAPTION_CHARS: usize = 9;
+
 /// The caption of a pad button: number, then the start of its prompt.
 pub fn pad_caption(index: usize, pad: &PadData) -> String {
     let prompt = pad.clip.as_ref().map(|c| c.meta.prompt.as_str()).unwrap_or(pad.prompt.as_str());
-    let short: String = prompt.chars().take(18).collect();
-    let ellipsis = if prompt.chars().count() > 18 { "..." } else { "" };
+    let short: String = prompt.chars().take(CAPTION_CHARS).collect();
+    let ellipsis = if prompt.chars().count() > CAPTION_CHARS { "..." } else { "" };
     format!("{}\n{short}{ellipsis}", index + 1)
 }
 
@@ -263,7 +266,7 @@ mod tests {
         assert_eq!(env, vec![(0.0, 1.0), (-1.0, 0.5), (-0.25, 0.25)]);
         assert_eq!(waveform_envelope(&[0.5], 4), vec![(0.5, 0.5); 4]);
         let pad = PadData { prompt: "a very long prompt about thunder".into(), ..Default::default() };
-        assert_eq!(pad_caption(0, &pad), "1\na very long prompt...");
+        assert_eq!(pad_caption(0, &pad), "1\na very lo...");
         let clip = Clip::new(vec![0.0; 24_000], 24_000, ClipMeta { seed: 3, steps: 50, guidance: 5.0, ..Default::default() });
         assert_eq!(clip_summary(&clip), "1.00 s, seed 3, 50 steps, guidance 5");
     }
