@@ -10,7 +10,10 @@
 //! The runtime can be LLVM's (`libclang-rt-20-dev` or newer) or the copy rustup ships
 //! (`~/.rustup/toolchains/<toolchain>/lib/rustlib/<target>/lib/librustc-*_rt.rtsan.a`,
 //! copied to a file named `libclang_rt.rtsan-x86_64.a`). A violation prints a report and the
-//! process exits with status 43.
+//! process exits with status 43. To see it catch the plugin: bundle with only
+//! `--features test_alloc_probe` (assert_process_allocs would abort first) and run
+//! `process_is_realtime_safe_under_rtsan` with `EZAUDIO_TEST_ALLOC_IN_PROCESS=1`: it exits 43
+//! with "unsafe-library-call ... malloc" inside the plugin's process().
 #![cfg(feature = "rtsan")]
 
 use std::process::Command;

@@ -178,7 +178,8 @@ pub fn variation_requests(pad: &PadData, count: usize, mut fresh: impl FnMut() -
 /// A span of the clip in seconds from a drag between two x positions on a waveform of
 /// `width` points showing `duration` seconds. None when too short to edit.
 pub fn span_from_drag(x0: f32, x1: f32, width: f32, duration: f32) -> Option<(f32, f32)> {
-    if !(width > 0.0 && duration > 0.0) || !x0.is_finite() || !x1.is_finite() {
+    let usable = width > 0.0 && duration > 0.0 && x0.is_finite() && x1.is_finite();
+    if !usable {
         return None;
     }
     let to_s = |x: f32| (x / width).clamp(0.0, 1.0) * duration;
@@ -195,7 +196,8 @@ pub const EDIT_BOUNDARY_S: f32 = 2.0;
 /// when empty), with the pad's settings; `seed` is used unless the pad's seed is locked.
 pub fn edit_request(pad: &PadData, clip: Arc<Clip>, span: (f32, f32), prompt: &str, seed: u64) -> Result<EditParams, &'static str> {
     let (start, end) = span;
-    if !(end - start >= MIN_EDIT_S) || start < 0.0 {
+    let long_enough = end - start >= MIN_EDIT_S; // false for NaN too
+    if !long_enough || start < 0.0 {
         return Err("Select a span on the waveform first (drag across it)");
     }
     let mut gen = generate_request(pad, seed);

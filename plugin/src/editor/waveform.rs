@@ -36,11 +36,6 @@ pub fn show(ui: &mut egui::Ui, clip: Option<&Clip>, span: &mut Option<(f32, f32)
         *span = None;
     }
 
-    if let Some((a, b)) = *span {
-        let x = |s: f32| rect.left() + s / duration.max(1e-6) * rect.width();
-        let sel = egui::Rect::from_x_y_ranges(x(a)..=x(b), rect.y_range());
-        painter.rect_filled(sel, 0.0, egui::Color32::from_rgba_unmultiplied(240, 200, 80, 40));
-    }
     let columns = rect.width().max(1.0) as usize;
     let mid = rect.center().y;
     let half = rect.height() * 0.48;
@@ -49,6 +44,15 @@ pub fn show(ui: &mut egui::Ui, clip: Option<&Clip>, span: &mut Option<(f32, f32)
         let x = rect.left() + c as f32 + 0.5;
         let (lo, hi) = (lo.clamp(-1.0, 1.0), hi.clamp(-1.0, 1.0));
         painter.line_segment([egui::pos2(x, mid - hi * half), egui::pos2(x, mid - lo * half + 0.5)], stroke);
+    }
+    // The selection goes over the waveform, so it shows even on dense audio.
+    if let Some((a, b)) = *span {
+        let x = |s: f32| rect.left() + s / duration.max(1e-6) * rect.width();
+        let sel = egui::Rect::from_x_y_ranges(x(a)..=x(b), rect.y_range());
+        painter.rect_filled(sel, 0.0, egui::Color32::from_rgba_unmultiplied(250, 190, 60, 90));
+        let edge = egui::Stroke::new(1.5, egui::Color32::from_rgb(250, 190, 60));
+        painter.vline(sel.left(), rect.y_range(), edge);
+        painter.vline(sel.right(), rect.y_range(), edge);
     }
     response.on_hover_text("Drag across the waveform to select a span to regenerate");
 }
