@@ -1,5 +1,5 @@
-//! Writing a pad's clip to a WAV file (32-bit float, mono, at the model's own rate, so the
-//! file holds exactly the generated samples).
+//! Writing a pad's clip to a WAV file (32-bit float, mono): at the model's own rate, so the
+//! file holds exactly the generated samples, or resampled to the host's rate.
 
 use std::path::{Path, PathBuf};
 
@@ -34,8 +34,19 @@ pub fn file_stem(pad: usize, meta: &ClipMeta) -> String {
 /// Writes `clip` into `dir` (created if needed) without overwriting: `stem.wav`, `stem-2.wav`...
 /// Returns the path written.
 pub fn export_wav(clip: &Clip, dir: &Path, stem: &str) -> Result<PathBuf, String> {
-    if clip.sample_rate == 0 {
+    export_wav_at(clip, dir, stem, clip.sample_rate)
+}
+
+/// Like [`export_wav`], resampled to `rate` first (e.g. the host's rate). Blocking work:
+/// call it off the UI thread.
+pub fn export_wav_at(clip: &Clip, dir: &Path, stem: &str, rate: u32) -> Result<PathBuf, String> {
+    if clip.sample_rate == 0 || rate == 0 {
         return Err("clip has no sample rate".into());
+    }
+    if rate != clip.sample_rate {
+        let samples = ezaudio_engine::clip::resample(&clip.samples, clip.sample_rate, rate).map_err(|e| e.to_string())?;
+        let resampled = Clip::new(samples, rate, clip.meta.clone());
+        return export_wav_at(&resampled, dir, stem, rate);
     }
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let path = (1..1000)
@@ -75,6 +86,9 @@ mod tests {
         assert_eq!(reader.spec().sample_rate, 24_000);
         let back: Vec<f32> = reader.samples::<f32>().map(|s| s.unwrap()).collect();
         assert_eq!(back, clip.samples);
+        let c = export_wav_at(&Clip::new(vec![0.1; 2400], 24_000, ClipMeta::default()), &dir, "y", 48_000).unwrap();
+        let reader = hound::WavReader::open(&c).unwrap();
+        assert_eq!((reader.spec().sample_rate, reader.len()), (48_000, 4800));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

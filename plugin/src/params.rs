@@ -29,6 +29,15 @@ pub enum PlayMode {
 /// Number of choke groups (0 means "no group").
 pub const CHOKE_GROUPS: i32 = 8;
 
+/// Reads back what the "None" / "Stem N" / "Group N" formatters write (and plain numbers).
+fn parse_labelled_int(text: &str, label: &str) -> Option<i32> {
+    let t = text.trim().to_ascii_lowercase();
+    if t == "none" || t == "off" {
+        return Some(0);
+    }
+    t.strip_prefix(label).unwrap_or(&t).trim().parse().ok()
+}
+
 #[derive(Params)]
 pub struct PadParams {
     /// Pad level (linear, shown in dB).
@@ -104,9 +113,11 @@ impl PadParams {
             .with_unit(" ms")
             .with_value_to_string(formatters::v2s_f32_rounded(1)),
             choke: IntParam::new(format!("Pad {n} Choke"), 0, IntRange::Linear { min: 0, max: CHOKE_GROUPS })
-                .with_value_to_string(Arc::new(|v| if v == 0 { "None".into() } else { format!("Group {v}") })),
+                .with_value_to_string(Arc::new(|v| if v == 0 { "None".into() } else { format!("Group {v}") }))
+                .with_string_to_value(Arc::new(|s| parse_labelled_int(s, "group"))),
             output: IntParam::new(format!("Pad {n} Output"), n as i32, IntRange::Linear { min: 0, max: PAD_COUNT as i32 })
-                .with_value_to_string(Arc::new(|v| if v == 0 { "None".into() } else { format!("Stem {v}") })),
+                .with_value_to_string(Arc::new(|v| if v == 0 { "None".into() } else { format!("Stem {v}") }))
+                .with_string_to_value(Arc::new(|s| parse_labelled_int(s, "stem"))),
             note: IntParam::new(format!("Pad {n} Note"), 36 + index as i32, IntRange::Linear { min: 0, max: 127 })
                 .with_value_to_string(formatters::v2s_i32_key_formatter())
                 .with_string_to_value(formatters::s2v_i32_key_formatter()),
@@ -231,5 +242,26 @@ impl EzAudioParams {
 impl Default for EzAudioParams {
     fn default() -> Self {
         Self::new(Arc::new(PadStore::default()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labelled_ints_roundtrip() {
+        let store = Arc::new(PadStore::default());
+        let params = EzAudioParams::new(store);
+        for p in params.pads() {
+            for v in 0..=PAD_COUNT as i32 {
+                let text = p.output.normalized_value_to_string(p.output.preview_normalized(v), true);
+                assert_eq!(p.output.string_to_normalized_value(&text), Some(p.output.preview_normalized(v)), "{text}");
+            }
+        }
+        assert_eq!(parse_labelled_int(" Group 3 ", "group"), Some(3));
+        assert_eq!(parse_labelled_int("none", "stem"), Some(0));
+        assert_eq!(parse_labelled_int("12", "stem"), Some(12));
+        assert_eq!(parse_labelled_int("loud", "stem"), None);
     }
 }

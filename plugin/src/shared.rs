@@ -7,6 +7,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
+use ezaudio_engine::clip::Clip;
 use ezaudio_engine::published::{ClipSlot, SlotReader};
 use parking_lot::Mutex;
 
@@ -14,6 +15,37 @@ use crate::capture::CaptureBuffer;
 use crate::generation::Progress;
 use crate::layout::PAD_COUNT;
 use crate::store::PadStore;
+
+/// More about a pad's running work than [`Progress`] says (for the editor).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobView {
+    /// Estimated seconds until the pad's work is done (from the step timing).
+    pub eta_s: Option<f32>,
+    /// While variations run: (finished, total).
+    pub variations: Option<(usize, usize)>,
+}
+
+/// The model as the editor shows it: a status line, and what to do when it is missing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelView {
+    /// `Model: <ModelStatus>` (not loaded / loading / ready on device / error).
+    pub line: String,
+    /// The model is not installed: the install instructions.
+    pub missing: Option<String>,
+    /// The official model the Download button fetches (None: a custom folder is configured).
+    pub downloadable: Option<ezaudio_engine::models::Official>,
+    pub download: Download,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Download {
+    #[default]
+    Idle,
+    /// File `index` of `files`, its name and bytes.
+    Running { file: String, index: usize, files: usize, done: u64, total: u64 },
+    Done(String),
+    Failed(String),
+}
 
 #[derive(Default)]
 struct Published {
@@ -31,8 +63,13 @@ pub struct Shared {
     pub audition: AtomicU32,
     /// Per pad: the state of its generation job, for the editor.
     pub progress: Mutex<[Progress; PAD_COUNT]>,
-    /// One line about the model (from the engine).
-    pub model_line: Mutex<String>,
+    /// The model's status and download state.
+    pub model: Mutex<ModelView>,
+    pub jobs: Mutex<[JobView; PAD_COUNT]>,
+    /// Per pad: the candidates of the last Variations run (None while still generating).
+    pub candidates: Mutex<[Vec<Option<Arc<Clip>>>; PAD_COUNT]>,
+    /// Per pad: the candidate now in the pad's slot for auditioning, if any.
+    pub previewing: Mutex<[Option<usize>; PAD_COUNT]>,
     /// The sidechain capture buffer of the current activation (set in `activate`; the audio
     /// thread holds its own handle and never takes this lock).
     pub capture: Mutex<Option<Arc<CaptureBuffer>>>,
@@ -51,7 +88,10 @@ impl Shared {
             host_rate: AtomicU32::new(0),
             audition: AtomicU32::new(0),
             progress: Mutex::new(Default::default()),
-            model_line: Mutex::new(String::new()),
+            model: Mutex::new(ModelView::default()),
+            jobs: Mutex::new(Default::default()),
+            candidates: Mutex::new(Default::default()),
+            previewing: Mutex::new(Default::default()),
             capture: Mutex::new(None),
             capture_note: Mutex::new(String::new()),
             published: Mutex::new(Published::default()),
@@ -87,9 +127,41 @@ impl Shared {
                 }
             }
             published.pads[pad] = (serial, rate);
+            self.previewing.lock()[pad] = None;
             changed += 1;
         }
         changed
+    }
+
+    /// Puts `clip` into the pad's slot in place of its own clip (auditioning a candidate)
+    /// and plays it once. The pad's clip comes back with [`Shared::unpreview`] or the next
+    /// change. Not for the audio thread (resamples).
+    pub fn preview(&self, pad: usize, candidate: usize, clip: &Clip) -> Result<(), String> {
+        let rate = self.host_rate.load(Ordering::SeqCst);
+        if pad >= PAD_COUNT {
+            return Err(format!("no pad {}", pad + 1));
+        }
+        if rate == 0 {
+            return Err("the plugin is not active (no host sample rate yet)".into());
+        }
+        let mut published = self.published.lock();
+        published.next_id += 1;
+        let buffer = clip.to_playback(rate, published.next_id).map_err(|e| e.to_string())?;
+        self.slots[pad].publish(Arc::new(buffer));
+        // Anything but the pad's (serial, rate): the next publish puts the pad's clip back.
+        published.pads[pad] = (u64::MAX, rate);
+        self.previewing.lock()[pad] = Some(candidate);
+        drop(published);
+        self.audition(pad);
+        Ok(())
+    }
+
+    /// Ends auditioning: the pad's own clip goes back into its slot.
+    pub fn unpreview(&self, pad: usize) {
+        if pad < PAD_COUNT && self.previewing.lock()[pad].take().is_some() {
+            self.published.lock().pads[pad] = (u64::MAX, 0);
+            self.publish_all();
+        }
     }
 
     /// Frees buffers no voice plays any more.

@@ -207,16 +207,21 @@ impl PluginUnderTest {
                 latency: 0,
                 channels: AudioPortBufferType::f32_output_only(port.iter_mut().map(|c| &mut c[..len as usize])),
             }));
-            processor
-                .process(
-                    &input_audio,
-                    &mut output_audio,
-                    &InputEvents::from_buffer(&events),
-                    &mut OutputEvents::from_buffer(&mut out_events),
-                    Some(steady_time),
-                    None,
-                )
-                .map_err(|e| format!("process: {e:?}"))?;
+            // Under RealtimeSanitizer (feature `rtsan`) the plugin's process() may not
+            // allocate, lock or make blocking calls.
+            #[cfg(feature = "rtsan")]
+            rtsan_standalone::realtime_enter();
+            let processed = processor.process(
+                &input_audio,
+                &mut output_audio,
+                &InputEvents::from_buffer(&events),
+                &mut OutputEvents::from_buffer(&mut out_events),
+                Some(steady_time),
+                None,
+            );
+            #[cfg(feature = "rtsan")]
+            rtsan_standalone::realtime_exit();
+            processed.map_err(|e| format!("process: {e:?}"))?;
             for (port, scratch_port) in out.iter_mut().zip(&scratch) {
                 for (channel, scratch_channel) in port.iter_mut().zip(scratch_port) {
                     channel[start as usize..(start + len) as usize].copy_from_slice(&scratch_channel[..len as usize]);

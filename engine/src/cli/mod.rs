@@ -54,14 +54,7 @@ impl From<candle_core::Error> for CliError {
 pub type CliResult<T = ()> = Result<T, CliError>;
 
 /// Environment variables that forbid downloads (model fetches fail at once with instructions).
-pub const OFFLINE_ENV: [&str; 2] = ["EZAUDIO_OFFLINE", "HF_HUB_OFFLINE"];
-
-pub fn offline() -> bool {
-    OFFLINE_ENV.iter().any(|v| {
-        std::env::var(v)
-            .is_ok_and(|s| !s.is_empty() && s != "0" && !s.eq_ignore_ascii_case("false"))
-    })
-}
+pub use crate::models::{offline, OFFLINE_ENV};
 
 #[derive(Debug, Parser)]
 #[command(

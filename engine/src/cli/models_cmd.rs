@@ -2,12 +2,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use clap::Subcommand;
-use hf_hub::progress::{DownloadEvent, ProgressEvent, ProgressHandler};
-use hf_hub::{HFClient, HFError};
 use indicatif::ProgressBar;
 
 use crate::model::dit::MaskDit;
@@ -15,8 +12,8 @@ use crate::model::t5::load_t5_folder;
 use crate::model::text::TextTokenizer;
 use crate::model::vae::{Oobleck, VaeConfig};
 use crate::models::{
-    hf_cache_dir, resolve_model, user_models_dir, ModelFolder, ModelSource, Official, EZAUDIO_REPO,
-    CONTROLNET_FILE, MODELS_ENV, VAE_CONFIG_FILE, VAE_FILE,
+    fetch_official_with, hf_cache_dir, resolve_model, user_models_dir, FetchProgress, ModelFolder,
+    ModelSource, Official, MODELS_ENV,
 };
 use crate::weights::Checkpoint;
 
@@ -179,38 +176,8 @@ fn short(m: Official) -> &'static str {
     }
 }
 
-/// Shows a download's bytes on a bar (terminal) or as start/finish lines.
-struct DownloadProgress {
-    bar: ProgressBar,
-}
-
-impl ProgressHandler for DownloadProgress {
-    fn on_progress(&self, event: &ProgressEvent) {
-        let ProgressEvent::Download(ev) = event else {
-            return;
-        };
-        match ev {
-            DownloadEvent::Start { total_bytes, .. } => self.bar.set_length(*total_bytes),
-            DownloadEvent::Progress { files } => {
-                if let Some(done) = files.iter().map(|f| f.bytes_completed).max() {
-                    self.bar.set_position(done);
-                }
-            }
-            DownloadEvent::AggregateProgress {
-                bytes_completed,
-                total_bytes,
-                ..
-            } => {
-                self.bar.set_length(*total_bytes);
-                self.bar.set_position(*bytes_completed);
-            }
-            DownloadEvent::Complete => {}
-        }
-    }
-}
-
 /// Downloads an official model's files into the Hugging Face cache that [`resolve_model`]
-/// searches, then returns the resolved folder.
+/// searches (see [`fetch_official`]), with a bar per file, then returns the resolved folder.
 pub fn fetch(model: Official, rep: &Reporter) -> CliResult<ModelFolder> {
     fetch_with(model, false, rep)
 }
@@ -223,83 +190,29 @@ pub fn fetch_with(model: Official, controlnet: bool, rep: &Reporter) -> CliResul
             not_installed(model)
         )));
     }
-    let hub = hf_cache_dir().ok_or_else(|| {
-        CliError::new("cannot find the home folder for the download cache (set HF_HOME)")
-    })?;
-    let client = HFClient::builder()
-        .cache_dir(&hub)
-        .retry_max_attempts(3)
-        .build_sync()
-        .map_err(|e| CliError::new(format!("cannot start the downloader: {e}")))?;
-    let get = |repo: &str, file: &str| -> Result<PathBuf, HFError> {
-        let (owner, name) = hf_hub::split_id(repo);
-        let bar = rep.bytes_bar(file.rsplit('/').next().unwrap_or(file), 0);
-        if !rep.is_tty() {
-            rep.note(format!("downloading {repo}: {file}"));
-        }
-        let progress = Arc::new(DownloadProgress { bar: bar.clone() });
-        let out = client
-            .model(owner, name)
-            .download_file()
-            .filename(file)
-            .progress(progress)
-            .send();
-        bar.finish_and_clear();
-        out
-    };
-    let fail = |repo: &str, file: &str, e: HFError| CliError::new(format!("{repo}: {file}: {e}"));
-    // Small files first: no connection, no access or a moved file shows up in a second.
-    let te = model.text_encoder_repo();
-    get(EZAUDIO_REPO, VAE_CONFIG_FILE).map_err(|e| fail(EZAUDIO_REPO, VAE_CONFIG_FILE, e))?;
-    for file in ["config.json", "tokenizer.json"] {
-        get(te, file).map_err(|e| fail(te, file, e))?;
-    }
-    let extra: &[&str] = if controlnet {
-        // The checkpoint alone: its yml ships with the code, and the engine has it built in.
-        &[CONTROLNET_FILE]
-    } else {
-        &[]
-    };
-    for file in [VAE_FILE, model.dit_file()].iter().chain(extra) {
-        get(EZAUDIO_REPO, file).map_err(|e| fail(EZAUDIO_REPO, file, e))?;
-    }
-    // flan-t5-large has one model.safetensors; flan-t5-xl is sharded behind an index.
-    match get(te, "model.safetensors") {
-        Ok(_) => {}
-        Err(HFError::EntryNotFound { .. }) => {
-            let index = "model.safetensors.index.json";
-            let path = get(te, index).map_err(|e| fail(te, index, e))?;
-            for shard in shard_names(&path)? {
-                get(te, &shard).map_err(|e| fail(te, &shard, e))?;
+    let mut bar: Option<(usize, ProgressBar)> = None;
+    let result = fetch_official_with(model, controlnet, &mut |p: FetchProgress| {
+        if bar.as_ref().is_none_or(|(i, _)| *i != p.index) {
+            if let Some((_, old)) = bar.take() {
+                old.finish_and_clear();
             }
+            if !rep.is_tty() {
+                rep.note(format!("downloading {}: {}", p.repo, p.file));
+            }
+            let label = p.file.rsplit('/').next().unwrap_or(&p.file);
+            bar = Some((p.index, rep.bytes_bar(label, 0)));
         }
-        Err(e) => return Err(fail(te, "model.safetensors", e)),
+        if let Some((_, b)) = &bar {
+            if p.bytes_total > 0 {
+                b.set_length(p.bytes_total);
+            }
+            b.set_position(p.bytes_done);
+        }
+    });
+    if let Some((_, old)) = bar.take() {
+        old.finish_and_clear();
     }
-    ModelFolder::from_hf_cache(&hub, model).ok_or_else(|| {
-        CliError::new(format!(
-            "the download finished but {} is incomplete in {}",
-            model.name(),
-            hub.display()
-        ))
-    })
-}
-
-fn shard_names(index: &Path) -> CliResult<Vec<String>> {
-    let text = std::fs::read_to_string(index)
-        .map_err(|e| CliError::new(format!("{}: {e}", index.display())))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| CliError::new(format!("{}: not JSON: {e}", index.display())))?;
-    let map = json
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .ok_or_else(|| CliError::new(format!("{}: no weight_map", index.display())))?;
-    let mut names: Vec<String> = map
-        .values()
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect();
-    names.sort();
-    names.dedup();
-    Ok(names)
+    Ok(result?)
 }
 
 fn param_count(ckpt: &Checkpoint) -> usize {

@@ -22,11 +22,9 @@ pub fn pad_grid(ui: &mut egui::Ui, shared: &Shared, selected: &mut usize) {
                 if progress[i].is_running() {
                     fill = egui::Color32::from_rgb(120, 90, 40);
                 }
-                let button = egui::Button::new(&captions[i])
-                    .fill(fill)
-                    .selected(*selected == i)
-                    .min_size(egui::vec2(76.0, 56.0));
-                if ui.add(button).clicked() {
+                let button = egui::Button::new(&captions[i]).fill(fill).selected(*selected == i);
+                // Fixed size: a long caption must not widen its column.
+                if ui.add_sized(egui::vec2(76.0, 56.0), button).clicked() {
                     *selected = i;
                     shared.audition(i);
                 }

@@ -1,8 +1,10 @@
 //! The editor: a 4x4 pad grid and the selected pad's panel (prompt, settings, Generate,
-//! progress, waveform, history, export, pad parameters), plus the model status line and the
-//! messages of the last state load. Drawing only; decisions live in [`model`].
+//! Variations, progress with time left, waveform with span selection and span editing,
+//! history, export, pad parameters), plus the model strip (status, download) and the
+//! messages of the last state load. Drawing only; decisions live in [`model`]. The UI thread
+//! never waits on the engine: jobs go to the generation thread, exports and downloads run on
+//! threads of their own.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +14,7 @@ use nice_plug::context::gui::GuiContext;
 use nice_plug_egui::{baseview, create_egui_editor, EguiEditorState, EguiNiceSettings, Frame, NiceEguiApp, RepaintNotifier};
 
 use crate::generation::Command;
+use crate::layout::PAD_COUNT;
 use crate::params::EzAudioParams;
 use crate::shared::Shared;
 
@@ -19,6 +22,7 @@ pub mod control;
 mod grid;
 pub mod model;
 mod panel;
+mod tools;
 mod waveform;
 
 pub fn default_state() -> Arc<EguiEditorState> {
@@ -32,50 +36,42 @@ pub struct EditorApp {
     commands: Sender<Command>,
     gui: Option<GuiContext>,
     selected: usize,
-    export_dir: PathBuf,
-    /// Result of the last export (path or error).
-    export_note: String,
+    export: tools::Export,
+    /// Per pad: the span selected on the waveform (seconds).
+    spans: [Option<(f32, f32)>; PAD_COUNT],
+    drag: waveform::DragStart,
+    edit_prompt: String,
     /// The loudness-control panel's cache and drag state.
     control: control::ControlView,
 }
 
-pub fn create(
-    params: Arc<EzAudioParams>,
-    shared: Arc<Shared>,
-    commands: Sender<Command>,
-    state: Arc<EguiEditorState>,
-) -> Option<nice_plug_egui::EguiEditor<EditorApp>> {
-    let app = EditorApp {
-        params,
-        shared,
-        commands,
-        gui: None,
-        selected: 0,
-        export_dir: crate::export::default_export_dir(),
-        export_note: String::new(),
-        control: control::ControlView::default(),
-    };
-    create_egui_editor(state, RepaintNotifier::new(), EguiNiceSettings::new().with_tile("EzAudio"), app)
-}
-
-impl NiceEguiApp for EditorApp {
-    fn build(
-        &mut self,
-        _egui_ctx: egui::Context,
-        nice_gui_ctx: GuiContext,
-        _frame: &mut Frame,
-    ) -> Result<(), baseview::HandlerError> {
-        self.gui = Some(nice_gui_ctx);
-        Ok(())
+impl EditorApp {
+    pub fn new(params: Arc<EzAudioParams>, shared: Arc<Shared>, commands: Sender<Command>) -> Self {
+        Self {
+            params,
+            shared,
+            commands,
+            gui: None,
+            selected: 0,
+            export: tools::Export::default(),
+            spans: [None; PAD_COUNT],
+            drag: None,
+            edit_prompt: String::new(),
+            control: control::ControlView::default(),
+        }
     }
 
-    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut Frame) {
-        // Progress and new clips arrive from the generation thread: keep polling.
-        ui.ctx().request_repaint_after(Duration::from_millis(100));
+    /// Shows pad `pad`'s panel (clamped to the pads there are).
+    pub fn select(&mut self, pad: usize) {
+        self.selected = pad.min(PAD_COUNT - 1);
+    }
+
+    /// The whole editor; host parameter sliders only once the host's GUI context is known.
+    pub fn draw(&mut self, ui: &mut egui::Ui) {
         ui.horizontal(|ui| {
             ui.heading("EzAudio");
             ui.separator();
-            ui.label(self.shared.model_line.lock().clone());
+            tools::model_strip(ui, &self.shared, &self.commands);
         });
         let messages = self.shared.store.load_messages();
         if !messages.is_empty() {
@@ -101,6 +97,34 @@ impl NiceEguiApp for EditorApp {
             });
         });
     }
+}
+
+pub fn create(
+    params: Arc<EzAudioParams>,
+    shared: Arc<Shared>,
+    commands: Sender<Command>,
+    state: Arc<EguiEditorState>,
+) -> Option<nice_plug_egui::EguiEditor<EditorApp>> {
+    let app = EditorApp::new(params, shared, commands);
+    create_egui_editor(state, RepaintNotifier::new(), EguiNiceSettings::new().with_tile("EzAudio"), app)
+}
+
+impl NiceEguiApp for EditorApp {
+    fn build(
+        &mut self,
+        _egui_ctx: egui::Context,
+        nice_gui_ctx: GuiContext,
+        _frame: &mut Frame,
+    ) -> Result<(), baseview::HandlerError> {
+        self.gui = Some(nice_gui_ctx);
+        Ok(())
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut Frame) {
+        // Progress and new clips arrive from the generation thread: keep polling.
+        ui.ctx().request_repaint_after(Duration::from_millis(100));
+        self.draw(ui);
+    }
 
     fn editor_closed(&mut self) {
         self.gui = None;
@@ -109,32 +133,21 @@ impl NiceEguiApp for EditorApp {
 
 impl EditorApp {
     fn pad_panel(&mut self, ui: &mut egui::Ui) {
-        let pad = self.selected;
+        let pad = self.selected.min(PAD_COUNT - 1);
         ui.heading(format!("Pad {}", pad + 1));
         panel::prompt_and_settings(ui, &self.shared, pad);
         panel::generate_controls(ui, &self.shared, &self.commands, pad);
         let clip = self.shared.store.clip(pad).1;
-        waveform::show(ui, clip.as_deref());
+        waveform::show(ui, clip.as_deref(), &mut self.spans[pad], &mut self.drag);
+        tools::variations(ui, &self.shared, &self.commands, pad);
         let setter = self.gui.as_ref().map(|g| g.param_setter());
         self.control.show(ui, &self.shared, &self.params, setter.as_ref(), &self.commands, pad);
         if let Some(clip) = &clip {
             ui.label(model::clip_summary(clip));
-            ui.horizontal(|ui| {
-                if ui.button("Export WAV").clicked() {
-                    let stem = crate::export::file_stem(pad, &clip.meta);
-                    self.export_note = match crate::export::export_wav(clip, &self.export_dir, &stem) {
-                        Ok(path) => format!("Saved {}", path.display()),
-                        Err(e) => format!("Export failed: {e}"),
-                    };
-                }
-                let mut dir = self.export_dir.display().to_string();
-                if ui.add(egui::TextEdit::singleline(&mut dir).desired_width(260.0)).changed() {
-                    self.export_dir = PathBuf::from(dir);
-                }
-            });
-            if !self.export_note.is_empty() {
-                ui.small(&self.export_note);
-            }
+            ui.separator();
+            tools::edit(ui, &self.shared, &self.commands, pad, clip, self.spans[pad], &mut self.edit_prompt);
+            ui.separator();
+            tools::export(ui, &self.shared, pad, clip, &mut self.export);
         }
         panel::history(ui, &self.shared, pad);
         if let Some(gui) = &self.gui {
@@ -143,3 +156,6 @@ impl EditorApp {
         }
     }
 }
+
+#[cfg(test)]
+mod ui_tests;

@@ -1,5 +1,5 @@
-//! The selected pad's controls: prompt and generation settings, Generate/Cancel with
-//! progress, history with restore, and the pad's host parameters.
+//! The selected pad's controls: prompt and generation settings, Generate/Variations/Cancel
+//! with progress, history with restore, and the pad's host parameters.
 
 use crossbeam_channel::Sender;
 use nice_plug::prelude::*;
@@ -14,24 +14,26 @@ use super::model;
 pub fn prompt_and_settings(ui: &mut egui::Ui, shared: &Shared, pad: usize) {
     let mut data = shared.store.with(|b| b.pads[pad].clone());
     let before = (data.prompt.clone(), data.negative.clone(), data.settings.clone());
-    ui.label("Prompt");
-    ui.add(egui::TextEdit::multiline(&mut data.prompt).desired_rows(2).desired_width(f32::INFINITY).hint_text("a dog barking in the distance"));
-    ui.label("Negative prompt");
-    ui.add(egui::TextEdit::singleline(&mut data.negative).desired_width(f32::INFINITY).hint_text("low quality, noise"));
+    let l = ui.label("Prompt");
+    ui.add(egui::TextEdit::multiline(&mut data.prompt).desired_rows(2).desired_width(f32::INFINITY).hint_text("a dog barking in the distance"))
+        .labelled_by(l.id);
+    let l = ui.label("Negative prompt");
+    ui.add(egui::TextEdit::singleline(&mut data.negative).desired_width(f32::INFINITY).hint_text("low quality, noise"))
+        .labelled_by(l.id);
     let s = &mut data.settings;
     egui::Grid::new("settings").num_columns(4).show(ui, |ui| {
-        ui.label("Seconds");
-        ui.add(egui::DragValue::new(&mut s.seconds).range(0.5..=10.0).speed(0.1));
-        ui.label("Steps");
-        ui.add(egui::DragValue::new(&mut s.steps).range(1..=200));
+        let l = ui.label("Seconds");
+        ui.add(egui::DragValue::new(&mut s.seconds).range(0.5..=10.0).speed(0.1)).labelled_by(l.id);
+        let l = ui.label("Steps");
+        ui.add(egui::DragValue::new(&mut s.steps).range(1..=200)).labelled_by(l.id);
         ui.end_row();
-        ui.label("Guidance");
-        ui.add(egui::DragValue::new(&mut s.guidance).range(0.0..=20.0).speed(0.1));
-        ui.label("Rescale");
-        ui.add(egui::DragValue::new(&mut s.rescale).range(0.0..=1.0).speed(0.01));
+        let l = ui.label("Guidance");
+        ui.add(egui::DragValue::new(&mut s.guidance).range(0.0..=20.0).speed(0.1)).labelled_by(l.id);
+        let l = ui.label("Rescale");
+        ui.add(egui::DragValue::new(&mut s.rescale).range(0.0..=1.0).speed(0.01)).labelled_by(l.id);
         ui.end_row();
-        ui.label("Seed");
-        ui.add(egui::DragValue::new(&mut s.seed));
+        let l = ui.label("Seed");
+        ui.add(egui::DragValue::new(&mut s.seed)).labelled_by(l.id);
         ui.checkbox(&mut s.seed_locked, "Lock");
         if ui.button("Randomise").clicked() {
             s.seed = model::random_seed();
@@ -63,11 +65,19 @@ pub fn generate_controls(ui: &mut egui::Ui, shared: &Shared, commands: &Sender<C
         if let Some(why) = blocker {
             generate.on_disabled_hover_text(why);
         }
+        let variations = ui.add_enabled(blocker.is_none(), egui::Button::new(format!("Variations x{}", super::tools::VARIATIONS)));
+        if variations.clicked() {
+            let jobs = model::variation_requests(&data, super::tools::VARIATIONS, model::random_seed);
+            let jobs = jobs.into_iter().map(worker::Job::Generate).collect();
+            let _ = commands.send(Command::Variations { pad, jobs });
+        }
+        variations.on_hover_text("Generate several candidates with different seeds; audition them and keep one");
         if ui.add_enabled(progress.is_running(), egui::Button::new("Cancel")).clicked() {
             let _ = commands.send(Command::Cancel { pad });
         }
     });
-    let (fraction, caption) = model::progress_view(&progress);
+    let job = shared.jobs.lock()[pad].clone();
+    let (fraction, caption) = model::progress_caption(&progress, &job);
     match fraction {
         Some(f) => {
             ui.add(egui::ProgressBar::new(f).text(caption));
@@ -90,7 +100,7 @@ pub fn history(ui: &mut egui::Ui, shared: &Shared, pad: usize) {
     if items.is_empty() {
         return;
     }
-    ui.collapsing(format!("History ({})", items.len()), |ui| {
+    egui::CollapsingHeader::new(format!("History ({})", items.len())).default_open(true).show(ui, |ui| {
         for (i, (label, has_audio)) in items.iter().enumerate() {
             ui.horizontal(|ui| {
                 if ui.add_enabled(*has_audio, egui::Button::new("Restore")).clicked() {
