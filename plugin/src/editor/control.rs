@@ -82,10 +82,10 @@ impl ControlView {
             ui.small(status);
         });
         ui.horizontal(|ui| {
-            ui.label("Strength");
-            ui.add(egui::Slider::new(&mut data.control.scale, 0.0..=2.0).fixed_decimals(2));
-            ui.label("Noise gate");
-            ui.add(egui::DragValue::new(&mut data.control.gate).range(0.0..=0.5).speed(0.005));
+            let l = ui.label("Strength");
+            ui.add(egui::Slider::new(&mut data.control.scale, 0.0..=2.0).fixed_decimals(2)).labelled_by(l.id);
+            let l = ui.label("Noise gate");
+            ui.add(egui::DragValue::new(&mut data.control.gate).range(0.0..=0.5).speed(0.005)).labelled_by(l.id);
         });
 
         let seconds = data.settings.seconds.clamp(capture::MIN_CAPTURE_SECONDS, capture::CAPTURE_SECONDS);

@@ -140,8 +140,6 @@ impl EditorApp {
         let clip = self.shared.store.clip(pad).1;
         waveform::show(ui, clip.as_deref(), &mut self.spans[pad], &mut self.drag);
         tools::variations(ui, &self.shared, &self.commands, pad);
-        let setter = self.gui.as_ref().map(|g| g.param_setter());
-        self.control.show(ui, &self.shared, &self.params, setter.as_ref(), &self.commands, pad);
         if let Some(clip) = &clip {
             ui.label(model::clip_summary(clip));
             ui.separator();
@@ -150,6 +148,11 @@ impl EditorApp {
             tools::export(ui, &self.shared, pad, clip, &mut self.export);
         }
         panel::history(ui, &self.shared, pad);
+        // Loudness control (sidechain / drawn envelope) comes after the clip tools: it is the
+        // less frequent workflow, and the clip tools stay next to the waveform they act on.
+        ui.separator();
+        let setter = self.gui.as_ref().map(|g| g.param_setter());
+        self.control.show(ui, &self.shared, &self.params, setter.as_ref(), &self.commands, pad);
         if let Some(gui) = &self.gui {
             let setter = gui.param_setter();
             panel::pad_params(ui, self.params.pad(pad), &setter);

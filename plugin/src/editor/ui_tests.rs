@@ -105,7 +105,7 @@ fn clip_tools_variations_history_and_progress() {
             assert!((e.start_s - 0.25).abs() < 0.01 && e.length_s > 0.2, "{} {}", e.start_s, e.length_s);
             assert_eq!(e.source.meta.seed, 2);
         }
-        _ => panic!("no edit job"),
+        other => panic!("no edit job: {:?}", other.map(|c| std::mem::discriminant(&c))),
     }
     h.get_by_label("Audition").click();
     h.run();
