@@ -63,7 +63,7 @@ pub use crate::models::{offline, OFFLINE_ENV};
     about = "Text-to-audio with EzAudio, on your machine",
     long_about = "Text-to-audio with EzAudio, on your machine.\n\n\
         First run: `ezaudio generate \"a dog barking in the distance\" -o dog.wav` downloads \
-        EzAudio-L (about 4 GB) if it is not installed, then writes dog.wav (24 kHz mono, 32-bit \
+        EzAudio-L (about 6 GB) if it is not installed, then writes dog.wav (24 kHz mono, 32-bit \
         float) and dog.wav.json (everything needed to make the same file again).\n\n\
         Offline: set EZAUDIO_OFFLINE=1 (or HF_HUB_OFFLINE=1) to never download."
 )]

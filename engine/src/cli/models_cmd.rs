@@ -27,7 +27,7 @@ pub enum ModelsCommand {
     List,
     /// Download an official model (l or xl) into the Hugging Face cache
     Fetch {
-        /// l (EzAudio-L, about 4 GB) or xl (EzAudio-XL, about 15 GB)
+        /// l (EzAudio-L, about 6 GB) or xl (EzAudio-XL, about 15 GB)
         #[arg(value_parser = parse_official)]
         model: Official,
         /// Also download the energy ControlNet for `generate --control` (EzAudio-L only, 1.2 GB)
@@ -160,7 +160,7 @@ fn list() -> CliResult {
         }
     }
     if found == 0 {
-        println!("\nNo EzAudio models are installed. `ezaudio models fetch l` downloads EzAudio-L (about 4 GB).");
+        println!("\nNo EzAudio models are installed. `ezaudio models fetch l` downloads EzAudio-L (about 6 GB).");
     }
     println!("\nLooked in:");
     for d in roots.iter().chain(hf_cache_dir().iter()) {
