@@ -159,10 +159,16 @@ pub fn resolve_controlnet(
     }
     if let Some(dir) = std::env::var_os(CONTROLNET_ENV).filter(|v| !v.is_empty()) {
         return ControlNetFolder::open(Path::new(&dir)).map_err(|e| {
-            Error::InvalidInput(format!("{CONTROLNET_ENV} = {}: {e}", Path::new(&dir).display()))
+            Error::InvalidInput(format!(
+                "{CONTROLNET_ENV} = {}: {e}",
+                Path::new(&dir).display()
+            ))
         });
     }
-    let mut candidates = vec![model_root.join("controlnet"), model_root.join("ckpts").join("controlnet")];
+    let mut candidates = vec![
+        model_root.join("controlnet"),
+        model_root.join("ckpts").join("controlnet"),
+    ];
     if official_l {
         let repo = crate::models::repo_cache_name(crate::models::EZAUDIO_REPO);
         if let Some(snap) = crate::models::hf_cache_dir()
@@ -176,7 +182,10 @@ pub fn resolve_controlnet(
             return ControlNetFolder::open(dir);
         }
     }
-    let places: Vec<String> = candidates.iter().map(|p| format!("  {}", p.display())).collect();
+    let places: Vec<String> = candidates
+        .iter()
+        .map(|p| format!("  {}", p.display()))
+        .collect();
     Err(Error::weights(
         &candidates[0],
         format!(

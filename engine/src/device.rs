@@ -54,7 +54,8 @@ impl DeviceChoice {
             Self::Cuda(i) => {
                 if !candle_core::utils::cuda_is_available() {
                     return Err(Error::Unsupported(
-                        "CUDA: this build has no CUDA support (rebuild with `--features cuda`)".into(),
+                        "CUDA: this build has no CUDA support (rebuild with `--features cuda`)"
+                            .into(),
                     ));
                 }
                 Device::new_cuda(i).map_err(|e| Error::Unsupported(format!("CUDA device {i}: {e}")))
@@ -99,6 +100,8 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
         "f32" | "float32" | "fp32" => Ok(DType::F32),
         "f16" | "float16" | "fp16" | "half" => Ok(DType::F16),
         "bf16" | "bfloat16" => Ok(DType::BF16),
-        other => Err(Error::InvalidInput(format!("unknown dtype '{other}' (expected f32, f16 or bf16)"))),
+        other => Err(Error::InvalidInput(format!(
+            "unknown dtype '{other}' (expected f32, f16 or bf16)"
+        ))),
     }
 }

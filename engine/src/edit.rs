@@ -44,9 +44,15 @@ impl Pipeline {
         if audio.is_empty() {
             return Err(Error::InvalidInput("the clip to edit is empty".into()));
         }
-        for (name, v) in [("start", span.start), ("length", span.length), ("boundary", span.boundary)] {
+        for (name, v) in [
+            ("start", span.start),
+            ("length", span.length),
+            ("boundary", span.boundary),
+        ] {
             if !v.is_finite() || v < 0.0 {
-                return Err(Error::InvalidInput(format!("edit {name} must be a finite number >= 0, got {v}")));
+                return Err(Error::InvalidInput(format!(
+                    "edit {name} must be a finite number >= 0, got {v}"
+                )));
             }
         }
         if span.length <= 0.0 {
@@ -71,7 +77,10 @@ impl Pipeline {
         let start_idx = (mask_start - boundary).max(0.0);
         let end_idx = (mask_end + boundary).min(audio_length);
         let (rel_start, rel_end) = (mask_start - start_idx, mask_end - start_idx);
-        let (a, b) = (py_round(start_idx * sr), py_round(end_idx * sr).min(gt.len()));
+        let (a, b) = (
+            py_round(start_idx * sr),
+            py_round(end_idx * sr).min(gt.len()),
+        );
         if b <= a {
             return Err(Error::InvalidInput("the span selects no audio".into()));
         }
@@ -80,27 +89,42 @@ impl Pipeline {
         let mut chunk = gt[a..b].to_vec();
         chunk.resize(chunk.len().div_ceil(hop) * hop, 0.0);
         let chunk_len = chunk.len();
-        let chunk = Tensor::from_vec(chunk, (1, 1, chunk_len), self.device())?.to_dtype(self.dtype())?;
+        let chunk =
+            Tensor::from_vec(chunk, (1, 1, chunk_len), self.device())?.to_dtype(self.dtype())?;
 
         // q_first: EzAudio's wrapper hands the DiT a *sampled* latent, not the mean.
         let mut rng = ChaCha8Rng::seed_from_u64(settings.seed ^ 0x9E37_79B9_7F4A_7C15);
         let gt_latent = self.encode_audio(&chunk, &mut rng)?;
         let (_, channels, frames) = gt_latent.dims3()?;
         let latent_sr = self.config().autoencoder.latent_sr as f64;
-        let (m0, m1) = (py_round(rel_start * latent_sr).min(frames), py_round(rel_end * latent_sr).min(frames));
+        let (m0, m1) = (
+            py_round(rel_start * latent_sr).min(frames),
+            py_round(rel_end * latent_sr).min(frames),
+        );
         let mut mask = vec![0u8; channels * frames];
         for c in 0..channels {
             mask[c * frames + m0..c * frames + m1].fill(1);
         }
         let mask = Tensor::from_vec(mask, (1, channels, frames), self.device())?;
 
-        let mut out = self.run(settings, frames, Some((&gt_latent, &mask)), Noise::Seeded, progress)?;
-        let pred_len = py_round((end_idx - start_idx) * sr).min(out.samples.len()).min(b - a);
+        let mut out = self.run(
+            settings,
+            frames,
+            Some((&gt_latent, &mask)),
+            Noise::Seeded,
+            progress,
+        )?;
+        let pred_len = py_round((end_idx - start_idx) * sr)
+            .min(out.samples.len())
+            .min(b - a);
 
         // Back to the user's level; untouched samples stay exactly the input's.
         let mut result: Vec<f32> = audio.to_vec();
         result.resize(gt.len(), 0.0);
-        for (dst, src) in result[a..a + pred_len].iter_mut().zip(&out.samples[..pred_len]) {
+        for (dst, src) in result[a..a + pred_len]
+            .iter_mut()
+            .zip(&out.samples[..pred_len])
+        {
             *dst = src * norm;
         }
         out.samples = result;
@@ -118,7 +142,11 @@ impl Pipeline {
         }
         let n = mean.elem_count();
         let values: Vec<f32> = (0..n).map(|_| StandardNormal.sample(rng)).collect();
-        let noise = Tensor::from_vec(values, mean.shape(), self.device())?.to_dtype(mean.dtype())?;
-        Ok(self.vae().encode_sample(audio, &noise)?.to_dtype(DType::F32)?)
+        let noise =
+            Tensor::from_vec(values, mean.shape(), self.device())?.to_dtype(mean.dtype())?;
+        Ok(self
+            .vae()
+            .encode_sample(audio, &noise)?
+            .to_dtype(DType::F32)?)
     }
 }

@@ -31,12 +31,21 @@ pub enum Error {
 
 impl Error {
     pub fn weights(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Error::Weights { path: path.into(), message: message.into() }
+        Error::Weights {
+            path: path.into(),
+            message: message.into(),
+        }
     }
     pub fn config(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Error::Config { path: path.into(), message: message.into() }
+        Error::Config {
+            path: path.into(),
+            message: message.into(),
+        }
     }
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

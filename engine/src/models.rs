@@ -123,7 +123,10 @@ pub fn resolve_model(source: &ModelSource) -> Result<ModelFolder> {
         ModelSource::Official(m) => *m,
     };
     let mut searched = Vec::new();
-    let roots = std::env::var_os(MODELS_ENV).map(PathBuf::from).into_iter().chain(user_models_dir());
+    let roots = std::env::var_os(MODELS_ENV)
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(user_models_dir());
     for root in roots {
         let dir = root.join(official.name());
         if dir.join("config.yml").is_file() {
@@ -131,7 +134,8 @@ pub fn resolve_model(source: &ModelSource) -> Result<ModelFolder> {
         }
         searched.push(dir);
     }
-    if let Some(folder) = hf_cache_dir().and_then(|hub| ModelFolder::from_hf_cache(&hub, official)) {
+    if let Some(folder) = hf_cache_dir().and_then(|hub| ModelFolder::from_hf_cache(&hub, official))
+    {
         return Ok(folder);
     }
     Err(Error::weights(
@@ -142,7 +146,10 @@ pub fn resolve_model(source: &ModelSource) -> Result<ModelFolder> {
 
 /// Plain instructions for a model that is not installed.
 pub fn not_installed_message(model: Official, searched: &[PathBuf]) -> String {
-    let places: Vec<String> = searched.iter().map(|p| format!("  {}", p.display())).collect();
+    let places: Vec<String> = searched
+        .iter()
+        .map(|p| format!("  {}", p.display()))
+        .collect();
     format!(
         "{name} is not installed ({size}).\n\
          Download it with `ezaudio models fetch {short}` (needs internet), or place a model folder at one of:\n{places}\n\
@@ -178,22 +185,42 @@ impl ModelFolder {
         if !dir.is_dir() {
             return Err(Error::weights(dir, "model folder not found"));
         }
-        let config_path = first_existing(dir, &["config.yml", "config.yaml"])
-            .ok_or_else(|| Error::weights(dir.join("config.yml"), "missing: the model's config.yml"))?;
+        let config_path = first_existing(dir, &["config.yml", "config.yaml"]).ok_or_else(|| {
+            Error::weights(dir.join("config.yml"), "missing: the model's config.yml")
+        })?;
         let config = EzAudioConfig::from_file(&config_path)?;
-        let dit = first_existing(dir, &["dit.safetensors", "dit.pt"])
-            .ok_or_else(|| Error::weights(dir.join("dit.pt"), "missing: the DiT checkpoint (dit.pt or dit.safetensors)"))?;
+        let dit = first_existing(dir, &["dit.safetensors", "dit.pt"]).ok_or_else(|| {
+            Error::weights(
+                dir.join("dit.pt"),
+                "missing: the DiT checkpoint (dit.pt or dit.safetensors)",
+            )
+        })?;
         let vae_dir = dir.join("vae");
         let vae = first_existing(&vae_dir, &["vae.safetensors", "1m.safetensors", "1m.pt"])
             .or_else(|| find_with_extension(&vae_dir, "safetensors"))
             .or_else(|| find_with_extension(&vae_dir, "pt"))
-            .ok_or_else(|| Error::weights(vae_dir.join("1m.pt"), "missing: the VAE checkpoint (vae/1m.pt or vae/*.safetensors)"))?;
+            .ok_or_else(|| {
+                Error::weights(
+                    vae_dir.join("1m.pt"),
+                    "missing: the VAE checkpoint (vae/1m.pt or vae/*.safetensors)",
+                )
+            })?;
         let vae_config = vae_dir.join("config.json");
         if !vae_config.is_file() {
-            return Err(Error::weights(&vae_config, "missing: the VAE's config.json"));
+            return Err(Error::weights(
+                &vae_config,
+                "missing: the VAE's config.json",
+            ));
         }
         let text_encoder = resolve_text_encoder(dir, &config.text_encoder.model)?;
-        Ok(Self { root: dir.to_path_buf(), config, dit, vae, vae_config, text_encoder })
+        Ok(Self {
+            root: dir.to_path_buf(),
+            config,
+            dit,
+            vae,
+            vae_config,
+            text_encoder,
+        })
     }
 
     /// An official model from the Hugging Face cache layout
@@ -206,19 +233,29 @@ impl ModelFolder {
         let vae_config = ez.join(VAE_CONFIG_FILE);
         // flan-t5-xl is sharded: its index stands in for model.safetensors.
         let te_file_present = |f: &&str| {
-            te.join(f).is_file() || (*f == "model.safetensors" && te.join("model.safetensors.index.json").is_file())
+            te.join(f).is_file()
+                || (*f == "model.safetensors" && te.join("model.safetensors.index.json").is_file())
         };
         let complete = [&dit, &vae, &vae_config].iter().all(|p| p.is_file())
             && TEXT_ENCODER_FILES.iter().all(te_file_present);
-        complete.then(|| Self { root: ez.clone(), config: model.config(), dit, vae, vae_config, text_encoder: te })
+        complete.then(|| Self {
+            root: ez.clone(),
+            config: model.config(),
+            dit,
+            vae,
+            vae_config,
+            text_encoder: te,
+        })
     }
 
     /// A short identifier recorded in clip metadata.
     pub fn model_id(&self) -> String {
-        self.config
-            .model_name
-            .clone()
-            .unwrap_or_else(|| self.root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+        self.config.model_name.clone().unwrap_or_else(|| {
+            self.root
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
     }
 }
 
@@ -268,7 +305,10 @@ pub(crate) fn latest_snapshot(repo_dir: &Path) -> Option<PathBuf> {
             return Some(dir);
         }
     }
-    std::fs::read_dir(repo_dir.join("snapshots")).ok()?.filter_map(|e| e.ok().map(|e| e.path())).find(|p| p.is_dir())
+    std::fs::read_dir(repo_dir.join("snapshots"))
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.is_dir())
 }
 
 /// Environment variables that disable downloads (any value but empty, `0` or `false`).
@@ -277,7 +317,8 @@ pub const OFFLINE_ENV: [&str; 2] = ["EZAUDIO_OFFLINE", "HF_HUB_OFFLINE"];
 /// Whether downloads are disabled by the environment.
 pub fn offline() -> bool {
     OFFLINE_ENV.iter().any(|v| {
-        std::env::var(v).is_ok_and(|s| !s.is_empty() && s != "0" && !s.eq_ignore_ascii_case("false"))
+        std::env::var(v)
+            .is_ok_and(|s| !s.is_empty() && s != "0" && !s.eq_ignore_ascii_case("false"))
     })
 }
 
@@ -299,14 +340,22 @@ struct Forward(crossbeam_channel::Sender<(u64, u64)>);
 
 impl ProgressHandler for Forward {
     fn on_progress(&self, event: &ProgressEvent) {
-        let ProgressEvent::Download(ev) = event else { return };
+        let ProgressEvent::Download(ev) = event else {
+            return;
+        };
         let update = match ev {
             DownloadEvent::Start { total_bytes, .. } => (0, *total_bytes),
-            DownloadEvent::Progress { files } => match files.iter().map(|f| f.bytes_completed).max() {
-                Some(done) => (done, 0),
-                None => return,
-            },
-            DownloadEvent::AggregateProgress { bytes_completed, total_bytes, .. } => (*bytes_completed, *total_bytes),
+            DownloadEvent::Progress { files } => {
+                match files.iter().map(|f| f.bytes_completed).max() {
+                    Some(done) => (done, 0),
+                    None => return,
+                }
+            }
+            DownloadEvent::AggregateProgress {
+                bytes_completed,
+                total_bytes,
+                ..
+            } => (*bytes_completed, *total_bytes),
             DownloadEvent::Complete => return,
         };
         let _ = self.0.try_send(update);
@@ -317,7 +366,10 @@ impl ProgressHandler for Forward {
 /// searches (small files first, so no connection or a moved file shows up at once), calling
 /// `progress` on this thread as bytes arrive, and returns the resolved folder. Blocking: run
 /// it off any UI or audio thread. Fails with the install instructions when [`offline`].
-pub fn fetch_official(model: Official, progress: &mut dyn FnMut(FetchProgress)) -> Result<ModelFolder> {
+pub fn fetch_official(
+    model: Official,
+    progress: &mut dyn FnMut(FetchProgress),
+) -> Result<ModelFolder> {
     fetch_official_with(model, false, progress)
 }
 
@@ -328,8 +380,11 @@ pub fn fetch_official_with(
     controlnet: bool,
     progress: &mut dyn FnMut(FetchProgress),
 ) -> Result<ModelFolder> {
-    let hub = hf_cache_dir()
-        .ok_or_else(|| Error::InvalidInput("cannot find the home folder for the download cache (set HF_HOME)".into()))?;
+    let hub = hf_cache_dir().ok_or_else(|| {
+        Error::InvalidInput(
+            "cannot find the home folder for the download cache (set HF_HOME)".into(),
+        )
+    })?;
     if offline() {
         return Err(Error::InvalidInput(format!(
             "downloads are disabled (EZAUDIO_OFFLINE / HF_HUB_OFFLINE)\n\n{}",
@@ -360,7 +415,12 @@ pub fn fetch_official_with(
         std::thread::scope(|scope| {
             let client = &client;
             let download = scope.spawn(move || {
-                client.model(owner, name).download_file().filename(file).progress(Forward(tx)).send()
+                client
+                    .model(owner, name)
+                    .download_file()
+                    .filename(file)
+                    .progress(Forward(tx))
+                    .send()
             });
             // The sender drops with the download: the loop ends when the file is done.
             for (done, total) in rx.iter() {
@@ -371,12 +431,17 @@ pub fn fetch_official_with(
                 progress(state.clone());
             }
             download.join().unwrap_or_else(|_| {
-                Err(HFError::Other(format!("the download of {file} stopped unexpectedly")))
+                Err(HFError::Other(format!(
+                    "the download of {file} stopped unexpectedly"
+                )))
             })
         })
     };
-    let fail = |repo: &str, file: &str, e: HFError| Error::InvalidInput(format!("download of {repo}: {file} failed: {e}"));
-    get(EZAUDIO_REPO, VAE_CONFIG_FILE, files).map_err(|e| fail(EZAUDIO_REPO, VAE_CONFIG_FILE, e))?;
+    let fail = |repo: &str, file: &str, e: HFError| {
+        Error::InvalidInput(format!("download of {repo}: {file} failed: {e}"))
+    };
+    get(EZAUDIO_REPO, VAE_CONFIG_FILE, files)
+        .map_err(|e| fail(EZAUDIO_REPO, VAE_CONFIG_FILE, e))?;
     for file in ["config.json", "tokenizer.json"] {
         get(te, file, files).map_err(|e| fail(te, file, e))?;
     }
@@ -400,7 +465,11 @@ pub fn fetch_official_with(
         Err(e) => return Err(fail(te, "model.safetensors", e)),
     }
     ModelFolder::from_hf_cache(&hub, model).ok_or_else(|| {
-        Error::InvalidInput(format!("the download finished but {} is incomplete in {}", model.name(), hub.display()))
+        Error::InvalidInput(format!(
+            "the download finished but {} is incomplete in {}",
+            model.name(),
+            hub.display()
+        ))
     })
 }
 
@@ -413,7 +482,10 @@ fn shard_names(index: &Path) -> Result<Vec<String>> {
         .get("weight_map")
         .and_then(|m| m.as_object())
         .ok_or_else(|| Error::weights(index, "no weight_map"))?;
-    let mut names: Vec<String> = map.values().filter_map(|v| v.as_str().map(str::to_string)).collect();
+    let mut names: Vec<String> = map
+        .values()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
     names.sort();
     names.dedup();
     Ok(names)
@@ -429,8 +501,13 @@ mod fetch_tests {
         // none does.
         std::env::set_var("EZAUDIO_OFFLINE", "1");
         let mut calls = 0;
-        let err = fetch_official(Official::L, &mut |_| calls += 1).unwrap_err().to_string();
+        let err = fetch_official(Official::L, &mut |_| calls += 1)
+            .unwrap_err()
+            .to_string();
         assert_eq!(calls, 0);
-        assert!(err.contains("downloads are disabled") && err.contains("ezaudio-l is not installed"), "{err}");
+        assert!(
+            err.contains("downloads are disabled") && err.contains("ezaudio-l is not installed"),
+            "{err}"
+        );
     }
 }

@@ -44,16 +44,33 @@ pub struct Settings {
 impl Settings {
     /// The official API's defaults: 100 steps, guidance 5, rescale 0.75, eta 1.
     pub fn new(prompt: impl Into<String>) -> Self {
-        Self { prompt: prompt.into(), negative: String::new(), steps: 100, guidance: 5.0, rescale: 0.75, eta: 1.0, seed: 0 }
+        Self {
+            prompt: prompt.into(),
+            negative: String::new(),
+            steps: 100,
+            guidance: 5.0,
+            rescale: 0.75,
+            eta: 1.0,
+            seed: 0,
+        }
     }
 
     fn check(&self, max_steps: usize) -> Result<()> {
         if self.steps == 0 || self.steps > max_steps {
-            return Err(Error::InvalidInput(format!("steps must be between 1 and {max_steps}, got {}", self.steps)));
+            return Err(Error::InvalidInput(format!(
+                "steps must be between 1 and {max_steps}, got {}",
+                self.steps
+            )));
         }
-        for (name, v) in [("guidance", self.guidance), ("rescale", self.rescale), ("eta", self.eta)] {
+        for (name, v) in [
+            ("guidance", self.guidance),
+            ("rescale", self.rescale),
+            ("eta", self.eta),
+        ] {
             if !v.is_finite() || v < 0.0 {
-                return Err(Error::InvalidInput(format!("{name} must be a finite number >= 0, got {v}")));
+                return Err(Error::InvalidInput(format!(
+                    "{name} must be a finite number >= 0, got {v}"
+                )));
             }
         }
         Ok(())
@@ -64,7 +81,10 @@ impl Settings {
 pub enum Noise<'a> {
     Seeded,
     /// `init`: x_T of shape (1, C, T); `steps[i]`: the variance noise of step i (eta > 0 only).
-    Recorded { init: &'a Tensor, steps: &'a [Tensor] },
+    Recorded {
+        init: &'a Tensor,
+        steps: &'a [Tensor],
+    },
 }
 
 /// Intermediates of one denoising step, for parity checks.
@@ -105,8 +125,10 @@ pub struct Pipeline {
 impl Pipeline {
     pub fn load(folder: &ModelFolder, device: &Device, dtype: DType) -> Result<Self> {
         let config = folder.config.clone();
-        let tokenizer =
-            TextTokenizer::from_file(&folder.text_encoder.join("tokenizer.json"), config.text_encoder.max_length)?;
+        let tokenizer = TextTokenizer::from_file(
+            &folder.text_encoder.join("tokenizer.json"),
+            config.text_encoder.max_length,
+        )?;
         let (text_encoder, _) = load_t5_folder(&folder.text_encoder, dtype, device)?;
         if text_encoder.hidden_size() != config.model.context_dim.unwrap_or(0) {
             return Err(Error::config(
@@ -196,7 +218,9 @@ impl Pipeline {
     ) -> Result<Output> {
         settings.check(self.max_steps())?;
         if !seconds.is_finite() || seconds <= 0.0 {
-            return Err(Error::InvalidInput(format!("seconds must be positive, got {seconds}")));
+            return Err(Error::InvalidInput(format!(
+                "seconds must be positive, got {seconds}"
+            )));
         }
         let frames = self.config.frames_for_seconds(seconds).max(1);
         let mut out = self.run(settings, frames, None, noise, progress)?;
@@ -265,7 +289,10 @@ impl Pipeline {
             Some((gt, mask)) => {
                 let gt = gt.to_dtype(self.dtype)?;
                 let mask = mask.to_dtype(DType::U8)?;
-                (Some(Tensor::cat(&vec![&gt; batch], 0)?), Some(Tensor::cat(&vec![&mask; batch], 0)?))
+                (
+                    Some(Tensor::cat(&vec![&gt; batch], 0)?),
+                    Some(Tensor::cat(&vec![&mask; batch], 0)?),
+                )
             }
             None => (None, None),
         };
@@ -279,15 +306,22 @@ impl Pipeline {
         for (k, &t) in timesteps.iter().enumerate() {
             cancelled(progress(Stage::Step { k, n }))?;
             let x = latents.to_dtype(self.dtype)?;
-            let x_batch = if batch == 2 { Tensor::cat(&[&x, &x], 0)? } else { x };
+            let x_batch = if batch == 2 {
+                Tensor::cat(&[&x, &x], 0)?
+            } else {
+                x
+            };
             let t_batch = Tensor::full(t, batch, &self.device)?;
             let (gt_b, mask_b) = (gt_batch.as_ref(), mask_batch.as_ref());
             let out = match skips {
-                None => self.dit.forward_prepared(&x_batch, &t_batch, &prepared, gt_b, mask_b)?,
+                None => self
+                    .dit
+                    .forward_prepared(&x_batch, &t_batch, &prepared, gt_b, mask_b)?,
                 Some(provider) => {
                     let input = self.dit.prepare_input(&x_batch, gt_b, mask_b)?;
                     let s = provider(&input, &t_batch, &context, &context_mask)?;
-                    self.dit.forward_model_prepared(&input, &t_batch, &prepared, Some(&s))?
+                    self.dit
+                        .forward_model_prepared(&input, &t_batch, &prepared, Some(&s))?
                 }
             }
             .to_dtype(DType::F32)?;
@@ -305,14 +339,23 @@ impl Pipeline {
                     Noise::Seeded => draw((1, channels, frames))?,
                     Noise::Recorded { steps, .. } => steps
                         .get(k)
-                        .ok_or_else(|| Error::InvalidInput(format!("no recorded variance noise for step {k}")))?
+                        .ok_or_else(|| {
+                            Error::InvalidInput(format!("no recorded variance noise for step {k}"))
+                        })?
                         .to_device(&self.device)?
                         .to_dtype(DType::F32)?,
                 })
             } else {
                 None
             };
-            let next = self.scheduler.step(&pred, t, settings.steps, &latents, settings.eta, step_noise.as_ref())?;
+            let next = self.scheduler.step(
+                &pred,
+                t,
+                settings.steps,
+                &latents,
+                settings.eta,
+                step_noise.as_ref(),
+            )?;
             trace.push(StepTrace {
                 latents_in: latents,
                 out_text,
@@ -332,6 +375,11 @@ impl Pipeline {
         }
         let wave = self.vae.decode(&final_latent.to_dtype(self.dtype)?)?;
         let samples = wave.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        Ok(Output { samples, sample_rate: self.sample_rate(), final_latent, trace })
+        Ok(Output {
+            samples,
+            sample_rate: self.sample_rate(),
+            final_latent,
+            trace,
+        })
     }
 }

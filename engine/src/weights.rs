@@ -25,7 +25,11 @@ impl Checkpoint {
     /// `container_key` (`"model"` for the DiT, `"state_dict"` for the VAE). Keys starting with
     /// `strip_prefix` keep only the remainder; keys without it are dropped when a prefix is given
     /// and at least one key carries it (the VAE `.pt` keeps unrelated entries beside `autoencoder.`).
-    pub fn load(path: &Path, container_key: Option<&str>, strip_prefix: Option<&str>) -> Result<Self> {
+    pub fn load(
+        path: &Path,
+        container_key: Option<&str>,
+        strip_prefix: Option<&str>,
+    ) -> Result<Self> {
         if !path.exists() {
             return Err(Error::weights(path, "file not found"));
         }
@@ -52,7 +56,11 @@ impl Checkpoint {
     }
 
     pub fn from_tensors(path: impl Into<PathBuf>, tensors: HashMap<String, Tensor>) -> Self {
-        Self { path: path.into(), tensors, used: Arc::default() }
+        Self {
+            path: path.into(),
+            tensors,
+            used: Arc::default(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -80,8 +88,12 @@ impl Checkpoint {
     /// Names never requested by a model built from [`Self::var_builder`], sorted.
     pub fn unused(&self) -> Vec<String> {
         let used = self.used.lock();
-        let mut names: Vec<String> =
-            self.tensors.keys().filter(|k| !used.contains(*k)).cloned().collect();
+        let mut names: Vec<String> = self
+            .tensors
+            .keys()
+            .filter(|k| !used.contains(*k))
+            .cloned()
+            .collect();
         names.sort();
         names
     }
@@ -99,7 +111,11 @@ impl Checkpoint {
                 "{} tensor(s) were not used by the model (wrong config for this checkpoint?): {}{}",
                 unused.len(),
                 shown.join(", "),
-                if unused.len() > shown.len() { ", ..." } else { "" }
+                if unused.len() > shown.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
             ),
         ))
     }
@@ -168,11 +184,17 @@ pub struct LayoutProbe {
 
 impl LayoutProbe {
     pub fn new(expected: BTreeMap<String, Vec<usize>>) -> Self {
-        Self { expected, requested: Arc::default() }
+        Self {
+            expected,
+            requested: Arc::default(),
+        }
     }
 
     pub fn var_builder(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {
-        let backend = ProbeBackend { expected: self.expected.clone(), requested: self.requested.clone() };
+        let backend = ProbeBackend {
+            expected: self.expected.clone(),
+            requested: self.requested.clone(),
+        };
         VarBuilder::from_backend(Box::new(backend), dtype, device.clone())
     }
 
@@ -182,10 +204,12 @@ impl LayoutProbe {
         let mut out = Vec::new();
         for (name, shape) in requested.iter() {
             match self.expected.get(name) {
-                None => out.push(format!("model asks for '{name}' {shape:?}, not in the layout")),
-                Some(e) if e != shape => {
-                    out.push(format!("'{name}': layout has {e:?}, model asks for {shape:?}"))
-                }
+                None => out.push(format!(
+                    "model asks for '{name}' {shape:?}, not in the layout"
+                )),
+                Some(e) if e != shape => out.push(format!(
+                    "'{name}': layout has {e:?}, model asks for {shape:?}"
+                )),
                 Some(_) => {}
             }
         }
@@ -208,8 +232,17 @@ struct ProbeBackend {
 }
 
 impl SimpleBackend for ProbeBackend {
-    fn get(&self, s: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.requested.lock().insert(name.to_string(), s.dims().to_vec());
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.requested
+            .lock()
+            .insert(name.to_string(), s.dims().to_vec());
         Tensor::zeros((), dtype, dev)?.broadcast_as(s)
     }
 
@@ -245,22 +278,30 @@ impl Checkpoint {
             }
             // SAFETY: the mapping lives only inside this loop iteration and every kept tensor is
             // copied out of it; as with any mmap, the file must not be truncated meanwhile.
-            let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(file) }
-                .map_err(|e| Error::weights(file, format!("not a readable safetensors file: {e}")))?;
+            let st =
+                unsafe { candle_core::safetensors::MmapedSafetensors::new(file) }.map_err(|e| {
+                    Error::weights(file, format!("not a readable safetensors file: {e}"))
+                })?;
             for (name, _) in st.tensors() {
                 if !keep(&name) {
                     continue;
                 }
-                let t = st
-                    .load(&name, &Device::Cpu)
-                    .map_err(|e| Error::weights(file, format!("cannot read tensor '{name}': {e}")))?;
+                let t = st.load(&name, &Device::Cpu).map_err(|e| {
+                    Error::weights(file, format!("cannot read tensor '{name}': {e}"))
+                })?;
                 if tensors.insert(name.clone(), t).is_some() {
-                    return Err(Error::weights(file, format!("tensor '{name}' appears in two shards")));
+                    return Err(Error::weights(
+                        file,
+                        format!("tensor '{name}' appears in two shards"),
+                    ));
                 }
             }
         }
         if tensors.is_empty() {
-            return Err(Error::weights(display, "holds no tensors the model could use"));
+            return Err(Error::weights(
+                display,
+                "holds no tensors the model could use",
+            ));
         }
         Ok(Self::from_tensors(display, tensors))
     }
@@ -271,7 +312,10 @@ impl Checkpoint {
         for part in parts {
             for (name, t) in part.tensors {
                 if tensors.insert(name.clone(), t).is_some() {
-                    return Err(Error::weights(&part.path, format!("tensor '{name}' appears in two shards")));
+                    return Err(Error::weights(
+                        &part.path,
+                        format!("tensor '{name}' appears in two shards"),
+                    ));
                 }
             }
         }

@@ -6,8 +6,8 @@
 //! model loads lazily on the first job, on the worker, and is released when the last handle goes
 //! (or after an idle timeout).
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -33,7 +33,11 @@ pub struct ModelChoice {
 
 impl ModelChoice {
     pub fn new(source: ModelSource) -> Self {
-        Self { source, device: DeviceChoice::Auto, dtype: DType::F32 }
+        Self {
+            source,
+            device: DeviceChoice::Auto,
+            dtype: DType::F32,
+        }
     }
 
     /// EzAudio-L on the best device in f32, unless the environment says otherwise:
@@ -41,10 +45,20 @@ impl ModelChoice {
     /// Unreadable values fall back to the defaults (the plugin must start whatever is set).
     pub fn from_env() -> Self {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-        let source = var("EZAUDIO_MODEL").and_then(|v| v.parse().ok()).unwrap_or(ModelSource::Official(Official::L));
-        let device = var("EZAUDIO_DEVICE").and_then(|v| v.parse().ok()).unwrap_or_default();
-        let dtype = var("EZAUDIO_DTYPE").and_then(|v| parse_dtype(&v).ok()).unwrap_or(DType::F32);
-        Self { source, device, dtype }
+        let source = var("EZAUDIO_MODEL")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(ModelSource::Official(Official::L));
+        let device = var("EZAUDIO_DEVICE")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_default();
+        let dtype = var("EZAUDIO_DTYPE")
+            .and_then(|v| parse_dtype(&v).ok())
+            .unwrap_or(DType::F32);
+        Self {
+            source,
+            device,
+            dtype,
+        }
     }
 }
 
@@ -304,7 +318,11 @@ impl Engine {
     pub fn shared(choice: ModelChoice) -> Engine {
         let mut registry = REGISTRY.lock();
         registry.retain(|(_, weak)| weak.strong_count() > 0);
-        if let Some(inner) = registry.iter().find(|(c, _)| *c == choice).and_then(|(_, w)| w.upgrade()) {
+        if let Some(inner) = registry
+            .iter()
+            .find(|(c, _)| *c == choice)
+            .and_then(|(_, w)| w.upgrade())
+        {
             return Engine { inner };
         }
         let engine = Self::start(choice.clone(), None);
@@ -325,11 +343,20 @@ impl Engine {
             controlnet: None,
             idle,
         };
-        let spawned = std::thread::Builder::new().name("ezaudio-engine".into()).spawn(move || worker.run(rx));
+        let spawned = std::thread::Builder::new()
+            .name("ezaudio-engine".into())
+            .spawn(move || worker.run(rx));
         if let Err(e) = spawned {
             *status.lock() = ModelStatus::Failed(format!("cannot start the engine thread: {e}"));
         }
-        Engine { inner: Arc::new(EngineInner { choice, jobs: tx, status, shutdown }) }
+        Engine {
+            inner: Arc::new(EngineInner {
+                choice,
+                jobs: tx,
+                status,
+                shutdown,
+            }),
+        }
     }
 
     pub fn choice(&self) -> &ModelChoice {
@@ -339,10 +366,19 @@ impl Engine {
     pub fn submit(&self, job: Job) -> JobHandle {
         let state = Arc::new(JobState::default());
         let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-        let handle = JobHandle { state: state.clone(), done: done_rx };
-        let queued = Queued { job, state: state.clone(), done: done_tx };
+        let handle = JobHandle {
+            state: state.clone(),
+            done: done_rx,
+        };
+        let queued = Queued {
+            job,
+            state: state.clone(),
+            done: done_tx,
+        };
         if self.inner.jobs.send(queued).is_err() {
-            state.finish(Err(Error::InvalidInput("the engine thread is not running".into())));
+            state.finish(Err(Error::InvalidInput(
+                "the engine thread is not running".into(),
+            )));
         }
         handle
     }
@@ -409,7 +445,11 @@ impl Worker {
         } else {
             // A bug in one job must not take the engine down with it.
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.execute(&job, &state)))
-                .unwrap_or_else(|_| Err(Error::InvalidInput("internal error while generating (see log)".into())))
+                .unwrap_or_else(|_| {
+                    Err(Error::InvalidInput(
+                        "internal error while generating (see log)".into(),
+                    ))
+                })
         };
         state.finish(outcome);
         let _ = done.try_send(());
@@ -424,7 +464,9 @@ impl Worker {
                 Ok((p, root)) => {
                     self.model_root = Some(root);
                     PIPELINE_LOADS.fetch_add(1, Ordering::Relaxed);
-                    *self.status.lock() = ModelStatus::Ready { device: describe(p.device()) };
+                    *self.status.lock() = ModelStatus::Ready {
+                        device: describe(p.device()),
+                    };
                     self.pipeline = Some(p);
                 }
                 Err(e) => {
@@ -433,7 +475,9 @@ impl Worker {
                 }
             }
         }
-        self.pipeline.as_ref().ok_or_else(|| Error::InvalidInput("model not loaded".into()))
+        self.pipeline
+            .as_ref()
+            .ok_or_else(|| Error::InvalidInput("model not loaded".into()))
     }
 
     /// The ControlNet for `explicit` (or the one next to the model), loaded once and kept.
@@ -441,11 +485,18 @@ impl Worker {
         let root = self.model_root.clone().unwrap_or_default();
         let official_l = self.choice.source == ModelSource::Official(Official::L);
         let folder = resolve_controlnet(explicit, &root, official_l)?;
-        if self.controlnet.as_ref().is_some_and(|(p, _)| *p == folder.checkpoint) {
+        if self
+            .controlnet
+            .as_ref()
+            .is_some_and(|(p, _)| *p == folder.checkpoint)
+        {
             return Ok(());
         }
         self.controlnet = None;
-        let pipeline = self.pipeline.as_ref().ok_or_else(|| Error::InvalidInput("model not loaded".into()))?;
+        let pipeline = self
+            .pipeline
+            .as_ref()
+            .ok_or_else(|| Error::InvalidInput("model not loaded".into()))?;
         let net = ControlNet::load(&folder, pipeline)?;
         self.controlnet = Some((folder.checkpoint, net));
         Ok(())
@@ -457,10 +508,15 @@ impl Worker {
             state.stage.store(LOADING, Ordering::Release);
             self.ensure_controlnet(c.controlnet.as_deref())?;
         }
-        let pipeline = self.pipeline.as_ref().ok_or_else(|| Error::InvalidInput("model not loaded".into()))?;
+        let pipeline = self
+            .pipeline
+            .as_ref()
+            .ok_or_else(|| Error::InvalidInput("model not loaded".into()))?;
         let mut progress = |stage: Stage| {
             match stage {
-                Stage::EncodingText | Stage::EncodingAudio => state.stage.store(ENCODING, Ordering::Release),
+                Stage::EncodingText | Stage::EncodingAudio => {
+                    state.stage.store(ENCODING, Ordering::Release)
+                }
                 Stage::Step { k, n } => {
                     state.steps.store(n as u32, Ordering::Relaxed);
                     state.step.store(k as u32, Ordering::Relaxed);
@@ -473,16 +529,33 @@ impl Worker {
         let model_id = pipeline.model_id().to_string();
         match job {
             Job::Generate(p) => {
-                let out = pipeline.generate(&p.settings(), p.seconds as f64, Noise::Seeded, &mut progress)?;
-                Ok(Clip::new(out.samples, out.sample_rate, p.meta(&model_id, ClipKind::Generate)))
+                let out = pipeline.generate(
+                    &p.settings(),
+                    p.seconds as f64,
+                    Noise::Seeded,
+                    &mut progress,
+                )?;
+                Ok(Clip::new(
+                    out.samples,
+                    out.sample_rate,
+                    p.meta(&model_id, ClipKind::Generate),
+                ))
             }
             Job::Edit(e) => {
                 let source = if e.source.sample_rate == pipeline.sample_rate() {
                     e.source.samples.clone()
                 } else {
-                    crate::clip::resample(&e.source.samples, e.source.sample_rate, pipeline.sample_rate())?
+                    crate::clip::resample(
+                        &e.source.samples,
+                        e.source.sample_rate,
+                        pipeline.sample_rate(),
+                    )?
                 };
-                let span = Span { start: e.start_s as f64, length: e.length_s as f64, boundary: e.boundary_s as f64 };
+                let span = Span {
+                    start: e.start_s as f64,
+                    length: e.length_s as f64,
+                    boundary: e.boundary_s as f64,
+                };
                 let out = pipeline.edit(&source, span, &e.gen.settings(), &mut progress)?;
                 let kind = ClipKind::Edit {
                     start_s: e.start_s,
@@ -530,11 +603,19 @@ fn controlled(
             } else {
                 crate::clip::resample(&clip.samples, clip.sample_rate, rate)?
             };
-            (ControlInput::Reference { audio, surpass_noise: c.surpass_noise }, "reference")
+            (
+                ControlInput::Reference {
+                    audio,
+                    surpass_noise: c.surpass_noise,
+                },
+                "reference",
+            )
         }
         ControlSource::Envelope(points) => {
             if points.is_empty() || points.iter().any(|(t, v)| !t.is_finite() || !v.is_finite()) {
-                return Err(Error::InvalidInput("the control envelope has no points or non-finite ones".into()));
+                return Err(Error::InvalidInput(
+                    "the control envelope has no points or non-finite ones".into(),
+                ));
             }
             (ControlInput::Envelope(points.clone()), "envelope")
         }

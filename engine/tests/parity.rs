@@ -11,11 +11,11 @@ mod controlnet;
 mod dit;
 #[path = "parity/pipeline.rs"]
 mod pipeline;
+#[path = "parity/reduced.rs"]
+mod reduced;
 #[path = "parity/scheduler.rs"]
 mod scheduler;
 #[path = "parity/t5.rs"]
 mod t5;
 #[path = "parity/vae.rs"]
 mod vae;
-#[path = "parity/reduced.rs"]
-mod reduced;

@@ -81,8 +81,10 @@ impl CaptureBuffer {
 
     /// Caps the next captures at `seconds` (clamped to the capacity).
     pub fn set_limit_seconds(&self, seconds: f32) {
-        let frames = (seconds.clamp(MIN_CAPTURE_SECONDS, CAPTURE_SECONDS) * self.rate as f32).round() as usize;
-        self.limit.store(frames.clamp(1, self.capacity()), Ordering::Relaxed);
+        let frames = (seconds.clamp(MIN_CAPTURE_SECONDS, CAPTURE_SECONDS) * self.rate as f32)
+            .round() as usize;
+        self.limit
+            .store(frames.clamp(1, self.capacity()), Ordering::Relaxed);
     }
 
     pub fn is_recording(&self) -> bool {
@@ -101,10 +103,17 @@ impl CaptureBuffer {
             return None;
         }
         let n = self.len.load(Ordering::Relaxed).min(self.capacity());
-        let samples = self.samples[..n].iter().map(|s| f32::from_bits(s.load(Ordering::Relaxed))).collect();
+        let samples = self.samples[..n]
+            .iter()
+            .map(|s| f32::from_bits(s.load(Ordering::Relaxed)))
+            .collect();
         let start = self.start.load(Ordering::Relaxed);
         self.state.store(IDLE, Ordering::Release);
-        Some(Captured { samples, rate: self.rate, start: (start != NO_POSITION).then_some(start) })
+        Some(Captured {
+            samples,
+            rate: self.rate,
+            start: (start != NO_POSITION).then_some(start),
+        })
     }
 }
 
@@ -127,7 +136,14 @@ impl Recorder {
     /// Audio thread, once per block. `channels` is the sidechain (any channel count; none is
     /// silence), `frames` the block length, `position` the transport position of the block's
     /// first sample when known. Realtime-safe: atomics only.
-    pub fn process(&mut self, armed: bool, channels: &[&mut [f32]], frames: usize, playing: bool, position: Option<i64>) {
+    pub fn process(
+        &mut self,
+        armed: bool,
+        channels: &[&mut [f32]],
+        frames: usize,
+        playing: bool,
+        position: Option<i64>,
+    ) {
         let Some(buf) = &self.buffer else { return };
         if armed && !self.was_armed {
             self.pending = true;
@@ -147,7 +163,8 @@ impl Recorder {
         if self.pending && state == IDLE && transport_ready {
             self.pending = false;
             buf.len.store(0, Ordering::Relaxed);
-            buf.start.store(position.unwrap_or(NO_POSITION), Ordering::Relaxed);
+            buf.start
+                .store(position.unwrap_or(NO_POSITION), Ordering::Relaxed);
             buf.state.store(RECORDING, Ordering::Relaxed);
             state = RECORDING;
         }
@@ -157,9 +174,17 @@ impl Recorder {
         let len = buf.len.load(Ordering::Relaxed);
         let limit = buf.limit.load(Ordering::Relaxed).min(buf.capacity());
         let n = frames.min(limit.saturating_sub(len));
-        let scale = if channels.is_empty() { 0.0 } else { 1.0 / channels.len() as f32 };
+        let scale = if channels.is_empty() {
+            0.0
+        } else {
+            1.0 / channels.len() as f32
+        };
         for (i, slot) in buf.samples[len..len + n].iter().enumerate() {
-            let mix: f32 = channels.iter().map(|c| c.get(i).copied().unwrap_or(0.0)).sum::<f32>() * scale;
+            let mix: f32 = channels
+                .iter()
+                .map(|c| c.get(i).copied().unwrap_or(0.0))
+                .sum::<f32>()
+                * scale;
             let mix = if mix.is_finite() { mix } else { 0.0 };
             slot.store(mix.to_bits(), Ordering::Relaxed);
         }
@@ -198,42 +223,77 @@ pub fn envelope_job(pad: &PadData, seed: u64) -> Option<Job> {
     if pad.control.envelope.is_empty() {
         return None;
     }
-    let seconds = pad.settings.seconds.clamp(MIN_CAPTURE_SECONDS, CAPTURE_SECONDS);
-    Some(controlled_job(pad, ControlSource::Envelope(pad.control.envelope.clone()), seconds, seed))
+    let seconds = pad
+        .settings
+        .seconds
+        .clamp(MIN_CAPTURE_SECONDS, CAPTURE_SECONDS);
+    Some(controlled_job(
+        pad,
+        ControlSource::Envelope(pad.control.envelope.clone()),
+        seconds,
+        seed,
+    ))
 }
 
 /// Generation thread, every tick: keeps the capture length at the following pads' length, and
 /// turns a finished capture into one controlled job per pad that follows the sidechain (which
 /// also records the capture's start and loudness view in those pads).
 pub fn poll(shared: &Shared, fresh_seed: impl Fn() -> u64) -> Vec<(usize, Job)> {
-    let Some(buffer) = shared.capture.lock().clone() else { return Vec::new() };
+    let Some(buffer) = shared.capture.lock().clone() else {
+        return Vec::new();
+    };
     let followers: Vec<(usize, PadData)> = shared.store.with(|b| {
-        b.pads.iter().enumerate().filter(|(_, p)| p.control.follow_sidechain).map(|(i, p)| (i, p.clone())).collect()
+        b.pads
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.control.follow_sidechain)
+            .map(|(i, p)| (i, p.clone()))
+            .collect()
     });
-    let longest = followers.iter().map(|(_, p)| p.settings.seconds).fold(0.0f32, f32::max);
-    buffer.set_limit_seconds(if followers.is_empty() { CAPTURE_SECONDS } else { longest });
-    let Some(captured) = buffer.take() else { return Vec::new() };
+    let longest = followers
+        .iter()
+        .map(|(_, p)| p.settings.seconds)
+        .fold(0.0f32, f32::max);
+    buffer.set_limit_seconds(if followers.is_empty() {
+        CAPTURE_SECONDS
+    } else {
+        longest
+    });
+    let Some(captured) = buffer.take() else {
+        return Vec::new();
+    };
     let seconds = captured.samples.len() as f32 / captured.rate.max(1) as f32;
     if followers.is_empty() {
         *shared.capture_note.lock() = "Sidechain captured, but no pad follows the sidechain".into();
         return Vec::new();
     }
     if seconds < MIN_CAPTURE_SECONDS {
-        *shared.capture_note.lock() = format!("Capture too short ({seconds:.2} s): play at least {MIN_CAPTURE_SECONDS} s");
+        *shared.capture_note.lock() =
+            format!("Capture too short ({seconds:.2} s): play at least {MIN_CAPTURE_SECONDS} s");
         return Vec::new();
     }
     let view = loudness_view(&captured.samples, captured.rate);
-    let meta = ClipMeta { prompt: "sidechain capture".into(), seconds, ..Default::default() };
+    let meta = ClipMeta {
+        prompt: "sidechain capture".into(),
+        seconds,
+        ..Default::default()
+    };
     let clip = Arc::new(Clip::new(captured.samples, captured.rate, meta));
     *shared.capture_note.lock() = format!("Captured {seconds:.2} s of sidechain");
     let mut jobs = Vec::new();
     for (pad, data) in followers.into_iter().filter(|(p, _)| *p < PAD_COUNT) {
         if data.prompt.trim().is_empty() {
-            *shared.capture_note.lock() = format!("Pad {}: follows the sidechain but has no prompt", pad + 1);
+            *shared.capture_note.lock() =
+                format!("Pad {}: follows the sidechain but has no prompt", pad + 1);
             continue;
         }
         let seed = fresh_seed();
-        let job = controlled_job(&data, ControlSource::Reference(clip.clone()), seconds.min(data.settings.seconds), seed);
+        let job = controlled_job(
+            &data,
+            ControlSource::Reference(clip.clone()),
+            seconds.min(data.settings.seconds),
+            seed,
+        );
         let used_seed = match &job {
             Job::GenerateControlled(c) => c.gen.seed,
             _ => seed,
@@ -280,7 +340,10 @@ mod tests {
         run(&mut rec, true, 3.0, 100, false, None); // still armed: no new capture
         let c = buf.take().expect("ready");
         assert_eq!(c.samples.len(), 250);
-        assert_eq!((c.samples[0], c.samples[100], c.samples[249]), (0.125, 0.25, 0.5));
+        assert_eq!(
+            (c.samples[0], c.samples[100], c.samples[249]),
+            (0.125, 0.25, 0.5)
+        );
         assert_eq!(c.start, None);
         assert!(buf.take().is_none());
         // Re-arm with a stopped transport: waits for play, records the position.

@@ -44,13 +44,20 @@ pub fn export_wav_at(clip: &Clip, dir: &Path, stem: &str, rate: u32) -> Result<P
         return Err("clip has no sample rate".into());
     }
     if rate != clip.sample_rate {
-        let samples = ezaudio_engine::clip::resample(&clip.samples, clip.sample_rate, rate).map_err(|e| e.to_string())?;
+        let samples = ezaudio_engine::clip::resample(&clip.samples, clip.sample_rate, rate)
+            .map_err(|e| e.to_string())?;
         let resampled = Clip::new(samples, rate, clip.meta.clone());
         return export_wav_at(&resampled, dir, stem, rate);
     }
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let path = (1..1000)
-        .map(|k| if k == 1 { dir.join(format!("{stem}.wav")) } else { dir.join(format!("{stem}-{k}.wav")) })
+        .map(|k| {
+            if k == 1 {
+                dir.join(format!("{stem}.wav"))
+            } else {
+                dir.join(format!("{stem}-{k}.wav"))
+            }
+        })
         .find(|p| !p.exists())
         .ok_or("too many files with this name")?;
     let spec = hound::WavSpec {
@@ -59,11 +66,16 @@ pub fn export_wav_at(clip: &Clip, dir: &Path, stem: &str, rate: u32) -> Result<P
         bits_per_sample: 32,
         sample_format: hound::SampleFormat::Float,
     };
-    let mut writer = hound::WavWriter::create(&path, spec).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut writer =
+        hound::WavWriter::create(&path, spec).map_err(|e| format!("{}: {e}", path.display()))?;
     for &s in &clip.samples {
-        writer.write_sample(s).map_err(|e| format!("{}: {e}", path.display()))?;
+        writer
+            .write_sample(s)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    writer.finalize().map_err(|e| format!("{}: {e}", path.display()))?;
+    writer
+        .finalize()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(path)
 }
 
@@ -73,7 +85,11 @@ mod tests {
 
     #[test]
     fn names_and_writes_bit_exact_float_wavs() {
-        let meta = ClipMeta { prompt: "A dog, barking!  loud".into(), seed: 42, ..Default::default() };
+        let meta = ClipMeta {
+            prompt: "A dog, barking!  loud".into(),
+            seed: 42,
+            ..Default::default()
+        };
         assert_eq!(file_stem(2, &meta), "pad03_a-dog-barking-loud_seed42");
         assert_eq!(file_stem(0, &ClipMeta::default()), "pad01_clip_seed0");
         let dir = std::env::temp_dir().join(format!("ezaudio-export-test-{}", std::process::id()));
@@ -86,7 +102,13 @@ mod tests {
         assert_eq!(reader.spec().sample_rate, 24_000);
         let back: Vec<f32> = reader.samples::<f32>().map(|s| s.unwrap()).collect();
         assert_eq!(back, clip.samples);
-        let c = export_wav_at(&Clip::new(vec![0.1; 2400], 24_000, ClipMeta::default()), &dir, "y", 48_000).unwrap();
+        let c = export_wav_at(
+            &Clip::new(vec![0.1; 2400], 24_000, ClipMeta::default()),
+            &dir,
+            "y",
+            48_000,
+        )
+        .unwrap();
         let reader = hound::WavReader::open(&c).unwrap();
         assert_eq!((reader.spec().sample_rate, reader.len()), (48_000, 4800));
         let _ = std::fs::remove_dir_all(&dir);

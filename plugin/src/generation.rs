@@ -29,7 +29,10 @@ pub enum Progress {
     Queued,
     LoadingModel,
     EncodingText,
-    Step { k: u32, n: u32 },
+    Step {
+        k: u32,
+        n: u32,
+    },
     Decoding,
     Done,
     Failed(String),
@@ -52,7 +55,14 @@ impl Progress {
     }
 
     pub fn is_running(&self) -> bool {
-        matches!(self, Self::Queued | Self::LoadingModel | Self::EncodingText | Self::Step { .. } | Self::Decoding)
+        matches!(
+            self,
+            Self::Queued
+                | Self::LoadingModel
+                | Self::EncodingText
+                | Self::Step { .. }
+                | Self::Decoding
+        )
     }
 }
 
@@ -64,7 +74,8 @@ pub trait PendingJob: Send {
 }
 
 /// Downloads the model, reporting progress; returns where it was installed.
-pub type Downloader = Box<dyn FnOnce(&mut dyn FnMut(FetchProgress)) -> Result<PathBuf, String> + Send>;
+pub type Downloader =
+    Box<dyn FnOnce(&mut dyn FnMut(FetchProgress)) -> Result<PathBuf, String> + Send>;
 
 /// Where jobs go: the engine, or a fake in tests.
 pub trait Backend: Send {
@@ -105,12 +116,16 @@ impl Default for EngineBackend {
 
 impl EngineBackend {
     pub fn new(choice: worker::ModelChoice) -> Self {
-        Self { choice, engine: None }
+        Self {
+            choice,
+            engine: None,
+        }
     }
 
     fn engine(&mut self) -> &worker::Engine {
         let choice = &self.choice;
-        self.engine.get_or_insert_with(|| worker::Engine::shared(choice.clone()))
+        self.engine
+            .get_or_insert_with(|| worker::Engine::shared(choice.clone()))
     }
 }
 
@@ -133,9 +148,13 @@ impl Backend for EngineBackend {
     }
 
     fn downloader(&self) -> Option<(Official, Downloader)> {
-        let ModelSource::Official(model) = self.choice.source else { return None };
+        let ModelSource::Official(model) = self.choice.source else {
+            return None;
+        };
         let fetch: Downloader = Box::new(move |progress: &mut dyn FnMut(FetchProgress)| {
-            fetch_official(model, progress).map(|f| f.root).map_err(|e| e.to_string())
+            fetch_official(model, progress)
+                .map(|f| f.root)
+                .map_err(|e| e.to_string())
         });
         Some((model, fetch))
     }
@@ -144,17 +163,33 @@ impl Backend for EngineBackend {
 pub enum Command {
     /// Generate or edit; the result becomes the pad's clip (the previous one goes to the
     /// history, so restoring it is the undo).
-    Generate { pad: usize, job: worker::Job },
+    Generate {
+        pad: usize,
+        job: worker::Job,
+    },
     /// Generate candidates for the pad; they wait in [`Shared::candidates`].
-    Variations { pad: usize, jobs: Vec<worker::Job> },
+    Variations {
+        pad: usize,
+        jobs: Vec<worker::Job>,
+    },
     /// Play candidate `index` from the pad (it stands in for the pad's clip until kept or
     /// discarded).
-    Preview { pad: usize, index: usize },
+    Preview {
+        pad: usize,
+        index: usize,
+    },
     /// Candidate `index` becomes the pad's clip; the other candidates go.
-    Keep { pad: usize, index: usize },
+    Keep {
+        pad: usize,
+        index: usize,
+    },
     /// Drops the pad's candidates (and stops those still generating).
-    Discard { pad: usize },
-    Cancel { pad: usize },
+    Discard {
+        pad: usize,
+    },
+    Cancel {
+        pad: usize,
+    },
     /// Download the official model in the background.
     Download,
     Stop,
@@ -243,7 +278,10 @@ impl Runner {
                 self.poll(pad);
             }
             // Republish after new clips, restores and state loads (once a host rate is known).
-            let now = (self.shared.store.clip_changes(), self.shared.host_rate.load(Ordering::SeqCst));
+            let now = (
+                self.shared.store.clip_changes(),
+                self.shared.host_rate.load(Ordering::SeqCst),
+            );
             if seen != Some(now) && now.1 != 0 {
                 self.shared.publish_all();
                 seen = Some(now);
@@ -271,7 +309,10 @@ impl Runner {
             Command::Generate { pad, job } if pad < PAD_COUNT => {
                 self.cancel_where(pad, |t| t == Target::Pad);
                 let job = self.backend.submit(job);
-                self.pending[pad].push(Pending { target: Target::Pad, job });
+                self.pending[pad].push(Pending {
+                    target: Target::Pad,
+                    job,
+                });
                 shared.progress.lock()[pad] = Progress::Queued;
             }
             Command::Variations { pad, jobs } if pad < PAD_COUNT && !jobs.is_empty() => {
@@ -281,7 +322,10 @@ impl Runner {
                 self.variations[pad] = jobs.len();
                 for (i, job) in jobs.into_iter().enumerate() {
                     let job = self.backend.submit(job);
-                    self.pending[pad].push(Pending { target: Target::Candidate(i), job });
+                    self.pending[pad].push(Pending {
+                        target: Target::Candidate(i),
+                        job,
+                    });
                 }
                 shared.progress.lock()[pad] = Progress::Queued;
             }
@@ -289,7 +333,8 @@ impl Runner {
                 let clip = shared.candidates.lock()[pad].get(index).cloned().flatten();
                 if let Some(clip) = clip {
                     if let Err(e) = shared.preview(pad, index, &clip) {
-                        shared.progress.lock()[pad] = Progress::Failed(format!("cannot audition: {e}"));
+                        shared.progress.lock()[pad] =
+                            Progress::Failed(format!("cannot audition: {e}"));
                     }
                 }
             }
@@ -384,7 +429,10 @@ impl Runner {
         };
         let candidates_left = list.iter().filter(|p| p.target != Target::Pad).count();
         if candidates_left > 0 {
-            view.variations = Some((self.variations[pad].saturating_sub(candidates_left), self.variations[pad].max(candidates_left)));
+            view.variations = Some((
+                self.variations[pad].saturating_sub(candidates_left),
+                self.variations[pad].max(candidates_left),
+            ));
         } else {
             self.variations[pad] = 0;
         }
@@ -393,33 +441,46 @@ impl Runner {
     }
 
     fn download(&mut self) {
-        let Some((model, fetch)) = self.backend.downloader() else { return };
+        let Some((model, fetch)) = self.backend.downloader() else {
+            return;
+        };
         {
             let mut view = self.shared.model.lock();
             if matches!(view.download, Download::Running { .. }) {
                 return;
             }
-            view.download = Download::Running { file: String::new(), index: 0, files: 0, done: 0, total: 0 };
+            view.download = Download::Running {
+                file: String::new(),
+                index: 0,
+                files: 0,
+                done: 0,
+                total: 0,
+            };
         }
         let shared = self.shared.clone();
         // Not joined: a download can outlive the plugin instance (it only writes to `shared`).
-        let spawned = std::thread::Builder::new().name("ezaudio-download".into()).spawn(move || {
-            let result = fetch(&mut |p: FetchProgress| {
-                shared.model.lock().download = Download::Running {
-                    file: p.file,
-                    index: p.index,
-                    files: p.files,
-                    done: p.bytes_done,
-                    total: p.bytes_total,
+        let spawned = std::thread::Builder::new()
+            .name("ezaudio-download".into())
+            .spawn(move || {
+                let result = fetch(&mut |p: FetchProgress| {
+                    shared.model.lock().download = Download::Running {
+                        file: p.file,
+                        index: p.index,
+                        files: p.files,
+                        done: p.bytes_done,
+                        total: p.bytes_total,
+                    };
+                });
+                shared.model.lock().download = match result {
+                    Ok(dir) => {
+                        Download::Done(format!("{} installed at {}", model.name(), dir.display()))
+                    }
+                    Err(e) => Download::Failed(e),
                 };
             });
-            shared.model.lock().download = match result {
-                Ok(dir) => Download::Done(format!("{} installed at {}", model.name(), dir.display())),
-                Err(e) => Download::Failed(e),
-            };
-        });
         if let Err(e) = spawned {
-            self.shared.model.lock().download = Download::Failed(format!("cannot start the download: {e}"));
+            self.shared.model.lock().download =
+                Download::Failed(format!("cannot start the download: {e}"));
         }
     }
 }
@@ -444,8 +505,14 @@ mod tests {
     }
     impl Backend for Instant24k {
         fn submit(&mut self, job: worker::Job) -> Box<dyn PendingJob> {
-            let worker::Job::Generate(p) = job else { unreachable!() };
-            let meta = ClipMeta { prompt: p.prompt, seed: p.seed, ..Default::default() };
+            let worker::Job::Generate(p) = job else {
+                unreachable!()
+            };
+            let meta = ClipMeta {
+                prompt: p.prompt,
+                seed: p.seed,
+                ..Default::default()
+            };
             Box::new(Ready(Clip::new(vec![0.5; 2400], 24_000, meta)))
         }
         fn model_view(&mut self) -> (String, Option<String>) {
@@ -482,14 +549,26 @@ mod tests {
         let (shared, mut readers) = Shared::new(Arc::new(PadStore::default()));
         shared.host_rate.store(48_000, Ordering::SeqCst);
         let generator = Generator::spawn(shared.clone(), Box::new(Instant24k));
-        generator.sender().send(Command::Generate { pad: 4, job: worker::Job::Generate(params(9)) }).unwrap();
+        generator
+            .sender()
+            .send(Command::Generate {
+                pad: 4,
+                job: worker::Job::Generate(params(9)),
+            })
+            .unwrap();
         assert!(wait(|| readers[4].read().is_some()), "clip never published");
         let buf = readers[4].read().unwrap();
         assert_eq!((buf.len(), buf.sample_rate()), (4800, 48_000));
         assert_eq!(shared.store.clip(4).1.unwrap().meta.seed, 9);
         assert_eq!(shared.progress.lock()[4], Progress::Done);
         // A second result moves the first to the history.
-        generator.sender().send(Command::Generate { pad: 4, job: worker::Job::Generate(params(10)) }).unwrap();
+        generator
+            .sender()
+            .send(Command::Generate {
+                pad: 4,
+                job: worker::Job::Generate(params(10)),
+            })
+            .unwrap();
         assert!(wait(|| shared.store.with(|b| b.pads[4].history.len() == 1)));
         drop(generator);
     }
@@ -499,12 +578,23 @@ mod tests {
     fn model_tiny() -> (std::path::PathBuf, serde_json::Value) {
         let root = match std::env::var_os("EZAUDIO_FIXTURES") {
             Some(p) => std::path::PathBuf::from(p),
-            None => std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/ezaudio-ref")),
+            None => std::path::PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../shared/fixtures/ezaudio-ref"
+            )),
         };
         let dir = root.join("model-tiny");
-        assert!(dir.join("config.yml").is_file(), "fixture model {} is missing (set EZAUDIO_FIXTURES)", dir.display());
-        let text = std::fs::read_to_string(dir.join("reference.json")).expect("model-tiny/reference.json");
-        (dir, serde_json::from_str(&text).expect("reference.json is JSON"))
+        assert!(
+            dir.join("config.yml").is_file(),
+            "fixture model {} is missing (set EZAUDIO_FIXTURES)",
+            dir.display()
+        );
+        let text =
+            std::fs::read_to_string(dir.join("reference.json")).expect("model-tiny/reference.json");
+        (
+            dir,
+            serde_json::from_str(&text).expect("reference.json is JSON"),
+        )
     }
 
     fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
@@ -521,7 +611,11 @@ mod tests {
     #[test]
     fn real_engine_generation_and_edit_arrive_in_the_pad() {
         let (dir, reference) = model_tiny();
-        let run = reference["runs"].as_object().and_then(|r| r.values().next()).expect("a reference run").clone();
+        let run = reference["runs"]
+            .as_object()
+            .and_then(|r| r.values().next())
+            .expect("a reference run")
+            .clone();
         let model_rate = reference["sample_rate"].as_u64().expect("sample_rate") as u32;
         let seconds = run["seconds"].as_f64().expect("seconds") as f32;
         let mut choice = worker::ModelChoice::new(ModelSource::Folder(dir));
@@ -531,40 +625,99 @@ mod tests {
         shared.host_rate.store(host_rate, Ordering::SeqCst);
         let generator = Generator::spawn(shared.clone(), Box::new(EngineBackend::new(choice)));
         let pad = 6;
-        let mut data = crate::store::PadData { prompt: run["prompt"].as_str().expect("prompt").into(), ..Default::default() };
+        let mut data = crate::store::PadData {
+            prompt: run["prompt"].as_str().expect("prompt").into(),
+            ..Default::default()
+        };
         data.settings.seconds = seconds;
         data.settings.steps = run["ddim_steps"].as_u64().expect("ddim_steps") as u32;
         data.settings.guidance = run["guidance_scale"].as_f64().expect("guidance_scale") as f32;
         data.settings.seed = run["seed"].as_u64().expect("seed");
         data.settings.seed_locked = true;
         let job = crate::editor::model::generate_request(&data, 0);
-        generator.sender().send(Command::Generate { pad, job: worker::Job::Generate(job) }).unwrap();
+        generator
+            .sender()
+            .send(Command::Generate {
+                pad,
+                job: worker::Job::Generate(job),
+            })
+            .unwrap();
 
-        assert!(wait_for(300, || readers[pad].read().is_some()), "no clip published: {:?}", shared.progress.lock()[pad]);
+        assert!(
+            wait_for(300, || readers[pad].read().is_some()),
+            "no clip published: {:?}",
+            shared.progress.lock()[pad]
+        );
         let clip = shared.store.clip(pad).1.expect("clip in the pad");
         let want_len = (seconds as f64 * model_rate as f64).round() as usize;
-        assert_eq!((clip.sample_rate, clip.samples.len()), (model_rate, want_len));
+        assert_eq!(
+            (clip.sample_rate, clip.samples.len()),
+            (model_rate, want_len)
+        );
         assert!(clip.samples.iter().all(|s| s.is_finite()) && clip.peak() > 0.0);
         let m = &clip.meta;
-        assert_eq!((m.prompt.as_str(), m.seed, m.steps), (data.prompt.as_str(), data.settings.seed, data.settings.steps));
+        assert_eq!(
+            (m.prompt.as_str(), m.seed, m.steps),
+            (
+                data.prompt.as_str(),
+                data.settings.seed,
+                data.settings.steps
+            )
+        );
         assert_eq!(m.kind, ezaudio_engine::clip::ClipKind::Generate);
         assert!(!m.model_id.is_empty() && m.created > 0);
         let buf = readers[pad].read().unwrap();
         assert_eq!(buf.sample_rate(), host_rate);
         let host_len = want_len as f64 * host_rate as f64 / model_rate as f64;
-        assert!((buf.len() as f64 - host_len).abs() <= 2.0, "{} vs {host_len}", buf.len());
+        assert!(
+            (buf.len() as f64 - host_len).abs() <= 2.0,
+            "{} vs {host_len}",
+            buf.len()
+        );
         assert!(wait_for(5, || shared.progress.lock()[pad] == Progress::Done));
-        assert!(wait_for(5, || shared.model.lock().line.contains("ready on")), "{}", shared.model.lock().line);
+        assert!(
+            wait_for(5, || shared.model.lock().line.contains("ready on")),
+            "{}",
+            shared.model.lock().line
+        );
         assert_eq!(shared.model.lock().missing, None);
 
         // Edit a span: the result replaces the clip, the original waits in the history (undo).
-        let edit = crate::editor::model::edit_request(&data, clip.clone(), (0.25 * seconds, 0.5 * seconds), "a cat", 5).unwrap();
-        generator.sender().send(Command::Generate { pad, job: worker::Job::Edit(edit) }).unwrap();
-        assert!(wait_for(300, || shared.store.clip(pad).1.is_some_and(|c| c.meta.prompt == "a cat")), "{:?}", shared.progress.lock()[pad]);
+        let edit = crate::editor::model::edit_request(
+            &data,
+            clip.clone(),
+            (0.25 * seconds, 0.5 * seconds),
+            "a cat",
+            5,
+        )
+        .unwrap();
+        generator
+            .sender()
+            .send(Command::Generate {
+                pad,
+                job: worker::Job::Edit(edit),
+            })
+            .unwrap();
+        assert!(
+            wait_for(300, || shared
+                .store
+                .clip(pad)
+                .1
+                .is_some_and(|c| c.meta.prompt == "a cat")),
+            "{:?}",
+            shared.progress.lock()[pad]
+        );
         let edited = shared.store.clip(pad).1.unwrap();
-        assert!(matches!(edited.meta.kind, ezaudio_engine::clip::ClipKind::Edit { .. }));
+        assert!(matches!(
+            edited.meta.kind,
+            ezaudio_engine::clip::ClipKind::Edit { .. }
+        ));
         assert_eq!(edited.samples.len(), clip.samples.len());
-        assert_eq!(edited.samples[..100], clip.samples[..100], "outside the span the audio is kept");
+        assert_eq!(
+            edited.samples[..100],
+            clip.samples[..100],
+            "outside the span the audio is kept"
+        );
         assert!(shared.store.restore(pad, 0), "undo");
         assert_eq!(shared.store.clip(pad).1.unwrap().samples, clip.samples);
         drop(generator);
@@ -576,30 +729,58 @@ mod tests {
         shared.host_rate.store(48_000, Ordering::SeqCst);
         let generator = Generator::spawn(shared.clone(), Box::new(Instant24k));
         let tx = generator.sender();
-        tx.send(Command::Generate { pad: 2, job: worker::Job::Generate(params(1)) }).unwrap();
+        tx.send(Command::Generate {
+            pad: 2,
+            job: worker::Job::Generate(params(1)),
+        })
+        .unwrap();
         assert!(wait(|| readers[2].read().is_some()));
-        let jobs = (0..4).map(|i| worker::Job::Generate(params(20 + i))).collect();
+        let jobs = (0..4)
+            .map(|i| worker::Job::Generate(params(20 + i)))
+            .collect();
         tx.send(Command::Variations { pad: 2, jobs }).unwrap();
-        assert!(wait(|| shared.candidates.lock()[2].iter().filter(|c| c.is_some()).count() == 4));
-        assert_eq!(shared.store.clip(2).1.unwrap().meta.seed, 1, "candidates do not replace the clip");
+        assert!(wait(|| shared.candidates.lock()[2]
+            .iter()
+            .filter(|c| c.is_some())
+            .count()
+            == 4));
+        assert_eq!(
+            shared.store.clip(2).1.unwrap().meta.seed,
+            1,
+            "candidates do not replace the clip"
+        );
         let id = readers[2].current_id();
         tx.send(Command::Preview { pad: 2, index: 3 }).unwrap();
         assert!(wait(|| readers[2].current_id() != id));
         assert_eq!(shared.previewing.lock()[2], Some(3));
-        assert_ne!(shared.audition.load(Ordering::SeqCst) & (1 << 2), 0, "preview plays the candidate");
+        assert_ne!(
+            shared.audition.load(Ordering::SeqCst) & (1 << 2),
+            0,
+            "preview plays the candidate"
+        );
         tx.send(Command::Keep { pad: 2, index: 3 }).unwrap();
         assert!(wait(|| shared.store.clip(2).1.unwrap().meta.seed == 23));
-        assert!(wait(|| shared.candidates.lock()[2].is_empty() && shared.previewing.lock()[2].is_none()));
+        assert!(wait(
+            || shared.candidates.lock()[2].is_empty() && shared.previewing.lock()[2].is_none()
+        ));
         assert_eq!(shared.store.with(|b| b.pads[2].history[0].meta.seed), 1);
 
         // Discard puts the pad's own clip back into the slot.
-        tx.send(Command::Variations { pad: 2, jobs: vec![worker::Job::Generate(params(40))] }).unwrap();
-        assert!(wait(|| shared.candidates.lock()[2].first().is_some_and(|c| c.is_some())));
+        tx.send(Command::Variations {
+            pad: 2,
+            jobs: vec![worker::Job::Generate(params(40))],
+        })
+        .unwrap();
+        assert!(wait(|| shared.candidates.lock()[2]
+            .first()
+            .is_some_and(|c| c.is_some())));
         tx.send(Command::Preview { pad: 2, index: 0 }).unwrap();
         assert!(wait(|| shared.previewing.lock()[2] == Some(0)));
         let previewed = readers[2].current_id();
         tx.send(Command::Discard { pad: 2 }).unwrap();
-        assert!(wait(|| readers[2].current_id() != previewed && shared.candidates.lock()[2].is_empty()));
+        assert!(wait(
+            || readers[2].current_id() != previewed && shared.candidates.lock()[2].is_empty()
+        ));
         assert_eq!(shared.store.clip(2).1.unwrap().meta.seed, 23);
     }
 
@@ -611,11 +792,21 @@ mod tests {
                 unreachable!()
             }
             fn model_view(&mut self) -> (String, Option<String>) {
-                ("Model: not loaded".into(), Some("ezaudio-l is not installed".into()))
+                (
+                    "Model: not loaded".into(),
+                    Some("ezaudio-l is not installed".into()),
+                )
             }
             fn downloader(&self) -> Option<(Official, Downloader)> {
                 let fetch: Downloader = Box::new(|progress: &mut dyn FnMut(FetchProgress)| {
-                    progress(FetchProgress { repo: "r".into(), file: "f".into(), index: 1, files: 1, bytes_done: 5, bytes_total: 10 });
+                    progress(FetchProgress {
+                        repo: "r".into(),
+                        file: "f".into(),
+                        index: 1,
+                        files: 1,
+                        bytes_done: 5,
+                        bytes_total: 10,
+                    });
                     std::thread::sleep(Duration::from_millis(200));
                     Ok(PathBuf::from("/models/l"))
                 });
@@ -624,9 +815,19 @@ mod tests {
         }
         let (shared, _readers) = Shared::new(Arc::new(PadStore::default()));
         let generator = Generator::spawn(shared.clone(), Box::new(Missing));
-        assert!(wait(|| shared.model.lock().missing.is_some() && shared.model.lock().downloadable == Some(Official::L)));
+        assert!(wait(|| shared.model.lock().missing.is_some()
+            && shared.model.lock().downloadable == Some(Official::L)));
         generator.sender().send(Command::Download).unwrap();
-        assert!(wait(|| matches!(shared.model.lock().download, Download::Running { done: 5, total: 10, .. })));
-        assert!(wait(|| matches!(&shared.model.lock().download, Download::Done(m) if m.contains("/models/l"))));
+        assert!(wait(|| matches!(
+            shared.model.lock().download,
+            Download::Running {
+                done: 5,
+                total: 10,
+                ..
+            }
+        )));
+        assert!(wait(
+            || matches!(&shared.model.lock().download, Download::Done(m) if m.contains("/models/l"))
+        ));
     }
 }

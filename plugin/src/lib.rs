@@ -88,8 +88,12 @@ impl EzAudio {
     /// Starts pad `pad` (audio thread). `semitones` adds to the pad's pitch (chromatic mode);
     /// `audition` plays it once regardless of gate mode.
     fn trigger(&mut self, pad: usize, key: u8, velocity: f32, semitones: f64, audition: bool) {
-        let Some(reader) = self.readers.get_mut(pad) else { return };
-        let Some(buffer) = reader.acquire() else { return };
+        let Some(reader) = self.readers.get_mut(pad) else {
+            return;
+        };
+        let Some(buffer) = reader.acquire() else {
+            return;
+        };
         let p = self.params.pad(pad);
         let len = buffer.len() as f64;
         let start = (sane(p.start.value(), 0.0, 0.0, 1.0) as f64 * len).round() as usize;
@@ -98,7 +102,9 @@ impl EzAudio {
         let pitch = sane(p.pitch.value(), 0.0, -24.0, 24.0) as f64;
         let ratio = 2f64.powf((pitch + semitones).clamp(-96.0, 96.0) / 12.0);
         let fade_len = (FADE_MS * 1e-3 * self.sample_rate).round().max(1.0) as u32;
-        let release_len = (sane(p.release.value(), 50.0, 1.0, 5000.0) * 1e-3 * self.sample_rate).round().max(fade_len as f32) as u32;
+        let release_len = (sane(p.release.value(), 50.0, 1.0, 5000.0) * 1e-3 * self.sample_rate)
+            .round()
+            .max(fade_len as f32) as u32;
         let start = VoiceStart {
             pad: pad as u8,
             key,
@@ -122,7 +128,8 @@ impl EzAudio {
                 if velocity <= 0.0 {
                     self.sampler.note_off(Some(k));
                 } else if self.params.chromatic.value() {
-                    let pad = (self.params.chromatic_pad.value() - 1).clamp(0, PAD_COUNT as i32 - 1) as usize;
+                    let pad = (self.params.chromatic_pad.value() - 1).clamp(0, PAD_COUNT as i32 - 1)
+                        as usize;
                     let semitones = k as f64 - self.params.chromatic_root.value() as f64;
                     self.trigger(pad, k, velocity, semitones, false);
                 } else {
@@ -142,7 +149,10 @@ impl EzAudio {
     /// Steps every smoother once and computes the pads' left/right gains for one frame.
     fn step_gains(&mut self) -> f32 {
         for (g, p) in self.gains.iter_mut().zip(self.params.pads()) {
-            *g = pan_gains(sane(p.gain.smoothed.next(), 0.0, 0.0, MAX_GAIN), p.pan.smoothed.next());
+            *g = pan_gains(
+                sane(p.gain.smoothed.next(), 0.0, 0.0, MAX_GAIN),
+                p.pan.smoothed.next(),
+            );
         }
         sane(self.params.main_gain.smoothed.next(), 0.0, 0.0, MAX_GAIN)
     }
@@ -168,7 +178,12 @@ impl Plugin for EzAudio {
     }
 
     fn editor(&mut self, _async_executor: AsyncExecutor<Self>) -> Option<Self::Editor> {
-        editor::create(self.params.clone(), self.shared.clone(), self.generator.sender(), self.editor_state.clone())
+        editor::create(
+            self.params.clone(),
+            self.shared.clone(),
+            self.generator.sender(),
+            self.editor_state.clone(),
+        )
     }
 
     fn activate(
@@ -182,9 +197,12 @@ impl Plugin for EzAudio {
             return false;
         }
         self.sample_rate = rate;
-        self.alloc_probe = cfg!(feature = "test_alloc_probe") && std::env::var_os("EZAUDIO_TEST_ALLOC_IN_PROCESS").is_some();
+        self.alloc_probe = cfg!(feature = "test_alloc_probe")
+            && std::env::var_os("EZAUDIO_TEST_ALLOC_IN_PROCESS").is_some();
         // Main thread: resample and publish every pad's clip at this rate before audio runs.
-        self.shared.host_rate.store(rate.round() as u32, Ordering::SeqCst);
+        self.shared
+            .host_rate
+            .store(rate.round() as u32, Ordering::SeqCst);
         // The capture buffer, allocated here (10 s at this rate) so process() never allocates.
         let capture = {
             let mut slot = self.shared.capture.lock();
@@ -194,9 +212,17 @@ impl Plugin for EzAudio {
             }
         };
         let longest = self.shared.store.with(|b| {
-            b.pads.iter().filter(|p| p.control.follow_sidechain).map(|p| p.settings.seconds).fold(0.0f32, f32::max)
+            b.pads
+                .iter()
+                .filter(|p| p.control.follow_sidechain)
+                .map(|p| p.settings.seconds)
+                .fold(0.0f32, f32::max)
         });
-        capture.set_limit_seconds(if longest > 0.0 { longest } else { capture::CAPTURE_SECONDS });
+        capture.set_limit_seconds(if longest > 0.0 {
+            longest
+        } else {
+            capture::CAPTURE_SECONDS
+        });
         self.recorder.set_buffer(capture);
         self.shared.publish_all();
         true
@@ -218,9 +244,19 @@ impl Plugin for EzAudio {
         }
         {
             let transport = context.transport();
-            let sidechain = aux.inputs.get(layout::SIDECHAIN_PORT).map(|b| b.as_slice_immutable()).unwrap_or(&[]);
+            let sidechain = aux
+                .inputs
+                .get(layout::SIDECHAIN_PORT)
+                .map(|b| b.as_slice_immutable())
+                .unwrap_or(&[]);
             let (playing, position) = (transport.playing, transport.pos_samples());
-            self.recorder.process(self.params.capture.value(), sidechain, buffer.samples(), playing, position);
+            self.recorder.process(
+                self.params.capture.value(),
+                sidechain,
+                buffer.samples(),
+                playing,
+                position,
+            );
         }
         let audition = self.shared.audition.swap(0, Ordering::Relaxed);
         for pad in (0..PAD_COUNT).filter(|p| audition & (1 << p) != 0) {
@@ -261,8 +297,11 @@ impl ClapPlugin for EzAudio {
         Some("Text-to-audio instrument: type a sound, generate it locally, play it from MIDI");
     const CLAP_MANUAL_URL: Option<&'static str> = None;
     const CLAP_SUPPORT_URL: Option<&'static str> = None;
-    const CLAP_FEATURES: &'static [ClapFeature] =
-        &[ClapFeature::Instrument, ClapFeature::Sampler, ClapFeature::Stereo];
+    const CLAP_FEATURES: &'static [ClapFeature] = &[
+        ClapFeature::Instrument,
+        ClapFeature::Sampler,
+        ClapFeature::Stereo,
+    ];
 }
 
 impl Vst3Plugin for EzAudio {

@@ -18,7 +18,11 @@ pub type PadGains = [[f32; 2]; PAD_COUNT];
 /// linearly (hard left = left only).
 #[inline]
 pub fn pan_gains(gain: f32, pan: f32) -> [f32; 2] {
-    let pan = if pan.is_nan() { 0.0 } else { pan.clamp(-1.0, 1.0) };
+    let pan = if pan.is_nan() {
+        0.0
+    } else {
+        pan.clamp(-1.0, 1.0)
+    };
     [gain * (1.0 - pan).min(1.0), gain * (1.0 + pan).min(1.0)]
 }
 
@@ -29,7 +33,10 @@ pub struct Sampler {
 
 impl Default for Sampler {
     fn default() -> Self {
-        Self { voices: std::array::from_fn(|_| Voice::default()), next_age: 0 }
+        Self {
+            voices: std::array::from_fn(|_| Voice::default()),
+            next_age: 0,
+        }
     }
 }
 
@@ -38,7 +45,11 @@ impl Sampler {
     /// [`POLYPHONY`] the oldest released voice (else the oldest voice) is faded out.
     pub fn note_on(&mut self, start: VoiceStart, buffer: PlaybackHandle) {
         if start.choke > 0 {
-            for v in self.voices.iter_mut().filter(|v| v.is_active() && v.choke == start.choke) {
+            for v in self
+                .voices
+                .iter_mut()
+                .filter(|v| v.is_active() && v.choke == start.choke)
+            {
                 v.fade_out();
             }
         }
@@ -95,14 +106,22 @@ impl Sampler {
 
     /// Renders one frame: adds every voice to `main` and to its stem.
     #[inline]
-    pub fn tick(&mut self, gains: &PadGains, main: &mut [f32; 2], stems: &mut [[f32; 2]; PAD_COUNT]) {
+    pub fn tick(
+        &mut self,
+        gains: &PadGains,
+        main: &mut [f32; 2],
+        stems: &mut [[f32; 2]; PAD_COUNT],
+    ) {
         for v in self.voices.iter_mut().filter(|v| v.is_active()) {
             let s = v.next_sample();
             let [gl, gr] = gains[v.pad as usize % PAD_COUNT];
             let (l, r) = (s * gl, s * gr);
             main[0] += l;
             main[1] += r;
-            if let Some(stem) = (v.stem as usize).checked_sub(1).and_then(|i| stems.get_mut(i)) {
+            if let Some(stem) = (v.stem as usize)
+                .checked_sub(1)
+                .and_then(|i| stems.get_mut(i))
+            {
                 stem[0] += l;
                 stem[1] += r;
             }
@@ -125,7 +144,9 @@ impl Sampler {
             .enumerate()
             .min_by(|(_, a), (_, b)| {
                 let fading = |v: &Voice| v.stage != Stage::Fading;
-                (fading(a), a.envelope(), a.age).partial_cmp(&(fading(b), b.envelope(), b.age)).unwrap_or(std::cmp::Ordering::Equal)
+                (fading(a), a.envelope(), a.age)
+                    .partial_cmp(&(fading(b), b.envelope(), b.age))
+                    .unwrap_or(std::cmp::Ordering::Equal)
             })
             .map(|(i, _)| i)
             .unwrap_or(0)
@@ -177,7 +198,10 @@ mod tests {
         let (main, stems) = frame(&mut s);
         assert_eq!(main, [0.25, 0.25]);
         assert_eq!(stems[2], [0.25, 0.25]);
-        assert!(stems.iter().enumerate().all(|(i, st)| i == 2 || *st == [0.0, 0.0]));
+        assert!(stems
+            .iter()
+            .enumerate()
+            .all(|(i, st)| i == 2 || *st == [0.0, 0.0]));
     }
 
     #[test]
@@ -192,7 +216,8 @@ mod tests {
         s.note_off(Some(5));
         s.note_on(start(0, 100, 0, true), r.acquire().unwrap());
         assert_eq!(s.sounding(), POLYPHONY);
-        let stage_of = |s: &Sampler, key: u8| s.voices().iter().find(|v| v.key == key).map(|v| v.stage);
+        let stage_of =
+            |s: &Sampler, key: u8| s.voices().iter().find(|v| v.key == key).map(|v| v.stage);
         assert_eq!(stage_of(&s, 5), Some(Stage::Fading));
         assert_eq!(stage_of(&s, 0), Some(Stage::Playing));
         // Next steal takes the oldest playing voice (key 0).
@@ -215,7 +240,10 @@ mod tests {
         }
         assert_eq!(s.sounding(), POLYPHONY);
         assert_eq!(s.active(), POOL);
-        assert!(s.voices().iter().any(|v| v.key == (199 % 128) as u8 && v.stage == Stage::Playing));
+        assert!(s
+            .voices()
+            .iter()
+            .any(|v| v.key == (199 % 128) as u8 && v.stage == Stage::Playing));
     }
 
     #[test]
@@ -226,7 +254,7 @@ mod tests {
         s.note_on(start(3, 40, 0, false), r.acquire().unwrap()); // kick, no group
         frame(&mut s);
         s.note_on(start(1, 37, 1, false), r.acquire().unwrap()); // closed hat chokes group 1
-        // The fade starts at full level and ramps down over fade_len (4) frames.
+                                                                 // The fade starts at full level and ramps down over fade_len (4) frames.
         let levels: Vec<f32> = (0..4).map(|_| frame(&mut s).1[0][0]).collect();
         assert_eq!(levels, vec![1.0, 0.75, 0.5, 0.25]);
         let (_, stems) = frame(&mut s);
@@ -251,7 +279,13 @@ mod tests {
         assert_eq!(stems[0], [1.0, 1.0]);
         assert_eq!(stems[1], [0.0, 0.0]);
         // Auditions (no key) ignore note-offs even for a wildcard.
-        s.note_on(VoiceStart { key: NO_KEY, ..start(2, 0, 0, false) }, r.acquire().unwrap());
+        s.note_on(
+            VoiceStart {
+                key: NO_KEY,
+                ..start(2, 0, 0, false)
+            },
+            r.acquire().unwrap(),
+        );
         s.note_off(None);
         assert_eq!(frame(&mut s).1[2], [1.0, 1.0]);
     }

@@ -89,38 +89,94 @@ impl PadParams {
             .with_unit(" dB")
             .with_value_to_string(formatters::v2s_f32_gain_to_db(1))
             .with_string_to_value(formatters::s2v_f32_gain_to_db()),
-            pan: FloatParam::new(format!("Pad {n} Pan"), 0.0, FloatRange::Linear { min: -1.0, max: 1.0 })
-                .with_smoother(SmoothingStyle::Linear(10.0))
-                .with_value_to_string(formatters::v2s_f32_panning())
-                .with_string_to_value(formatters::s2v_f32_panning()),
-            pitch: FloatParam::new(format!("Pad {n} Pitch"), 0.0, FloatRange::Linear { min: -24.0, max: 24.0 })
-                .with_step_size(0.01)
-                .with_unit(" st"),
-            start: FloatParam::new(format!("Pad {n} Start"), 0.0, FloatRange::Linear { min: 0.0, max: 1.0 })
-                .with_unit(" %")
-                .with_value_to_string(formatters::v2s_f32_percentage(1))
-                .with_string_to_value(formatters::s2v_f32_percentage()),
-            end: FloatParam::new(format!("Pad {n} End"), 1.0, FloatRange::Linear { min: 0.0, max: 1.0 })
-                .with_unit(" %")
-                .with_value_to_string(formatters::v2s_f32_percentage(1))
-                .with_string_to_value(formatters::s2v_f32_percentage()),
+            pan: FloatParam::new(
+                format!("Pad {n} Pan"),
+                0.0,
+                FloatRange::Linear {
+                    min: -1.0,
+                    max: 1.0,
+                },
+            )
+            .with_smoother(SmoothingStyle::Linear(10.0))
+            .with_value_to_string(formatters::v2s_f32_panning())
+            .with_string_to_value(formatters::s2v_f32_panning()),
+            pitch: FloatParam::new(
+                format!("Pad {n} Pitch"),
+                0.0,
+                FloatRange::Linear {
+                    min: -24.0,
+                    max: 24.0,
+                },
+            )
+            .with_step_size(0.01)
+            .with_unit(" st"),
+            start: FloatParam::new(
+                format!("Pad {n} Start"),
+                0.0,
+                FloatRange::Linear { min: 0.0, max: 1.0 },
+            )
+            .with_unit(" %")
+            .with_value_to_string(formatters::v2s_f32_percentage(1))
+            .with_string_to_value(formatters::s2v_f32_percentage()),
+            end: FloatParam::new(
+                format!("Pad {n} End"),
+                1.0,
+                FloatRange::Linear { min: 0.0, max: 1.0 },
+            )
+            .with_unit(" %")
+            .with_value_to_string(formatters::v2s_f32_percentage(1))
+            .with_string_to_value(formatters::s2v_f32_percentage()),
             mode: EnumParam::new(format!("Pad {n} Mode"), PlayMode::OneShot),
             release: FloatParam::new(
                 format!("Pad {n} Release"),
                 50.0,
-                FloatRange::Skewed { min: 1.0, max: 5000.0, factor: FloatRange::skew_factor(-2.0) },
+                FloatRange::Skewed {
+                    min: 1.0,
+                    max: 5000.0,
+                    factor: FloatRange::skew_factor(-2.0),
+                },
             )
             .with_unit(" ms")
             .with_value_to_string(formatters::v2s_f32_rounded(1)),
-            choke: IntParam::new(format!("Pad {n} Choke"), 0, IntRange::Linear { min: 0, max: CHOKE_GROUPS })
-                .with_value_to_string(Arc::new(|v| if v == 0 { "None".into() } else { format!("Group {v}") }))
-                .with_string_to_value(Arc::new(|s| parse_labelled_int(s, "group"))),
-            output: IntParam::new(format!("Pad {n} Output"), n as i32, IntRange::Linear { min: 0, max: PAD_COUNT as i32 })
-                .with_value_to_string(Arc::new(|v| if v == 0 { "None".into() } else { format!("Stem {v}") }))
-                .with_string_to_value(Arc::new(|s| parse_labelled_int(s, "stem"))),
-            note: IntParam::new(format!("Pad {n} Note"), 36 + index as i32, IntRange::Linear { min: 0, max: 127 })
-                .with_value_to_string(formatters::v2s_i32_key_formatter())
-                .with_string_to_value(formatters::s2v_i32_key_formatter()),
+            choke: IntParam::new(
+                format!("Pad {n} Choke"),
+                0,
+                IntRange::Linear {
+                    min: 0,
+                    max: CHOKE_GROUPS,
+                },
+            )
+            .with_value_to_string(Arc::new(|v| {
+                if v == 0 {
+                    "None".into()
+                } else {
+                    format!("Group {v}")
+                }
+            }))
+            .with_string_to_value(Arc::new(|s| parse_labelled_int(s, "group"))),
+            output: IntParam::new(
+                format!("Pad {n} Output"),
+                n as i32,
+                IntRange::Linear {
+                    min: 0,
+                    max: PAD_COUNT as i32,
+                },
+            )
+            .with_value_to_string(Arc::new(|v| {
+                if v == 0 {
+                    "None".into()
+                } else {
+                    format!("Stem {v}")
+                }
+            }))
+            .with_string_to_value(Arc::new(|s| parse_labelled_int(s, "stem"))),
+            note: IntParam::new(
+                format!("Pad {n} Note"),
+                36 + index as i32,
+                IntRange::Linear { min: 0, max: 127 },
+            )
+            .with_value_to_string(formatters::v2s_i32_key_formatter())
+            .with_string_to_value(formatters::s2v_i32_key_formatter()),
         }
     }
 }
@@ -187,8 +243,21 @@ impl EzAudioParams {
     /// The pads' parameters in pad order.
     pub fn pads(&self) -> [&PadParams; PAD_COUNT] {
         [
-            &self.pad1, &self.pad2, &self.pad3, &self.pad4, &self.pad5, &self.pad6, &self.pad7, &self.pad8,
-            &self.pad9, &self.pad10, &self.pad11, &self.pad12, &self.pad13, &self.pad14, &self.pad15,
+            &self.pad1,
+            &self.pad2,
+            &self.pad3,
+            &self.pad4,
+            &self.pad5,
+            &self.pad6,
+            &self.pad7,
+            &self.pad8,
+            &self.pad9,
+            &self.pad10,
+            &self.pad11,
+            &self.pad12,
+            &self.pad13,
+            &self.pad14,
+            &self.pad15,
             &self.pad16,
         ]
     }
@@ -213,10 +282,21 @@ impl EzAudioParams {
             .with_value_to_string(formatters::v2s_f32_gain_to_db(1))
             .with_string_to_value(formatters::s2v_f32_gain_to_db()),
             chromatic: BoolParam::new("Chromatic", false),
-            chromatic_pad: IntParam::new("Chromatic Pad", 1, IntRange::Linear { min: 1, max: PAD_COUNT as i32 }),
-            chromatic_root: IntParam::new("Chromatic Root", 60, IntRange::Linear { min: 0, max: 127 })
-                .with_value_to_string(formatters::v2s_i32_key_formatter())
-                .with_string_to_value(formatters::s2v_i32_key_formatter()),
+            chromatic_pad: IntParam::new(
+                "Chromatic Pad",
+                1,
+                IntRange::Linear {
+                    min: 1,
+                    max: PAD_COUNT as i32,
+                },
+            ),
+            chromatic_root: IntParam::new(
+                "Chromatic Root",
+                60,
+                IntRange::Linear { min: 0, max: 127 },
+            )
+            .with_value_to_string(formatters::v2s_i32_key_formatter())
+            .with_string_to_value(formatters::s2v_i32_key_formatter()),
             capture: BoolParam::new("Capture Sidechain", false),
             pad1: PadParams::new(0),
             pad2: PadParams::new(1),
@@ -255,8 +335,14 @@ mod tests {
         let params = EzAudioParams::new(store);
         for p in params.pads() {
             for v in 0..=PAD_COUNT as i32 {
-                let text = p.output.normalized_value_to_string(p.output.preview_normalized(v), true);
-                assert_eq!(p.output.string_to_normalized_value(&text), Some(p.output.preview_normalized(v)), "{text}");
+                let text = p
+                    .output
+                    .normalized_value_to_string(p.output.preview_normalized(v), true);
+                assert_eq!(
+                    p.output.string_to_normalized_value(&text),
+                    Some(p.output.preview_normalized(v)),
+                    "{text}"
+                );
             }
         }
         assert_eq!(parse_labelled_int(" Group 3 ", "group"), Some(3));

@@ -42,7 +42,13 @@ pub enum Download {
     #[default]
     Idle,
     /// File `index` of `files`, its name and bytes.
-    Running { file: String, index: usize, files: usize, done: u64, total: u64 },
+    Running {
+        file: String,
+        index: usize,
+        files: usize,
+        done: u64,
+        total: u64,
+    },
     Done(String),
     Failed(String),
 }
@@ -81,7 +87,8 @@ pub struct Shared {
 impl Shared {
     /// The shared half and the slots' readers (which go to the audio thread).
     pub fn new(store: Arc<PadStore>) -> (Arc<Self>, Vec<SlotReader>) {
-        let (slots, readers): (Vec<ClipSlot>, Vec<SlotReader>) = (0..PAD_COUNT).map(|_| ClipSlot::new()).unzip();
+        let (slots, readers): (Vec<ClipSlot>, Vec<SlotReader>) =
+            (0..PAD_COUNT).map(|_| ClipSlot::new()).unzip();
         let shared = Arc::new(Self {
             store,
             slots,
@@ -121,7 +128,10 @@ impl Shared {
                         Ok(buffer) => self.slots[pad].publish(Arc::new(buffer)),
                         Err(e) => {
                             self.slots[pad].clear();
-                            self.store.report(format!("Pad {}: cannot play the clip at {rate} Hz: {e}", pad + 1));
+                            self.store.report(format!(
+                                "Pad {}: cannot play the clip at {rate} Hz: {e}",
+                                pad + 1
+                            ));
                         }
                     }
                 }
@@ -146,7 +156,9 @@ impl Shared {
         }
         let mut published = self.published.lock();
         published.next_id += 1;
-        let buffer = clip.to_playback(rate, published.next_id).map_err(|e| e.to_string())?;
+        let buffer = clip
+            .to_playback(rate, published.next_id)
+            .map_err(|e| e.to_string())?;
         self.slots[pad].publish(Arc::new(buffer));
         // Anything but the pad's (serial, rate): the next publish puts the pad's clip back.
         published.pads[pad] = (u64::MAX, rate);

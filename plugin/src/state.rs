@@ -52,7 +52,15 @@ pub struct GenSettings {
 
 impl Default for GenSettings {
     fn default() -> Self {
-        Self { seconds: 10.0, steps: 50, guidance: 5.0, rescale: 0.75, eta: 1.0, seed: 0, seed_locked: false }
+        Self {
+            seconds: 10.0,
+            steps: 50,
+            guidance: 5.0,
+            rescale: 0.75,
+            eta: 1.0,
+            seed: 0,
+            seed_locked: false,
+        }
     }
 }
 
@@ -93,12 +101,23 @@ impl Default for ControlSettings {
 impl ControlSettings {
     /// Repairs values a damaged or hand-edited state may hold.
     pub fn sanitized(mut self) -> Self {
-        self.envelope.retain(|(t, v)| t.is_finite() && v.is_finite() && *t >= 0.0);
-        self.envelope.iter_mut().for_each(|p| p.1 = p.1.clamp(0.0, 1.0));
+        self.envelope
+            .retain(|(t, v)| t.is_finite() && v.is_finite() && *t >= 0.0);
+        self.envelope
+            .iter_mut()
+            .for_each(|p| p.1 = p.1.clamp(0.0, 1.0));
         self.envelope.sort_by(|a, b| a.0.total_cmp(&b.0));
         self.envelope.truncate(crate::capture::MAX_POINTS);
-        self.scale = if self.scale.is_finite() { self.scale.clamp(0.0, 2.0) } else { 1.0 };
-        self.gate = if self.gate.is_finite() { self.gate.clamp(0.0, 0.99) } else { 0.0 };
+        self.scale = if self.scale.is_finite() {
+            self.scale.clamp(0.0, 2.0)
+        } else {
+            1.0
+        };
+        self.gate = if self.gate.is_finite() {
+            self.gate.clamp(0.0, 0.99)
+        } else {
+            0.0
+        };
         self.capture_view.retain(|v| v.is_finite());
         self.capture_view.truncate(crate::capture::VIEW_MAX);
         self
@@ -162,24 +181,43 @@ pub fn decode_clip(value: &Value, notes: &mut Vec<String>) -> Result<Clip, Strin
         .and_then(Value::as_u64)
         .filter(|&r| r > 0 && r <= MAX_RATE as u64)
         .ok_or("clip has no valid sample rate")? as u32;
-    let text = obj.get("samples").and_then(Value::as_str).ok_or("clip has no samples")?;
-    let bytes = B64.decode(text.trim()).map_err(|e| format!("clip samples are not base64 ({e})"))?;
+    let text = obj
+        .get("samples")
+        .and_then(Value::as_str)
+        .ok_or("clip has no samples")?;
+    let bytes = B64
+        .decode(text.trim())
+        .map_err(|e| format!("clip samples are not base64 ({e})"))?;
     if bytes.len() % 4 != 0 {
-        notes.push(format!("clip data has {} stray bytes; ignored", bytes.len() % 4));
+        notes.push(format!(
+            "clip data has {} stray bytes; ignored",
+            bytes.len() % 4
+        ));
     }
-    let mut samples: Vec<f32> =
-        bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let mut samples: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
     if let Some(len) = obj.get("len").and_then(Value::as_u64) {
         if len != samples.len() as u64 {
-            notes.push(format!("clip should have {len} samples, {} were readable", samples.len()));
+            notes.push(format!(
+                "clip should have {len} samples, {} were readable",
+                samples.len()
+            ));
         }
     }
     let bad = samples.iter().filter(|s| !s.is_finite()).count();
     if bad > 0 {
-        samples.iter_mut().filter(|s| !s.is_finite()).for_each(|s| *s = 0.0);
+        samples
+            .iter_mut()
+            .filter(|s| !s.is_finite())
+            .for_each(|s| *s = 0.0);
         notes.push(format!("{bad} non-finite samples replaced by silence"));
     }
-    let meta = match obj.get("meta").map(|m| serde_json::from_value::<ClipMeta>(m.clone())) {
+    let meta = match obj
+        .get("meta")
+        .map(|m| serde_json::from_value::<ClipMeta>(m.clone()))
+    {
         Some(Ok(meta)) => meta,
         Some(Err(e)) => {
             notes.push(format!("clip recipe unreadable ({e})"));
@@ -236,7 +274,9 @@ pub fn decode_pad(index: usize, text: &str, messages: &mut Vec<String>) -> Loade
     if let Some(c) = obj.get("control").filter(|c| !c.is_null()) {
         match serde_json::from_value::<ControlSettings>(c.clone()) {
             Ok(c) => pad.control = c.sanitized(),
-            Err(e) => messages.push(format!("{name}: control settings unreadable ({e}); defaults used")),
+            Err(e) => messages.push(format!(
+                "{name}: control settings unreadable ({e}); defaults used"
+            )),
         }
     }
     let mut notes = Vec::new();
@@ -252,22 +292,31 @@ pub fn decode_pad(index: usize, text: &str, messages: &mut Vec<String>) -> Loade
         None | Some(Value::Null) => {}
         Some(Value::Array(items)) => {
             for (k, item) in items.iter().enumerate() {
-                let meta = item.get("meta").and_then(|m| serde_json::from_value::<ClipMeta>(m.clone()).ok());
+                let meta = item
+                    .get("meta")
+                    .and_then(|m| serde_json::from_value::<ClipMeta>(m.clone()).ok());
                 let clip = match item.get("clip") {
                     None | Some(Value::Null) => None,
                     Some(c) => match decode_clip(c, &mut notes) {
                         Ok(clip) => Some(clip),
                         Err(e) => {
-                            messages.push(format!("{name}: history entry {} audio lost: {e}", k + 1));
+                            messages
+                                .push(format!("{name}: history entry {} audio lost: {e}", k + 1));
                             None
                         }
                     },
                 };
-                messages.extend(notes.drain(..).map(|n| format!("{name}: history {}: {n}", k + 1)));
+                messages.extend(
+                    notes
+                        .drain(..)
+                        .map(|n| format!("{name}: history {}: {n}", k + 1)),
+                );
                 match (meta, clip) {
                     (Some(meta), clip) => pad.history.push((meta, clip)),
                     (None, Some(clip)) => pad.history.push((clip.meta.clone(), Some(clip))),
-                    (None, None) => messages.push(format!("{name}: history entry {} unreadable", k + 1)),
+                    (None, None) => {
+                        messages.push(format!("{name}: history entry {} unreadable", k + 1))
+                    }
                 }
             }
         }
@@ -300,13 +349,21 @@ pub fn decode_version(text: Option<&String>, messages: &mut Vec<String>) -> u32 
 /// tests and tools to put known clips into a plugin without running the model.
 ///
 /// `pads[i]` fills pad `i`; `params` are plain (unnormalised) values by parameter id.
-pub fn build_clap_state(pads: &[PadRecord], params: &[(&str, nice_plug::plugin::ParamValue)]) -> Vec<u8> {
+pub fn build_clap_state(
+    pads: &[PadRecord],
+    params: &[(&str, nice_plug::plugin::ParamValue)],
+) -> Vec<u8> {
     let mut state = nice_plug::plugin::PluginState {
         version: env!("CARGO_PKG_VERSION").to_string(),
-        params: params.iter().map(|(id, v)| (id.to_string(), v.clone())).collect(),
+        params: params
+            .iter()
+            .map(|(id, v)| (id.to_string(), v.clone()))
+            .collect(),
         fields: Default::default(),
     };
-    state.fields.insert(VERSION_KEY.into(), STATE_VERSION.to_string());
+    state
+        .fields
+        .insert(VERSION_KEY.into(), STATE_VERSION.to_string());
     for (i, pad) in pads.iter().enumerate().take(PAD_COUNT) {
         if let Ok(json) = serde_json::to_string(pad) {
             state.fields.insert(pad_key(i), json);
@@ -323,7 +380,15 @@ mod tests {
     use super::*;
 
     fn clip(samples: Vec<f32>) -> Clip {
-        Clip::new(samples, 24_000, ClipMeta { prompt: "dog bark".into(), seed: 7, ..Default::default() })
+        Clip::new(
+            samples,
+            24_000,
+            ClipMeta {
+                prompt: "dog bark".into(),
+                seed: 7,
+                ..Default::default()
+            },
+        )
     }
 
     fn roundtrip(record: &PadRecord) -> (LoadedPad, Vec<String>) {
@@ -334,13 +399,31 @@ mod tests {
 
     #[test]
     fn clip_roundtrip_is_bit_exact() {
-        let samples = vec![0.0, -0.0, 1.0e-38, f32::MIN_POSITIVE, -0.123_456_79, 0.999_999_9, f32::EPSILON];
+        let samples = vec![
+            0.0,
+            -0.0,
+            1.0e-38,
+            f32::MIN_POSITIVE,
+            -0.123_456_79,
+            0.999_999_9,
+            f32::EPSILON,
+        ];
         let record = PadRecord {
             prompt: "rain".into(),
             negative: "music".into(),
-            settings: GenSettings { seed: 42, seed_locked: true, ..Default::default() },
+            settings: GenSettings {
+                seed: 42,
+                seed_locked: true,
+                ..Default::default()
+            },
             clip: Some(ClipRecord::from_clip(&clip(samples.clone()))),
-            history: vec![HistoryRecord { meta: ClipMeta { seed: 1, ..Default::default() }, clip: None }],
+            history: vec![HistoryRecord {
+                meta: ClipMeta {
+                    seed: 1,
+                    ..Default::default()
+                },
+                clip: None,
+            }],
             control: ControlSettings {
                 follow_sidechain: true,
                 envelope: vec![(0.0, 0.0), (0.5, 1.0)],
@@ -354,7 +437,14 @@ mod tests {
         let bits = |v: &[f32]| v.iter().map(|s| s.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&got.samples), bits(&samples));
         assert_eq!(got.meta.prompt, "dog bark");
-        assert_eq!((pad.prompt.as_str(), pad.negative.as_str(), pad.settings.seed), ("rain", "music", 42));
+        assert_eq!(
+            (
+                pad.prompt.as_str(),
+                pad.negative.as_str(),
+                pad.settings.seed
+            ),
+            ("rain", "music", 42)
+        );
         assert_eq!(pad.history.len(), 1);
         assert_eq!(pad.history[0].0.seed, 1);
         assert_eq!(pad.control, record.control);
@@ -363,7 +453,11 @@ mod tests {
     #[test]
     fn states_without_control_load_with_defaults() {
         let mut msgs = Vec::new();
-        let pad = decode_pad(0, r#"{"prompt": "rain", "settings": {"seconds": 4.0}}"#, &mut msgs);
+        let pad = decode_pad(
+            0,
+            r#"{"prompt": "rain", "settings": {"seconds": 4.0}}"#,
+            &mut msgs,
+        );
         assert!(msgs.is_empty(), "{msgs:?}");
         assert_eq!(pad.control, ControlSettings::default());
         let bad = r#"{"control": {"envelope": [[1.0, 3.0], [0.5, 0.2]], "scale": 1e9}}"#;
@@ -375,7 +469,9 @@ mod tests {
     #[test]
     fn damaged_pads_load_what_they_can() {
         let mut msgs = Vec::new();
-        assert!(decode_pad(2, "{\"prompt\": \"ha", &mut msgs).prompt.is_empty());
+        assert!(decode_pad(2, "{\"prompt\": \"ha", &mut msgs)
+            .prompt
+            .is_empty());
         assert!(msgs[0].starts_with("Pad 3: unreadable"), "{msgs:?}");
 
         // Truncated sample block, wrong settings type, NaNs: prompt and readable audio survive.
@@ -409,7 +505,10 @@ mod tests {
 
     #[test]
     fn clap_blob_has_length_prefix_and_fields() {
-        let blob = build_clap_state(&[PadRecord::default()], &[("pad1_pitch", nice_plug::plugin::ParamValue::F32(12.0))]);
+        let blob = build_clap_state(
+            &[PadRecord::default()],
+            &[("pad1_pitch", nice_plug::plugin::ParamValue::F32(12.0))],
+        );
         let len = u64::from_le_bytes(blob[..8].try_into().unwrap()) as usize;
         assert_eq!(len, blob.len() - 8);
         let state: nice_plug::plugin::PluginState = serde_json::from_slice(&blob[8..]).unwrap();

@@ -76,7 +76,12 @@ impl PadStore {
 
     /// The pad's clip and its serial, for publishing.
     pub fn clip(&self, pad: usize) -> (u64, Option<Arc<Clip>>) {
-        self.with(|b| b.pads.get(pad).map(|p| (p.serial, p.clip.clone())).unwrap_or((0, None)))
+        self.with(|b| {
+            b.pads
+                .get(pad)
+                .map(|p| (p.serial, p.clip.clone()))
+                .unwrap_or((0, None))
+        })
     }
 
     /// Makes `clip` the pad's current clip; the previous one moves to the history.
@@ -85,7 +90,14 @@ impl PadStore {
             let serial = b.serial();
             let Some(p) = b.pads.get_mut(pad) else { return };
             if let Some(old) = p.clip.take() {
-                p.history.insert(0, HistoryItem { meta: old.meta.clone(), clip: Some(old), serial: p.serial });
+                p.history.insert(
+                    0,
+                    HistoryItem {
+                        meta: old.meta.clone(),
+                        clip: Some(old),
+                        serial: p.serial,
+                    },
+                );
                 p.history.truncate(HISTORY_LEN);
             }
             p.clip = Some(Arc::new(clip));
@@ -99,11 +111,22 @@ impl PadStore {
     pub fn restore(&self, pad: usize, index: usize) -> bool {
         let done = self.with(|b| {
             let serial = b.serial();
-            let Some(p) = b.pads.get_mut(pad) else { return false };
-            let Some(clip) = p.history.get(index).and_then(|h| h.clip.clone()) else { return false };
+            let Some(p) = b.pads.get_mut(pad) else {
+                return false;
+            };
+            let Some(clip) = p.history.get(index).and_then(|h| h.clip.clone()) else {
+                return false;
+            };
             let item = p.history.remove(index);
             if let Some(old) = p.clip.take() {
-                p.history.insert(0, HistoryItem { meta: old.meta.clone(), clip: Some(old), serial: p.serial });
+                p.history.insert(
+                    0,
+                    HistoryItem {
+                        meta: old.meta.clone(),
+                        clip: Some(old),
+                        serial: p.serial,
+                    },
+                );
             }
             p.clip = Some(clip);
             p.serial = item.serial.max(serial);
@@ -136,7 +159,10 @@ impl PadStore {
             history: p
                 .history
                 .iter()
-                .map(|h| HistoryRecord { meta: h.meta.clone(), clip: h.clip.as_deref().map(ClipRecord::from_clip) })
+                .map(|h| HistoryRecord {
+                    meta: h.meta.clone(),
+                    clip: h.clip.as_deref().map(ClipRecord::from_clip),
+                })
                 .collect(),
             control: p.control.clone(),
         }
@@ -172,7 +198,10 @@ unsafe impl Params for PadStore {
 
     fn serialize_fields(&self) -> BTreeMap<String, String> {
         let mut fields = BTreeMap::new();
-        fields.insert(state::VERSION_KEY.to_string(), state::STATE_VERSION.to_string());
+        fields.insert(
+            state::VERSION_KEY.to_string(),
+            state::STATE_VERSION.to_string(),
+        );
         self.with(|b| {
             for (i, p) in b.pads.iter().enumerate() {
                 if let Ok(json) = serde_json::to_string(&Self::to_record(p)) {
@@ -191,7 +220,10 @@ unsafe impl Params for PadStore {
                 Some(text) => state::decode_pad(i, text, &mut messages),
                 None => {
                     if version >= 1 {
-                        messages.push(format!("Pad {}: missing from the saved state; left empty", i + 1));
+                        messages.push(format!(
+                            "Pad {}: missing from the saved state; left empty",
+                            i + 1
+                        ));
                     }
                     Default::default()
                 }
@@ -204,7 +236,11 @@ unsafe impl Params for PadStore {
                     .history
                     .into_iter()
                     .take(HISTORY_LEN)
-                    .map(|(meta, clip)| HistoryItem { meta, clip: clip.map(Arc::new), serial: 0 })
+                    .map(|(meta, clip)| HistoryItem {
+                        meta,
+                        clip: clip.map(Arc::new),
+                        serial: 0,
+                    })
                     .collect();
                 // Newest first in the list: the oldest gets the smallest serial.
                 for h in history.iter_mut().rev() {
@@ -235,7 +271,14 @@ mod tests {
     use super::*;
 
     fn clip(seed: u64, len: usize) -> Clip {
-        Clip::new(vec![seed as f32 / 100.0; len], 24_000, ClipMeta { seed, ..Default::default() })
+        Clip::new(
+            vec![seed as f32 / 100.0; len],
+            24_000,
+            ClipMeta {
+                seed,
+                ..Default::default()
+            },
+        )
     }
 
     #[test]
@@ -251,7 +294,10 @@ mod tests {
         assert!(store.restore(3, 0));
         let (s1, cur) = store.clip(3);
         assert_eq!(cur.unwrap().meta.seed, 1);
-        assert_ne!(s1, s2, "restoring changes the serial so it gets republished");
+        assert_ne!(
+            s1, s2,
+            "restoring changes the serial so it gets republished"
+        );
         assert_eq!(store.with(|b| b.pads[3].history[0].meta.seed), 2);
         assert!(!store.restore(3, 5));
     }
@@ -269,7 +315,8 @@ mod tests {
         for s in 0..4 {
             store.set_clip(1, clip(100 + s, big));
         }
-        let kept: Vec<bool> = store.with(|b| b.pads[1].history.iter().map(|h| h.clip.is_some()).collect());
+        let kept: Vec<bool> =
+            store.with(|b| b.pads[1].history.iter().map(|h| h.clip.is_some()).collect());
         assert_eq!(kept, vec![true, true, false]);
         assert!(store.with(|b| b.pads[0].history.iter().all(|h| h.clip.is_none())));
     }
@@ -283,10 +330,17 @@ mod tests {
         let fields = store.serialize_fields();
         let other = PadStore::default();
         other.deserialize_fields(&fields);
-        assert!(other.load_messages().is_empty(), "{:?}", other.load_messages());
+        assert!(
+            other.load_messages().is_empty(),
+            "{:?}",
+            other.load_messages()
+        );
         assert_eq!(other.clip(5).1.unwrap().samples, vec![0.04; 50]);
         assert_eq!(other.with(|b| b.pads[5].prompt.clone()), "thunder");
-        assert_eq!(other.with(|b| b.pads[5].history[0].clip.as_ref().unwrap().samples.len()), 100);
+        assert_eq!(
+            other.with(|b| b.pads[5].history[0].clip.as_ref().unwrap().samples.len()),
+            100
+        );
         assert_eq!(other.serialize_fields(), fields);
 
         // A damaged pad is reported; the others load.

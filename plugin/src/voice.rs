@@ -112,7 +112,11 @@ impl Voice {
         let len = buffer.len();
         let end = s.end.min(len);
         let start = s.start.min(end);
-        self.stage = if start < end && s.ratio.is_finite() && s.ratio > 0.0 { Stage::Playing } else { Stage::Idle };
+        self.stage = if start < end && s.ratio.is_finite() && s.ratio > 0.0 {
+            Stage::Playing
+        } else {
+            Stage::Idle
+        };
         self.pad = s.pad;
         self.key = s.key;
         self.gate = s.gate;
@@ -131,7 +135,11 @@ impl Voice {
         self.fade_in_done = 0;
         self.env = 1.0;
         self.env_step = 0.0;
-        self.buffer = if self.stage == Stage::Idle { None } else { Some(buffer) };
+        self.buffer = if self.stage == Stage::Idle {
+            None
+        } else {
+            Some(buffer)
+        };
     }
 
     /// Gate note-off: ramp to silence over the release time.
@@ -173,7 +181,11 @@ impl Voice {
         let i = self.pos.floor();
         let frac = (self.pos - i) as f32;
         let i = i as usize;
-        let value = if frac == 0.0 { x[i] } else { hermite(x, i, frac) };
+        let value = if frac == 0.0 {
+            x[i]
+        } else {
+            hermite(x, i, frac)
+        };
 
         let mut gain = self.velocity * self.env;
         if self.fade_in_done < self.fade_in_len {
@@ -276,7 +288,14 @@ mod tests {
         let x: Vec<f32> = (0..100).map(|k| k as f32 / 100.0).collect();
         let (_slot, h) = handle(x);
         let mut v = Voice::default();
-        v.start(VoiceStart { ratio: 2.0, ..start(100) }, h, 0);
+        v.start(
+            VoiceStart {
+                ratio: 2.0,
+                ..start(100)
+            },
+            h,
+            0,
+        );
         let out: Vec<f32> = (0..10).map(|_| v.next_sample()).collect();
         for (k, o) in out.iter().enumerate() {
             assert_eq!(*o, (2 * k) as f32 / 100.0);
@@ -287,7 +306,15 @@ mod tests {
     fn trimmed_start_fades_in_and_release_ramps_down() {
         let (_slot, h) = handle(vec![1.0; 100]);
         let mut v = Voice::default();
-        v.start(VoiceStart { start: 10, gate: true, ..start(100) }, h, 0);
+        v.start(
+            VoiceStart {
+                start: 10,
+                gate: true,
+                ..start(100)
+            },
+            h,
+            0,
+        );
         let a: Vec<f32> = (0..5).map(|_| v.next_sample()).collect();
         assert_eq!(a, vec![0.0, 0.25, 0.5, 0.75, 1.0]);
         v.release();

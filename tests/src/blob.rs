@@ -37,7 +37,10 @@ pub fn state_blob(pads: &[(usize, Value)], params: &[(&str, Value)]) -> Vec<u8> 
     for (i, pad) in pads {
         fields.insert(format!("pad{}", i + 1), Value::String(pad.to_string()));
     }
-    let params: serde_json::Map<String, Value> = params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let params: serde_json::Map<String, Value> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     let state = json!({"version": "0.1.0", "params": params, "fields": fields});
     with_length(state.to_string().as_bytes())
 }
@@ -57,9 +60,15 @@ pub fn parse_state(blob: &[u8]) -> Value {
 /// Decodes pad `index`'s clip samples from a saved state (None if absent).
 pub fn saved_clip(blob: &[u8], index: usize) -> Option<Vec<f32>> {
     let state = parse_state(blob);
-    let pad: Value = serde_json::from_str(state["fields"][format!("pad{}", index + 1)].as_str()?).ok()?;
+    let pad: Value =
+        serde_json::from_str(state["fields"][format!("pad{}", index + 1)].as_str()?).ok()?;
     let bytes = B64.decode(pad["clip"]["samples"].as_str()?).ok()?;
-    Some(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+    Some(
+        bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    )
 }
 
 pub fn f32_param(v: f32) -> Value {
@@ -84,7 +93,11 @@ pub fn test_clip(len: usize, seed: u32) -> Vec<f32> {
             x ^= x >> 17;
             x ^= x << 5;
             let v = (x >> 8) as f32 / (1u32 << 24) as f32 - 0.5;
-            if v == 0.0 { 0.25 } else { v }
+            if v == 0.0 {
+                0.25
+            } else {
+                v
+            }
         })
         .collect()
 }

@@ -19,7 +19,9 @@ pub fn workspace_root() -> PathBuf {
 
 /// Cargo's target folder, honouring `CARGO_TARGET_DIR` like cargo itself.
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 /// The bundle under test: `EZAUDIO_CLAP_BUNDLE`, else `<target>/bundled/EzAudio.clap`.
@@ -65,10 +67,20 @@ pub struct Note {
 
 impl Note {
     pub fn on(at: u32, key: u8, velocity: f64) -> Self {
-        Self { at, key, velocity, on: true }
+        Self {
+            at,
+            key,
+            velocity,
+            on: true,
+        }
     }
     pub fn off(at: u32, key: u8) -> Self {
-        Self { at, key, velocity: 0.0, on: false }
+        Self {
+            at,
+            key,
+            velocity: 0.0,
+            on: false,
+        }
     }
 }
 
@@ -89,9 +101,13 @@ impl PluginUnderTest {
         let host_info = HostInfo::new("ezaudio-tests", "EzAudio", "https://example.invalid", "0.1")
             .map_err(|e| format!("{e:?}"))?;
         let id = CString::new(PLUGIN_ID).map_err(|e| e.to_string())?;
-        let instance = PluginInstance::<TestHost>::new(|_| TestHostShared, |_| (), &entry, &id, &host_info)
-            .map_err(|e| format!("cannot instantiate {PLUGIN_ID}: {e:?}"))?;
-        Ok(Self { instance, _entry: entry })
+        let instance =
+            PluginInstance::<TestHost>::new(|_| TestHostShared, |_| (), &entry, &id, &host_info)
+                .map_err(|e| format!("cannot instantiate {PLUGIN_ID}: {e:?}"))?;
+        Ok(Self {
+            instance,
+            _entry: entry,
+        })
     }
 
     /// Plugin descriptor ids found in the bundle's factory.
@@ -122,27 +138,45 @@ impl PluginUnderTest {
         };
         let mut buffer = AudioPortInfoBuffer::new();
         (0..ports.count(&handle, is_input))
-            .filter_map(|i| ports.get(&handle, i, is_input, &mut buffer).map(|p| p.channel_count))
+            .filter_map(|i| {
+                ports
+                    .get(&handle, i, is_input, &mut buffer)
+                    .map(|p| p.channel_count)
+            })
             .collect()
     }
 
     pub fn save_state(&mut self) -> Result<Vec<u8>, String> {
         let handle = self.instance.plugin_handle();
-        let state = handle.get_extension::<PluginState>().ok_or("no state extension")?;
+        let state = handle
+            .get_extension::<PluginState>()
+            .ok_or("no state extension")?;
         let mut bytes = Vec::new();
-        state.save(&handle, &mut bytes).map_err(|e| format!("{e:?}"))?;
+        state
+            .save(&handle, &mut bytes)
+            .map_err(|e| format!("{e:?}"))?;
         Ok(bytes)
     }
 
     pub fn load_state(&mut self, bytes: &[u8]) -> Result<(), String> {
         let handle = self.instance.plugin_handle();
-        let state = handle.get_extension::<PluginState>().ok_or("no state extension")?;
-        state.load(&handle, &mut &bytes[..]).map_err(|e| format!("{e:?}"))
+        let state = handle
+            .get_extension::<PluginState>()
+            .ok_or("no state extension")?;
+        state
+            .load(&handle, &mut &bytes[..])
+            .map_err(|e| format!("{e:?}"))
     }
 
     /// Activates at `sample_rate` with blocks of at most `block` frames, renders `frames` frames
     /// with `notes`, and deactivates. Blocks are split so every event lands at its exact sample.
-    pub fn render(&mut self, sample_rate: f64, block: u32, frames: u32, notes: &[Note]) -> Result<Render, String> {
+    pub fn render(
+        &mut self,
+        sample_rate: f64,
+        block: u32,
+        frames: u32,
+        notes: &[Note],
+    ) -> Result<Render, String> {
         self.render_with_inputs(sample_rate, block, frames, notes, &[])
     }
 
@@ -162,17 +196,35 @@ impl PluginUnderTest {
         if ports.is_empty() {
             return Err("plugin declares no output ports".into());
         }
-        let config = PluginAudioConfiguration { sample_rate, min_frames_count: 1, max_frames_count: block };
-        let stopped = self.instance.activate(|_, _| (), config).map_err(|e| format!("activate: {e:?}"))?;
-        let mut processor = stopped.start_processing().map_err(|e| format!("start_processing: {e:?}"))?;
+        let config = PluginAudioConfiguration {
+            sample_rate,
+            min_frames_count: 1,
+            max_frames_count: block,
+        };
+        let stopped = self
+            .instance
+            .activate(|_, _| (), config)
+            .map_err(|e| format!("activate: {e:?}"))?;
+        let mut processor = stopped
+            .start_processing()
+            .map_err(|e| format!("start_processing: {e:?}"))?;
 
-        let mut out: Render = ports.iter().map(|&ch| vec![vec![0.0f32; frames as usize]; ch as usize]).collect();
-        let mut scratch: Vec<Vec<Vec<f32>>> =
-            ports.iter().map(|&ch| vec![vec![0.0f32; block as usize]; ch as usize]).collect();
-        let mut output_ports = AudioPorts::with_capacity(ports.iter().sum::<u32>() as usize, ports.len());
-        let mut input_ports = AudioPorts::with_capacity(in_ports.iter().sum::<u32>() as usize, in_ports.len());
-        let mut in_scratch: Vec<Vec<Vec<f32>>> =
-            in_ports.iter().map(|&ch| vec![vec![0.0f32; block as usize]; ch as usize]).collect();
+        let mut out: Render = ports
+            .iter()
+            .map(|&ch| vec![vec![0.0f32; frames as usize]; ch as usize])
+            .collect();
+        let mut scratch: Vec<Vec<Vec<f32>>> = ports
+            .iter()
+            .map(|&ch| vec![vec![0.0f32; block as usize]; ch as usize])
+            .collect();
+        let mut output_ports =
+            AudioPorts::with_capacity(ports.iter().sum::<u32>() as usize, ports.len());
+        let mut input_ports =
+            AudioPorts::with_capacity(in_ports.iter().sum::<u32>() as usize, in_ports.len());
+        let mut in_scratch: Vec<Vec<Vec<f32>>> = in_ports
+            .iter()
+            .map(|&ch| vec![vec![0.0f32; block as usize]; ch as usize])
+            .collect();
         let mut events = EventBuffer::new();
         let mut out_events = EventBuffer::new();
         let mut steady_time = 0u64;
@@ -193,20 +245,29 @@ impl PluginUnderTest {
                 for (c, channel) in port.iter_mut().enumerate() {
                     let given = inputs.get(p).and_then(|port| port.get(c));
                     for (i, s) in channel[..len as usize].iter_mut().enumerate() {
-                        *s = given.and_then(|g| g.get((start + i as u32) as usize)).copied().unwrap_or(0.0);
+                        *s = given
+                            .and_then(|g| g.get((start + i as u32) as usize))
+                            .copied()
+                            .unwrap_or(0.0);
                     }
                 }
             }
-            let input_audio = input_ports.with_input_buffers(in_scratch.iter_mut().map(|port| AudioPortBuffer {
-                latency: 0,
-                channels: AudioPortBufferType::f32_input_only(
-                    port.iter_mut().map(|c| InputChannel::variable(&mut c[..len as usize])),
-                ),
+            let input_audio = input_ports.with_input_buffers(in_scratch.iter_mut().map(|port| {
+                AudioPortBuffer {
+                    latency: 0,
+                    channels: AudioPortBufferType::f32_input_only(
+                        port.iter_mut()
+                            .map(|c| InputChannel::variable(&mut c[..len as usize])),
+                    ),
+                }
             }));
-            let mut output_audio = output_ports.with_output_buffers(scratch.iter_mut().map(|port| AudioPortBuffer {
-                latency: 0,
-                channels: AudioPortBufferType::f32_output_only(port.iter_mut().map(|c| &mut c[..len as usize])),
-            }));
+            let mut output_audio =
+                output_ports.with_output_buffers(scratch.iter_mut().map(|port| AudioPortBuffer {
+                    latency: 0,
+                    channels: AudioPortBufferType::f32_output_only(
+                        port.iter_mut().map(|c| &mut c[..len as usize]),
+                    ),
+                }));
             // Under RealtimeSanitizer (feature `rtsan`) the plugin's process() may not
             // allocate, lock or make blocking calls.
             #[cfg(feature = "rtsan")]
@@ -224,7 +285,8 @@ impl PluginUnderTest {
             processed.map_err(|e| format!("process: {e:?}"))?;
             for (port, scratch_port) in out.iter_mut().zip(&scratch) {
                 for (channel, scratch_channel) in port.iter_mut().zip(scratch_port) {
-                    channel[start as usize..(start + len) as usize].copy_from_slice(&scratch_channel[..len as usize]);
+                    channel[start as usize..(start + len) as usize]
+                        .copy_from_slice(&scratch_channel[..len as usize]);
                 }
             }
             steady_time += len as u64;

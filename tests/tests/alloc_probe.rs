@@ -13,16 +13,24 @@ const CHILD: &str = "EZAUDIO_ALLOC_CHILD";
 fn render_notes() {
     let x = test_clip(9600, 31);
     let pads: Vec<_> = (0..16).map(|i| (i, pad_json(&x, 24_000, "p"))).collect();
-    let params = [("pad2_mode", enum_param("gate")), ("pad3_choke", i32_param(1)), ("pad4_choke", i32_param(1))];
+    let params = [
+        ("pad2_mode", enum_param("gate")),
+        ("pad3_choke", i32_param(1)),
+        ("pad4_choke", i32_param(1)),
+    ];
     let mut plugin = PluginUnderTest::load(&clap_bundle()).expect("load");
-    plugin.load_state(&state_blob(&pads, &params)).expect("state");
+    plugin
+        .load_state(&state_blob(&pads, &params))
+        .expect("state");
     // 48 overlapping notes: stealing, chokes, gate releases, pitch via chromatic-free pads.
     let mut notes = Vec::new();
     for n in 0..48u32 {
         notes.push(Note::on(n * 37, 36 + (n % 16) as u8, 0.8));
         notes.push(Note::off(n * 37 + 500, 36 + (n % 16) as u8));
     }
-    let out = plugin.render(48_000.0, 256, 20_000, &notes).expect("render");
+    let out = plugin
+        .render(48_000.0, 256, 20_000, &notes)
+        .expect("render");
     assert!(out[0][0].iter().any(|&s| s != 0.0));
 }
 
@@ -40,14 +48,24 @@ fn the_allocation_check_is_armed() {
     }
     let run = |probe: bool| {
         let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
-        cmd.args(["--exact", "the_allocation_check_is_armed", "--test-threads=1", "--nocapture"]).env(CHILD, "1");
+        cmd.args([
+            "--exact",
+            "the_allocation_check_is_armed",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env(CHILD, "1");
         if probe {
             cmd.env("EZAUDIO_TEST_ALLOC_IN_PROCESS", "1");
         }
         cmd.output().expect("child runs")
     };
     let clean = run(false);
-    assert!(clean.status.success(), "child without the probe failed: {}", String::from_utf8_lossy(&clean.stderr));
+    assert!(
+        clean.status.success(),
+        "child without the probe failed: {}",
+        String::from_utf8_lossy(&clean.stderr)
+    );
     let probed = run(true);
     let stderr = String::from_utf8_lossy(&probed.stderr);
     assert!(

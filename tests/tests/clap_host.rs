@@ -14,7 +14,10 @@ fn declares_stereo_main_and_sixteen_stereo_stems() {
     let mut plugin = PluginUnderTest::load(&clap_bundle()).expect("load");
     let ports = plugin.output_ports();
     assert_eq!(ports.len(), 17, "main + 16 stems, got {ports:?}");
-    assert!(ports.iter().all(|&c| c == 2), "every port stereo, got {ports:?}");
+    assert!(
+        ports.iter().all(|&c| c == 2),
+        "every port stereo, got {ports:?}"
+    );
 }
 
 #[test]
@@ -24,12 +27,17 @@ fn processes_at_two_rates_and_odd_block_sizes() {
         for block in [1u32, 64, 512, 997] {
             let frames = 2_000;
             let notes = [Note::on(3, 36, 1.0), Note::off(1_500, 36)];
-            let out = plugin.render(rate, block, frames, &notes).unwrap_or_else(|e| panic!("{rate} Hz / {block}: {e}"));
+            let out = plugin
+                .render(rate, block, frames, &notes)
+                .unwrap_or_else(|e| panic!("{rate} Hz / {block}: {e}"));
             assert_eq!(out.len(), 17);
             for port in &out {
                 for channel in port {
                     assert_eq!(channel.len(), frames as usize);
-                    assert!(channel.iter().all(|s| s.is_finite()), "non-finite output at {rate} Hz / {block}");
+                    assert!(
+                        channel.iter().all(|s| s.is_finite()),
+                        "non-finite output at {rate} Hz / {block}"
+                    );
                 }
             }
         }

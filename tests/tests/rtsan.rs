@@ -27,9 +27,15 @@ const CHILD: &str = "EZAUDIO_RTSAN_CHILD";
 fn process_is_realtime_safe_under_rtsan() {
     let x = test_clip(9600, 5);
     let pads: Vec<_> = (0..16).map(|i| (i, pad_json(&x, 24_000, "p"))).collect();
-    let params = [("pad2_mode", enum_param("gate")), ("pad3_choke", i32_param(1)), ("pad4_choke", i32_param(1))];
+    let params = [
+        ("pad2_mode", enum_param("gate")),
+        ("pad3_choke", i32_param(1)),
+        ("pad4_choke", i32_param(1)),
+    ];
     let mut plugin = PluginUnderTest::load(&clap_bundle()).expect("load");
-    plugin.load_state(&state_blob(&pads, &params)).expect("state");
+    plugin
+        .load_state(&state_blob(&pads, &params))
+        .expect("state");
     let mut notes = Vec::new();
     for n in 0..48u32 {
         notes.push(Note::on(n * 37, 36 + (n % 16) as u8, 0.8));
@@ -57,6 +63,10 @@ fn the_sanitizer_is_armed() {
         .output()
         .expect("child runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(43), "build with RTSAN_ENABLE=1 and RTSAN_LIB_PATH; stderr: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(43),
+        "build with RTSAN_ENABLE=1 and RTSAN_LIB_PATH; stderr: {stderr}"
+    );
     assert!(stderr.contains("RealtimeSanitizer"), "{stderr}");
 }

@@ -17,24 +17,40 @@ fn fixtures_dir() -> PathBuf {
     let dir = std::env::var_os("EZAUDIO_FIXTURES")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("../shared/fixtures/ezaudio-ref"));
-    assert!(dir.join("model-tiny/config.yml").is_file(), "fixtures missing at {} (set EZAUDIO_FIXTURES)", dir.display());
-    assert!(dir.join("controlnet/generate.json").is_file(), "ControlNet fixtures missing in {}", dir.display());
+    assert!(
+        dir.join("model-tiny/config.yml").is_file(),
+        "fixtures missing at {} (set EZAUDIO_FIXTURES)",
+        dir.display()
+    );
+    assert!(
+        dir.join("controlnet/generate.json").is_file(),
+        "ControlNet fixtures missing in {}",
+        dir.display()
+    );
     dir
 }
 
 fn pad_state(blob: &[u8], index: usize) -> Value {
     let state = parse_state(blob);
-    state["fields"][format!("pad{}", index + 1)].as_str().and_then(|s| serde_json::from_str(s).ok()).unwrap_or(Value::Null)
+    state["fields"][format!("pad{}", index + 1)]
+        .as_str()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or(Value::Null)
 }
 
 fn in_any(t: f64, bursts: &[(f64, f64)], slack: f64) -> bool {
-    bursts.iter().any(|&(a, b)| t >= a - slack && t <= b + slack)
+    bursts
+        .iter()
+        .any(|&(a, b)| t >= a - slack && t <= b + slack)
 }
 
 #[test]
 fn captured_bursts_steer_the_control_that_reaches_the_model() {
     let fx = fixtures_dir();
-    let gen: Value = serde_json::from_str(&std::fs::read_to_string(fx.join("controlnet/generate.json")).unwrap()).unwrap();
+    let gen: Value = serde_json::from_str(
+        &std::fs::read_to_string(fx.join("controlnet/generate.json")).unwrap(),
+    )
+    .unwrap();
     let seconds = gen["seconds"].as_f64().expect("seconds");
     // The plugin's engine thread reads these when it starts (with the plugin's generation thread).
     std::env::set_var("EZAUDIO_MODEL", fx.join("model-tiny"));
@@ -42,7 +58,10 @@ fn captured_bursts_steer_the_control_that_reaches_the_model() {
     std::env::set_var("EZAUDIO_DEVICE", "cpu");
     std::env::set_var("EZAUDIO_DTYPE", "f32");
 
-    let bursts = [(0.2 * seconds, 0.3 * seconds), (0.65 * seconds, 0.75 * seconds)];
+    let bursts = [
+        (0.2 * seconds, 0.3 * seconds),
+        (0.65 * seconds, 0.75 * seconds),
+    ];
     let frames = ((seconds + 0.2) * RATE) as usize;
     let x = test_clip(frames, 5);
     let side: Vec<f32> = (0..frames)
@@ -58,8 +77,15 @@ fn captured_bursts_steer_the_control_that_reaches_the_model() {
         "control": {"follow_sidechain": true, "scale": 1.0}
     });
     let mut plugin = PluginUnderTest::load(&clap_bundle()).expect("load");
-    plugin.load_state(&state_blob(&[(0, pad)], &[("capture_sidechain", bool_param(true))])).expect("state");
-    plugin.render_with_inputs(RATE, 480, frames as u32, &[], &[vec![side.clone(), side]]).expect("render");
+    plugin
+        .load_state(&state_blob(
+            &[(0, pad)],
+            &[("capture_sidechain", bool_param(true))],
+        ))
+        .expect("state");
+    plugin
+        .render_with_inputs(RATE, 480, frames as u32, &[], &[vec![side.clone(), side]])
+        .expect("render");
 
     let t0 = Instant::now();
     let pad = loop {
@@ -67,13 +93,22 @@ fn captured_bursts_steer_the_control_that_reaches_the_model() {
         if pad["clip"]["meta"]["kind"]["type"] == "controlled" {
             break pad;
         }
-        assert!(t0.elapsed() < Duration::from_secs(300), "no controlled clip after 300 s; pad: {}", pad);
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "no controlled clip after 300 s; pad: {}",
+            pad
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     let kind = &pad["clip"]["meta"]["kind"];
     assert_eq!(kind["control"], "reference");
     let fps = kind["frame_rate"].as_f64().expect("frame_rate");
-    let cond: Vec<f64> = kind["condition"].as_array().expect("condition").iter().map(|v| v.as_f64().unwrap()).collect();
+    let cond: Vec<f64> = kind["condition"]
+        .as_array()
+        .expect("condition")
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
     assert!(!cond.is_empty());
     let shown: Vec<String> = cond.iter().map(|v| format!("{v:.2}")).collect();
     eprintln!("condition at {fps} frames/s: {}", shown.join(" "));
@@ -91,9 +126,16 @@ fn captured_bursts_steer_the_control_that_reaches_the_model() {
         }
     }
     // The clip is the capture's length, and the capture's own loudness view was kept.
-    let len = pad["clip"]["len"].as_u64().unwrap() as f64 / pad["clip"]["sample_rate"].as_u64().unwrap() as f64;
+    let len = pad["clip"]["len"].as_u64().unwrap() as f64
+        / pad["clip"]["sample_rate"].as_u64().unwrap() as f64;
     assert!((len - seconds).abs() < 1e-3, "clip is {len} s");
-    let view = pad["control"]["capture_view"].as_array().expect("capture view");
+    let view = pad["control"]["capture_view"]
+        .as_array()
+        .expect("capture view");
     assert_eq!(view.len(), (seconds * 100.0).round() as usize);
-    assert_eq!(pad["control"]["capture_start"], Value::Null, "no transport: no position");
+    assert_eq!(
+        pad["control"]["capture_start"],
+        Value::Null,
+        "no transport: no position"
+    );
 }

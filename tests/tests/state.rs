@@ -7,7 +7,11 @@ use ezaudio_tests::{clap_bundle, Note, PluginUnderTest};
 const RATE: f64 = 48_000.0;
 
 fn notes() -> Vec<Note> {
-    vec![Note::on(0, 36, 1.0), Note::on(300, 40, 0.7), Note::on(900, 41, 0.5)]
+    vec![
+        Note::on(0, 36, 1.0),
+        Note::on(300, 40, 0.7),
+        Note::on(900, 41, 0.5),
+    ]
 }
 
 fn bits(x: &[f32]) -> Vec<u32> {
@@ -20,29 +24,46 @@ fn saved_state_reproduces_every_clip_bit_for_bit_in_a_fresh_instance() {
     let b: Vec<f32> = test_clip(4800, 12).iter().map(|s| s * 1.0e-3).collect();
     let mut with_history = pad_json(&b, 48_000, "quiet");
     with_history["history"] = serde_json::json!([{"meta": meta("older", 3), "clip": clip_json(&a[..100], 24_000, "older")}]);
-    let blob = state_blob(&[(0, pad_json(&a, 24_000, "loud")), (5, with_history)], &[("pad6_note", i32_param(40))]);
+    let blob = state_blob(
+        &[(0, pad_json(&a, 24_000, "loud")), (5, with_history)],
+        &[("pad6_note", i32_param(40))],
+    );
 
     let mut first = PluginUnderTest::load(&clap_bundle()).expect("load");
     first.load_state(&blob).expect("load state");
     let saved = first.save_state().expect("save");
-    assert_eq!(bits(&saved_clip(&saved, 0).expect("pad 1 clip saved")), bits(&a));
-    assert_eq!(bits(&saved_clip(&saved, 5).expect("pad 6 clip saved")), bits(&b));
+    assert_eq!(
+        bits(&saved_clip(&saved, 0).expect("pad 1 clip saved")),
+        bits(&a)
+    );
+    assert_eq!(
+        bits(&saved_clip(&saved, 5).expect("pad 6 clip saved")),
+        bits(&b)
+    );
     assert!(saved_clip(&saved, 1).is_none());
     let json = parse_state(&saved);
     assert_eq!(json["fields"]["ezaudio_version"], "2");
-    let pad6: serde_json::Value = serde_json::from_str(json["fields"]["pad6"].as_str().unwrap()).unwrap();
+    let pad6: serde_json::Value =
+        serde_json::from_str(json["fields"]["pad6"].as_str().unwrap()).unwrap();
     assert_eq!(pad6["history"][0]["meta"]["prompt"], "older");
     assert_eq!(pad6["history"][0]["clip"]["len"], 100);
 
     let mut second = PluginUnderTest::load(&clap_bundle()).expect("load");
     second.load_state(&saved).expect("load saved state");
-    assert_eq!(second.save_state().expect("save again"), saved, "save -> load -> save is stable");
+    assert_eq!(
+        second.save_state().expect("save again"),
+        saved,
+        "save -> load -> save is stable"
+    );
 
     let one = first.render(RATE, 128, 30_000, &notes()).expect("render");
     let two = second.render(RATE, 128, 30_000, &notes()).expect("render");
     assert!(one[0][0].iter().any(|&s| s != 0.0));
     assert!(one == two, "the reloaded instance sounds the same");
-    assert!(one[6][0][300..1000].iter().any(|&s| s != 0.0), "pad 6 moved to note 40 plays on stem 6");
+    assert!(
+        one[6][0][300..1000].iter().any(|&s| s != 0.0),
+        "pad 6 moved to note 40 plays on stem 6"
+    );
 }
 
 #[test]
@@ -57,7 +78,9 @@ fn states_saved_before_pads_existed_still_load() {
 }
 
 fn plays_pad_one(plugin: &mut PluginUnderTest, x: &[f32]) {
-    let out = plugin.render(RATE, 64, 2000, &[Note::on(10, 36, 1.0)]).expect("render after a bad state");
+    let out = plugin
+        .render(RATE, 64, 2000, &[Note::on(10, 36, 1.0)])
+        .expect("render after a bad state");
     assert!(out.iter().flatten().flatten().all(|s| s.is_finite()));
     assert_eq!(out[1][0][10..1000], x[..990], "pad 1 still plays its clip");
 }
@@ -95,20 +118,48 @@ fn corrupt_truncated_and_random_states_never_crash() {
 
     // Accepted with damage: undamaged pads load, damaged ones load what they can.
     let mut damaged_clip = pad_json(&test_clip(1000, 22), 48_000, "cut");
-    let samples = damaged_clip["clip"]["samples"].as_str().unwrap().to_string();
-    damaged_clip["clip"]["samples"] = serde_json::Value::String(samples[..samples.len() / 2].to_string());
+    let samples = damaged_clip["clip"]["samples"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    damaged_clip["clip"]["samples"] =
+        serde_json::Value::String(samples[..samples.len() / 2].to_string());
     let mut json = parse_state(&state_blob(
         &[(0, pad_json(&x, 48_000, "keep")), (2, damaged_clip)],
-        &[("pad1_pitch", f32_param(1.0e30)), ("pad1_choke", i32_param(-5)), ("pad1_mode", enum_param("nonsense"))],
+        &[
+            ("pad1_pitch", f32_param(1.0e30)),
+            ("pad1_choke", i32_param(-5)),
+            ("pad1_mode", enum_param("nonsense")),
+        ],
     ));
-    json["fields"]["pad2"] = serde_json::Value::String("{\"prompt\": 3, \"clip\": {\"samples\": \"!!!\"}".into());
+    json["fields"]["pad2"] =
+        serde_json::Value::String("{\"prompt\": 3, \"clip\": {\"samples\": \"!!!\"}".into());
     json["fields"]["pad4"] = serde_json::Value::String("[1, 2, 3]".into());
     json["fields"]["ezaudio_version"] = serde_json::Value::String("\"x\"".into());
-    plugin.load_state(&with_length(json.to_string().as_bytes())).expect("partly damaged state loads");
-    let out = plugin.render(RATE, 64, 2000, &[Note::on(10, 36, 1.0), Note::on(10, 38, 1.0)]).expect("render");
+    plugin
+        .load_state(&with_length(json.to_string().as_bytes()))
+        .expect("partly damaged state loads");
+    let out = plugin
+        .render(
+            RATE,
+            64,
+            2000,
+            &[Note::on(10, 36, 1.0), Note::on(10, 38, 1.0)],
+        )
+        .expect("render");
     assert!(out.iter().flatten().flatten().all(|s| s.is_finite()));
-    assert!(out[1][0].iter().any(|&s| s != 0.0), "pad 1 plays (pitch clamped to range)");
-    assert!(out[3][0].iter().any(|&s| s != 0.0), "pad 3 plays the readable half of its clip");
+    assert!(
+        out[1][0].iter().any(|&s| s != 0.0),
+        "pad 1 plays (pitch clamped to range)"
+    );
+    assert!(
+        out[3][0].iter().any(|&s| s != 0.0),
+        "pad 3 plays the readable half of its clip"
+    );
     let saved = plugin.save_state().expect("save after damage");
-    assert_eq!(saved_clip(&saved, 2).map(|c| c.len()), Some(500), "half of the base64 -> 500 samples");
+    assert_eq!(
+        saved_clip(&saved, 2).map(|c| c.len()),
+        Some(500),
+        "half of the base64 -> 500 samples"
+    );
 }

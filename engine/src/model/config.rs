@@ -56,7 +56,8 @@ fn one() -> f64 {
 
 impl EzAudioConfig {
     pub fn from_yaml_str(text: &str, origin: &Path) -> Result<Self> {
-        let cfg: Self = serde_yaml_ng::from_str(text).map_err(|e| Error::config(origin, e.to_string()))?;
+        let cfg: Self =
+            serde_yaml_ng::from_str(text).map_err(|e| Error::config(origin, e.to_string()))?;
         cfg.validate().map_err(|e| match e {
             Error::Unsupported(m) | Error::InvalidInput(m) => Error::config(origin, m),
             other => other,
@@ -81,23 +82,31 @@ impl EzAudioConfig {
         if self.autoencoder.dim != self.model.latent_channels() {
             return Err(Error::InvalidInput(format!(
                 "autoencoder.dim {} differs from model.out_chans {}",
-                self.autoencoder.dim, self.model.latent_channels()
+                self.autoencoder.dim,
+                self.model.latent_channels()
             )));
         }
-        if self.autoencoder.sr == 0 || self.autoencoder.latent_sr == 0 || self.text_encoder.max_length == 0 {
+        if self.autoencoder.sr == 0
+            || self.autoencoder.latent_sr == 0
+            || self.text_encoder.max_length == 0
+        {
             return Err(Error::InvalidInput(
                 "autoencoder.sr, autoencoder.latent_sr and text_encoder.max_length must be positive".into(),
             ));
         }
         if self.autoencoder.scale == 0.0 {
-            return Err(Error::InvalidInput("autoencoder.scale must not be 0".into()));
+            return Err(Error::InvalidInput(
+                "autoencoder.scale must not be 0".into(),
+            ));
         }
         Ok(())
     }
 
     /// Latent frames for `seconds` of audio, as `api/ezaudio.py` computes it (`length * latent_sr`).
     pub fn frames_for_seconds(&self, seconds: f64) -> usize {
-        (seconds * self.autoencoder.latent_sr as f64).round().max(0.0) as usize
+        (seconds * self.autoencoder.latent_sr as f64)
+            .round()
+            .max(0.0) as usize
     }
 
     /// The official EzAudio-L (`ckpts/ezaudio-l.yml`), paired with `google/flan-t5-large`.
@@ -123,7 +132,11 @@ impl EzAudioConfig {
                 scale: 1.0,
                 shift: 0.0,
             },
-            text_encoder: TextEncoderConfig { model: text_encoder.into(), max_length: 100, cfg: Some(0.1) },
+            text_encoder: TextEncoderConfig {
+                model: text_encoder.into(),
+                max_length: 100,
+                cfg: Some(0.1),
+            },
             diff: DdimConfig::ezaudio(),
         }
     }

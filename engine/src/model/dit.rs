@@ -281,7 +281,9 @@ impl MaskDit {
         record: &mut Vec<(String, Tensor)>,
     ) -> Result<Tensor> {
         let mut rec = Recorder::new(record);
-        let prepared = self.model.prepare_context(context, context_mask, &mut rec)?;
+        let prepared = self
+            .model
+            .prepare_context(context, context_mask, &mut rec)?;
         self.model
             .forward(input, timesteps, &prepared, controlnet_skips, &mut rec)
     }

@@ -10,9 +10,16 @@ use candle_core::{DType, Device, Tensor};
 pub fn fixtures_dir() -> PathBuf {
     let dir = match std::env::var_os("EZAUDIO_FIXTURES") {
         Some(p) => PathBuf::from(p),
-        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/ezaudio-ref")),
+        None => PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/fixtures/ezaudio-ref"
+        )),
     };
-    assert!(dir.is_dir(), "fixture folder {} does not exist (set EZAUDIO_FIXTURES)", dir.display());
+    assert!(
+        dir.is_dir(),
+        "fixture folder {} does not exist (set EZAUDIO_FIXTURES)",
+        dir.display()
+    );
     dir
 }
 
@@ -31,30 +38,58 @@ pub fn load(rel: &str) -> HashMap<String, Tensor> {
 
 pub fn read_json(rel: &str) -> serde_json::Value {
     let p = fixture(rel);
-    let s = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
+    let s =
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
     serde_json::from_str(&s).unwrap_or_else(|e| panic!("{} is not JSON: {e}", p.display()))
 }
 
 pub fn get<'a>(map: &'a HashMap<String, Tensor>, name: &str) -> &'a Tensor {
-    map.get(name).unwrap_or_else(|| panic!("fixture tensor '{name}' is missing"))
+    map.get(name)
+        .unwrap_or_else(|| panic!("fixture tensor '{name}' is missing"))
 }
 
 /// `max|port - ref| / max|ref|`, the README's relative error.
 pub fn rel_error(port: &Tensor, reference: &Tensor) -> f32 {
     assert_eq!(port.dims(), reference.dims(), "shape mismatch");
-    let p = port.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let r = reference.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let p = port
+        .to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let r = reference
+        .to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     let max_ref = r.iter().fold(0f32, |m, v| m.max(v.abs()));
     let max_diff = p.iter().zip(&r).fold(0f32, |m, (a, b)| {
         let d = (a - b).abs();
-        if d.is_nan() { f32::INFINITY } else { m.max(d) }
+        if d.is_nan() {
+            f32::INFINITY
+        } else {
+            m.max(d)
+        }
     });
-    if max_ref == 0.0 { max_diff } else { max_diff / max_ref }
+    if max_ref == 0.0 {
+        max_diff
+    } else {
+        max_diff / max_ref
+    }
 }
 
 #[track_caller]
 pub fn assert_close(what: &str, port: &Tensor, reference: &Tensor, tol: f32) {
-    assert_eq!(port.dims(), reference.dims(), "{what}: shape {:?} vs reference {:?}", port.dims(), reference.dims());
+    assert_eq!(
+        port.dims(),
+        reference.dims(),
+        "{what}: shape {:?} vs reference {:?}",
+        port.dims(),
+        reference.dims()
+    );
     let rel = rel_error(port, reference);
     assert!(rel <= tol, "{what}: rel error {rel:e} exceeds {tol:e}");
 }

@@ -28,7 +28,9 @@ pub struct ControlView {
 pub fn normalised_db(rms: &[f32]) -> Vec<f32> {
     let db: Vec<f32> = rms.iter().map(|r| 20.0 * r.max(1e-9).log10()).collect();
     let top = db.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    db.iter().map(|d| ((d - top) / RANGE_DB + 1.0).clamp(0.0, 1.0)).collect()
+    db.iter()
+        .map(|d| ((d - top) / RANGE_DB + 1.0).clamp(0.0, 1.0))
+        .collect()
 }
 
 fn clip_view(clip: &Clip) -> Vec<f32> {
@@ -83,21 +85,37 @@ impl ControlView {
         });
         ui.horizontal(|ui| {
             let l = ui.label("Strength");
-            ui.add(egui::Slider::new(&mut data.control.scale, 0.0..=2.0).fixed_decimals(2)).labelled_by(l.id);
+            ui.add(egui::Slider::new(&mut data.control.scale, 0.0..=2.0).fixed_decimals(2))
+                .labelled_by(l.id);
             let l = ui.label("Noise gate");
-            ui.add(egui::DragValue::new(&mut data.control.gate).range(0.0..=0.5).speed(0.005)).labelled_by(l.id);
+            ui.add(
+                egui::DragValue::new(&mut data.control.gate)
+                    .range(0.0..=0.5)
+                    .speed(0.005),
+            )
+            .labelled_by(l.id);
         });
 
-        let seconds = data.settings.seconds.clamp(capture::MIN_CAPTURE_SECONDS, capture::CAPTURE_SECONDS);
+        let seconds = data
+            .settings
+            .seconds
+            .clamp(capture::MIN_CAPTURE_SECONDS, capture::CAPTURE_SECONDS);
         let width = ui.available_width().clamp(200.0, 620.0);
-        let (rect, response) = ui.allocate_exact_size(egui::vec2(width, 90.0), egui::Sense::click_and_drag());
+        let (rect, response) =
+            ui.allocate_exact_size(egui::vec2(width, 90.0), egui::Sense::click_and_drag());
         let painter = ui.painter_at(rect);
         painter.rect_filled(rect, 3.0, egui::Color32::from_gray(24));
         let to_screen = |t: f32, v: f32| {
-            egui::pos2(rect.left() + t / seconds * rect.width(), rect.bottom() - v.clamp(0.0, 1.0) * rect.height())
+            egui::pos2(
+                rect.left() + t / seconds * rect.width(),
+                rect.bottom() - v.clamp(0.0, 1.0) * rect.height(),
+            )
         };
         let from_screen = |p: egui::Pos2| {
-            (((p.x - rect.left()) / rect.width()).clamp(0.0, 1.0) * seconds, ((rect.bottom() - p.y) / rect.height()).clamp(0.0, 1.0))
+            (
+                ((p.x - rect.left()) / rect.width()).clamp(0.0, 1.0) * seconds,
+                ((rect.bottom() - p.y) / rect.height()).clamp(0.0, 1.0),
+            )
         };
         let curve = |values: &[f32], rate: f32, color: egui::Color32| {
             let pts: Vec<egui::Pos2> = values
@@ -110,22 +128,41 @@ impl ControlView {
         };
         // Captured loudness (orange), the generated clip's loudness (blue) and, for a controlled
         // clip, the condition the model received (green).
-        curve(&normalised_db(&data.control.capture_view), VIEW_HZ, egui::Color32::from_rgb(240, 160, 60));
+        curve(
+            &normalised_db(&data.control.capture_view),
+            VIEW_HZ,
+            egui::Color32::from_rgb(240, 160, 60),
+        );
         if let Some(clip) = &clip {
-            if self.clip_view.as_ref().is_none_or(|(p, s, _)| (*p, *s) != (pad, serial)) {
+            if self
+                .clip_view
+                .as_ref()
+                .is_none_or(|(p, s, _)| (*p, *s) != (pad, serial))
+            {
                 self.clip_view = Some((pad, serial, clip_view(clip)));
             }
             if let Some((_, _, v)) = &self.clip_view {
                 curve(v, VIEW_HZ, egui::Color32::from_rgb(110, 190, 240));
             }
-            if let ClipKind::Controlled { condition, frame_rate, .. } = &clip.meta.kind {
-                curve(condition, frame_rate.max(1.0), egui::Color32::from_rgb(120, 220, 120));
+            if let ClipKind::Controlled {
+                condition,
+                frame_rate,
+                ..
+            } = &clip.meta.kind
+            {
+                curve(
+                    condition,
+                    frame_rate.max(1.0),
+                    egui::Color32::from_rgb(120, 220, 120),
+                );
             }
         }
         // The drawn envelope: click to add, drag to move, right-click to remove.
         let env = &mut data.control.envelope;
         let handle = |i: usize, env: &[(f32, f32)]| to_screen(env[i].0, env[i].1);
-        let near = |p: egui::Pos2, env: &[(f32, f32)]| (0..env.len()).find(|&i| handle(i, env).distance(p) < 7.0);
+        let near = |p: egui::Pos2, env: &[(f32, f32)]| {
+            (0..env.len()).find(|&i| handle(i, env).distance(p) < 7.0)
+        };
         if let Some(p) = response.interact_pointer_pos() {
             if response.drag_started() {
                 self.dragging = near(p, env);
@@ -138,7 +175,10 @@ impl ControlView {
                 let (t, v) = from_screen(p);
                 insert_point(env, t, v);
             }
-            if let Some(i) = self.dragging.filter(|&i| i < env.len() && response.dragged()) {
+            if let Some(i) = self
+                .dragging
+                .filter(|&i| i < env.len() && response.dragged())
+            {
                 let (t, v) = from_screen(p);
                 let lo = if i > 0 { env[i - 1].0 } else { 0.0 };
                 let hi = env.get(i + 1).map(|q| q.0).unwrap_or(seconds);
@@ -152,7 +192,10 @@ impl ControlView {
             let mut pts: Vec<egui::Pos2> = vec![to_screen(0.0, env[0].1)];
             pts.extend((0..env.len()).map(|i| handle(i, env)));
             pts.push(to_screen(seconds, env[env.len() - 1].1));
-            painter.add(egui::Shape::line(pts, egui::Stroke::new(1.0, egui::Color32::WHITE)));
+            painter.add(egui::Shape::line(
+                pts,
+                egui::Stroke::new(1.0, egui::Color32::WHITE),
+            ));
             for i in 0..env.len() {
                 painter.circle_filled(handle(i, env), 4.0, egui::Color32::WHITE);
             }
@@ -162,7 +205,10 @@ impl ControlView {
         });
         ui.horizontal(|ui| {
             let can = !data.control.envelope.is_empty() && !data.prompt.trim().is_empty();
-            if ui.add_enabled(can, egui::Button::new("Generate from envelope")).clicked() {
+            if ui
+                .add_enabled(can, egui::Button::new("Generate from envelope"))
+                .clicked()
+            {
                 let seed = crate::editor::model::random_seed();
                 if let Some(job) = capture::envelope_job(&data, seed) {
                     if let ezaudio_engine::worker::Job::GenerateControlled(c) = &job {
@@ -176,7 +222,10 @@ impl ControlView {
             }
             if let Some(start) = data.control.capture_start {
                 let rate = data.control.capture_rate.max(1) as f64;
-                ui.small(format!("Captured from {:.3} s of the timeline", start as f64 / rate));
+                ui.small(format!(
+                    "Captured from {:.3} s of the timeline",
+                    start as f64 / rate
+                ));
             }
         });
         let seed_changed = data.settings.seed != shared.store.with(|b| b.pads[pad].settings.seed);

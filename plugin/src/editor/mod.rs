@@ -9,9 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
-use nice_plug::editor::dpi::LogicalSize;
 use nice_plug::context::gui::GuiContext;
-use nice_plug_egui::{baseview, create_egui_editor, EguiEditorState, EguiNiceSettings, Frame, NiceEguiApp, RepaintNotifier};
+use nice_plug::editor::dpi::LogicalSize;
+use nice_plug_egui::{
+    baseview, create_egui_editor, EguiEditorState, EguiNiceSettings, Frame, NiceEguiApp,
+    RepaintNotifier,
+};
 
 use crate::generation::Command;
 use crate::layout::PAD_COUNT;
@@ -75,7 +78,10 @@ impl EditorApp {
         });
         let messages = self.shared.store.load_messages();
         if !messages.is_empty() {
-            ui.colored_label(egui::Color32::from_rgb(230, 170, 60), "The saved state was damaged; loaded what could be read:");
+            ui.colored_label(
+                egui::Color32::from_rgb(230, 170, 60),
+                "The saved state was damaged; loaded what could be read:",
+            );
             for m in messages.iter().take(6) {
                 ui.small(m);
             }
@@ -106,7 +112,12 @@ pub fn create(
     state: Arc<EguiEditorState>,
 ) -> Option<nice_plug_egui::EguiEditor<EditorApp>> {
     let app = EditorApp::new(params, shared, commands);
-    create_egui_editor(state, RepaintNotifier::new(), EguiNiceSettings::new().with_tile("EzAudio"), app)
+    create_egui_editor(
+        state,
+        RepaintNotifier::new(),
+        EguiNiceSettings::new().with_tile("EzAudio"),
+        app,
+    )
 }
 
 impl NiceEguiApp for EditorApp {
@@ -143,7 +154,15 @@ impl EditorApp {
         if let Some(clip) = &clip {
             ui.label(model::clip_summary(clip));
             ui.separator();
-            tools::edit(ui, &self.shared, &self.commands, pad, clip, self.spans[pad], &mut self.edit_prompt);
+            tools::edit(
+                ui,
+                &self.shared,
+                &self.commands,
+                pad,
+                clip,
+                self.spans[pad],
+                &mut self.edit_prompt,
+            );
             ui.separator();
             tools::export(ui, &self.shared, pad, clip, &mut self.export);
         }
@@ -152,7 +171,14 @@ impl EditorApp {
         // less frequent workflow, and the clip tools stay next to the waveform they act on.
         ui.separator();
         let setter = self.gui.as_ref().map(|g| g.param_setter());
-        self.control.show(ui, &self.shared, &self.params, setter.as_ref(), &self.commands, pad);
+        self.control.show(
+            ui,
+            &self.shared,
+            &self.params,
+            setter.as_ref(),
+            &self.commands,
+            pad,
+        );
         if let Some(gui) = &self.gui {
             let setter = gui.param_setter();
             panel::pad_params(ui, self.params.pad(pad), &setter);

@@ -16,7 +16,12 @@ use crate::store::PadData;
 /// A fresh random seed (std's per-process random keys, mixed with the clock).
 pub fn random_seed() -> u64 {
     let mut h = RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
     h.finish() >> 32 // short enough to read, type and note down
 }
 
@@ -55,7 +60,11 @@ pub fn progress_view(p: &Progress) -> (Option<f32>, String) {
         Progress::LoadingModel => (Some(0.0), "Loading model...".into()),
         Progress::EncodingText => (Some(0.02), "Encoding prompt...".into()),
         Progress::Step { k, n } => {
-            let f = if *n == 0 { 0.0 } else { (*k as f32 / *n as f32).clamp(0.0, 1.0) };
+            let f = if *n == 0 {
+                0.0
+            } else {
+                (*k as f32 / *n as f32).clamp(0.0, 1.0)
+            };
             (Some(0.05 + 0.9 * f), format!("Step {k}/{n}"))
         }
         Progress::Decoding => (Some(0.97), "Decoding audio...".into()),
@@ -67,7 +76,13 @@ pub fn progress_view(p: &Progress) -> (Option<f32>, String) {
 
 /// One line about a clip: length, seed, steps.
 pub fn clip_summary(clip: &Clip) -> String {
-    format!("{:.2} s, seed {}, {} steps, guidance {}", clip.duration_s(), clip.meta.seed, clip.meta.steps, clip.meta.guidance)
+    format!(
+        "{:.2} s, seed {}, {} steps, guidance {}",
+        clip.duration_s(),
+        clip.meta.seed,
+        clip.meta.steps,
+        clip.meta.guidance
+    )
 }
 
 /// Prompt characters shown on a pad button (it has a fixed size).
@@ -75,9 +90,17 @@ const CAPTION_CHARS: usize = 9;
 
 /// The caption of a pad button: number, then the start of its prompt.
 pub fn pad_caption(index: usize, pad: &PadData) -> String {
-    let prompt = pad.clip.as_ref().map(|c| c.meta.prompt.as_str()).unwrap_or(pad.prompt.as_str());
+    let prompt = pad
+        .clip
+        .as_ref()
+        .map(|c| c.meta.prompt.as_str())
+        .unwrap_or(pad.prompt.as_str());
     let short: String = prompt.chars().take(CAPTION_CHARS).collect();
-    let ellipsis = if prompt.chars().count() > CAPTION_CHARS { "..." } else { "" };
+    let ellipsis = if prompt.chars().count() > CAPTION_CHARS {
+        "..."
+    } else {
+        ""
+    };
     format!("{}\n{short}{ellipsis}", index + 1)
 }
 
@@ -89,10 +112,14 @@ pub fn waveform_envelope(samples: &[f32], columns: usize) -> Vec<(f32, f32)> {
     (0..columns)
         .map(|c| {
             let a = c * samples.len() / columns;
-            let b = ((c + 1) * samples.len() / columns).max(a + 1).min(samples.len());
+            let b = ((c + 1) * samples.len() / columns)
+                .max(a + 1)
+                .min(samples.len());
             samples[a.min(samples.len() - 1)..b]
                 .iter()
-                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &s| (lo.min(s), hi.max(s)))
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &s| {
+                    (lo.min(s), hi.max(s))
+                })
         })
         .collect()
 }
@@ -164,10 +191,18 @@ pub fn progress_caption(p: &Progress, job: &JobView) -> (Option<f32>, String) {
 
 /// The seeds of `count` variations: the pad's seed and the following ones when locked (so
 /// they are reproducible), fresh random ones otherwise.
-pub fn variation_requests(pad: &PadData, count: usize, mut fresh: impl FnMut() -> u64) -> Vec<GenerateParams> {
+pub fn variation_requests(
+    pad: &PadData,
+    count: usize,
+    mut fresh: impl FnMut() -> u64,
+) -> Vec<GenerateParams> {
     (0..count)
         .map(|i| {
-            let seed = if pad.settings.seed_locked { pad.settings.seed.wrapping_add(i as u64) } else { fresh() };
+            let seed = if pad.settings.seed_locked {
+                pad.settings.seed.wrapping_add(i as u64)
+            } else {
+                fresh()
+            };
             let mut r = generate_request(pad, seed);
             r.seed = seed;
             r
@@ -194,7 +229,13 @@ pub const EDIT_BOUNDARY_S: f32 = 2.0;
 
 /// The job for "Regenerate selection": the span of `clip` from `prompt` (the pad's prompt
 /// when empty), with the pad's settings; `seed` is used unless the pad's seed is locked.
-pub fn edit_request(pad: &PadData, clip: Arc<Clip>, span: (f32, f32), prompt: &str, seed: u64) -> Result<EditParams, &'static str> {
+pub fn edit_request(
+    pad: &PadData,
+    clip: Arc<Clip>,
+    span: (f32, f32),
+    prompt: &str,
+    seed: u64,
+) -> Result<EditParams, &'static str> {
     let (start, end) = span;
     let long_enough = end - start >= MIN_EDIT_S; // false for NaN too
     if !long_enough || start < 0.0 {
@@ -209,17 +250,33 @@ pub fn edit_request(pad: &PadData, clip: Arc<Clip>, span: (f32, f32), prompt: &s
         return Err("Type a prompt for the edit");
     }
     gen.seconds = clip.duration_s();
-    Ok(EditParams { source: clip, start_s: start, length_s: end - start, boundary_s: EDIT_BOUNDARY_S, gen })
+    Ok(EditParams {
+        source: clip,
+        start_s: start,
+        length_s: end - start,
+        boundary_s: EDIT_BOUNDARY_S,
+        gen,
+    })
 }
 
 /// What the model strip shows: the status line, and whether to offer a download.
 pub fn model_strip(view: &ModelView) -> (String, Option<String>, bool) {
     let download = match &view.download {
         Download::Idle => None,
-        Download::Running { file, index, files, done, total } => {
+        Download::Running {
+            file,
+            index,
+            files,
+            done,
+            total,
+        } => {
             let name = file.rsplit('/').next().unwrap_or(file);
             Some(if *total > 0 {
-                format!("Downloading {name} ({index}/{files}): {:.0} of {:.0} MB", *done as f64 / 1e6, *total as f64 / 1e6)
+                format!(
+                    "Downloading {name} ({index}/{files}): {:.0} of {:.0} MB",
+                    *done as f64 / 1e6,
+                    *total as f64 / 1e6
+                )
             } else {
                 format!("Downloading {name} ({index}/{files})...")
             })
@@ -230,7 +287,11 @@ pub fn model_strip(view: &ModelView) -> (String, Option<String>, bool) {
     let can_download = view.missing.is_some()
         && view.downloadable.is_some()
         && !matches!(view.download, Download::Running { .. });
-    let line = if view.line.is_empty() { "Model: checking...".to_string() } else { view.line.clone() };
+    let line = if view.line.is_empty() {
+        "Model: checking...".to_string()
+    } else {
+        view.line.clone()
+    };
     (line, download, can_download)
 }
 
@@ -241,25 +302,43 @@ mod tests {
 
     #[test]
     fn seed_lock_and_request() {
-        let mut pad = PadData { prompt: "  rain on a tin roof ".into(), ..Default::default() };
+        let mut pad = PadData {
+            prompt: "  rain on a tin roof ".into(),
+            ..Default::default()
+        };
         pad.settings.seed = 5;
         assert_eq!(generate_request(&pad, 99).seed, 99);
         pad.settings.seed_locked = true;
         let r = generate_request(&pad, 99);
-        assert_eq!((r.seed, r.prompt.as_str(), r.steps), (5, "rain on a tin roof", 50));
+        assert_eq!(
+            (r.seed, r.prompt.as_str(), r.steps),
+            (5, "rain on a tin roof", 50)
+        );
         assert_ne!(random_seed(), random_seed());
     }
 
     #[test]
     fn blockers_and_progress() {
         let pad = PadData::default();
-        assert_eq!(generate_blocker(&pad, &Progress::Idle), Some("Type a prompt first"));
-        let pad = PadData { prompt: "x".into(), ..Default::default() };
-        assert_eq!(generate_blocker(&pad, &Progress::Step { k: 1, n: 2 }), Some("Generating..."));
+        assert_eq!(
+            generate_blocker(&pad, &Progress::Idle),
+            Some("Type a prompt first")
+        );
+        let pad = PadData {
+            prompt: "x".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            generate_blocker(&pad, &Progress::Step { k: 1, n: 2 }),
+            Some("Generating...")
+        );
         assert_eq!(generate_blocker(&pad, &Progress::Failed("x".into())), None);
         let (f, t) = progress_view(&Progress::Step { k: 25, n: 50 });
         assert_eq!((f, t.as_str()), (Some(0.5), "Step 25/50"));
-        assert_eq!(progress_view(&Progress::Failed("engine not available".into())).1, "Failed: engine not available");
+        assert_eq!(
+            progress_view(&Progress::Failed("engine not available".into())).1,
+            "Failed: engine not available"
+        );
     }
 
     #[test]
@@ -267,9 +346,21 @@ mod tests {
         let env = waveform_envelope(&[0.0, 1.0, -1.0, 0.5, 0.25, -0.25], 3);
         assert_eq!(env, vec![(0.0, 1.0), (-1.0, 0.5), (-0.25, 0.25)]);
         assert_eq!(waveform_envelope(&[0.5], 4), vec![(0.5, 0.5); 4]);
-        let pad = PadData { prompt: "a very long prompt about thunder".into(), ..Default::default() };
+        let pad = PadData {
+            prompt: "a very long prompt about thunder".into(),
+            ..Default::default()
+        };
         assert_eq!(pad_caption(0, &pad), "1\na very lo...");
-        let clip = Clip::new(vec![0.0; 24_000], 24_000, ClipMeta { seed: 3, steps: 50, guidance: 5.0, ..Default::default() });
+        let clip = Clip::new(
+            vec![0.0; 24_000],
+            24_000,
+            ClipMeta {
+                seed: 3,
+                steps: 50,
+                guidance: 5.0,
+                ..Default::default()
+            },
+        );
         assert_eq!(clip_summary(&clip), "1.00 s, seed 3, 50 steps, guidance 5");
     }
 
@@ -290,20 +381,35 @@ mod tests {
         c.observe(2, 61.0);
         assert_eq!(c.remaining_s(2, 11, 0), Some(9.0));
         assert_eq!(eta_text(125.4), "2 min 5 s left");
-        let view = JobView { eta_s: Some(3.0), variations: Some((1, 4)) };
+        let view = JobView {
+            eta_s: Some(3.0),
+            variations: Some((1, 4)),
+        };
         let (_, text) = progress_caption(&Progress::Step { k: 2, n: 4 }, &view);
         assert_eq!(text, "Variation 2/4: Step 2/4 - 3 s left");
     }
 
     #[test]
     fn variations_and_edit_requests() {
-        let mut pad = PadData { prompt: "glass".into(), ..Default::default() };
+        let mut pad = PadData {
+            prompt: "glass".into(),
+            ..Default::default()
+        };
         let mut n = 100;
-        let seeds: Vec<u64> = variation_requests(&pad, 4, || { n += 1; n }).iter().map(|r| r.seed).collect();
+        let seeds: Vec<u64> = variation_requests(&pad, 4, || {
+            n += 1;
+            n
+        })
+        .iter()
+        .map(|r| r.seed)
+        .collect();
         assert_eq!(seeds, vec![101, 102, 103, 104]);
         pad.settings.seed = 7;
         pad.settings.seed_locked = true;
-        let seeds: Vec<u64> = variation_requests(&pad, 3, || 0).iter().map(|r| r.seed).collect();
+        let seeds: Vec<u64> = variation_requests(&pad, 3, || 0)
+            .iter()
+            .map(|r| r.seed)
+            .collect();
         assert_eq!(seeds, vec![7, 8, 9]);
 
         assert_eq!(span_from_drag(300.0, 100.0, 400.0, 8.0), Some((2.0, 6.0)));
@@ -313,20 +419,50 @@ mod tests {
 
         let clip = Arc::new(Clip::new(vec![0.0; 48_000], 24_000, ClipMeta::default()));
         let e = edit_request(&pad, clip.clone(), (0.5, 1.25), " a cat ", 3).unwrap();
-        assert_eq!((e.start_s, e.length_s, e.gen.prompt.as_str(), e.gen.seed, e.gen.seconds), (0.5, 0.75, "a cat", 7, 2.0));
-        assert_eq!(edit_request(&pad, clip.clone(), (0.5, 1.0), "", 3).unwrap().gen.prompt, "glass");
+        assert_eq!(
+            (
+                e.start_s,
+                e.length_s,
+                e.gen.prompt.as_str(),
+                e.gen.seed,
+                e.gen.seconds
+            ),
+            (0.5, 0.75, "a cat", 7, 2.0)
+        );
+        assert_eq!(
+            edit_request(&pad, clip.clone(), (0.5, 1.0), "", 3)
+                .unwrap()
+                .gen
+                .prompt,
+            "glass"
+        );
         assert!(edit_request(&pad, clip, (0.5, 0.5), "", 3).is_err());
     }
 
     #[test]
     fn model_strip_offers_download_only_when_missing() {
-        let mut v = ModelView { line: "Model: not loaded".into(), ..Default::default() };
-        assert_eq!(model_strip(&v), ("Model: not loaded".to_string(), None, false));
+        let mut v = ModelView {
+            line: "Model: not loaded".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            model_strip(&v),
+            ("Model: not loaded".to_string(), None, false)
+        );
         v.missing = Some("ezaudio-l is not installed".into());
         v.downloadable = Some(ezaudio_engine::models::Official::L);
         assert!(model_strip(&v).2);
-        v.download = Download::Running { file: "ckpts/vae/1m.pt".into(), index: 4, files: 6, done: 50_000_000, total: 200_000_000 };
+        v.download = Download::Running {
+            file: "ckpts/vae/1m.pt".into(),
+            index: 4,
+            files: 6,
+            done: 50_000_000,
+            total: 200_000_000,
+        };
         let (_, d, can) = model_strip(&v);
-        assert_eq!((d.as_deref(), can), (Some("Downloading 1m.pt (4/6): 50 of 200 MB"), false));
+        assert_eq!(
+            (d.as_deref(), can),
+            (Some("Downloading 1m.pt (4/6): 50 of 200 MB"), false)
+        );
     }
 }

@@ -13,24 +13,53 @@ use super::model;
 
 pub fn prompt_and_settings(ui: &mut egui::Ui, shared: &Shared, pad: usize) {
     let mut data = shared.store.with(|b| b.pads[pad].clone());
-    let before = (data.prompt.clone(), data.negative.clone(), data.settings.clone());
+    let before = (
+        data.prompt.clone(),
+        data.negative.clone(),
+        data.settings.clone(),
+    );
     let l = ui.label("Prompt");
-    ui.add(egui::TextEdit::multiline(&mut data.prompt).desired_rows(2).desired_width(f32::INFINITY).hint_text("a dog barking in the distance"))
-        .labelled_by(l.id);
+    ui.add(
+        egui::TextEdit::multiline(&mut data.prompt)
+            .desired_rows(2)
+            .desired_width(f32::INFINITY)
+            .hint_text("a dog barking in the distance"),
+    )
+    .labelled_by(l.id);
     let l = ui.label("Negative prompt");
-    ui.add(egui::TextEdit::singleline(&mut data.negative).desired_width(f32::INFINITY).hint_text("low quality, noise"))
-        .labelled_by(l.id);
+    ui.add(
+        egui::TextEdit::singleline(&mut data.negative)
+            .desired_width(f32::INFINITY)
+            .hint_text("low quality, noise"),
+    )
+    .labelled_by(l.id);
     let s = &mut data.settings;
     egui::Grid::new("settings").num_columns(4).show(ui, |ui| {
         let l = ui.label("Seconds");
-        ui.add(egui::DragValue::new(&mut s.seconds).range(0.5..=10.0).speed(0.1)).labelled_by(l.id);
+        ui.add(
+            egui::DragValue::new(&mut s.seconds)
+                .range(0.5..=10.0)
+                .speed(0.1),
+        )
+        .labelled_by(l.id);
         let l = ui.label("Steps");
-        ui.add(egui::DragValue::new(&mut s.steps).range(1..=200)).labelled_by(l.id);
+        ui.add(egui::DragValue::new(&mut s.steps).range(1..=200))
+            .labelled_by(l.id);
         ui.end_row();
         let l = ui.label("Guidance");
-        ui.add(egui::DragValue::new(&mut s.guidance).range(0.0..=20.0).speed(0.1)).labelled_by(l.id);
+        ui.add(
+            egui::DragValue::new(&mut s.guidance)
+                .range(0.0..=20.0)
+                .speed(0.1),
+        )
+        .labelled_by(l.id);
         let l = ui.label("Rescale");
-        ui.add(egui::DragValue::new(&mut s.rescale).range(0.0..=1.0).speed(0.01)).labelled_by(l.id);
+        ui.add(
+            egui::DragValue::new(&mut s.rescale)
+                .range(0.0..=1.0)
+                .speed(0.01),
+        )
+        .labelled_by(l.id);
         ui.end_row();
         let l = ui.label("Seed");
         ui.add(egui::DragValue::new(&mut s.seed)).labelled_by(l.id);
@@ -40,7 +69,12 @@ pub fn prompt_and_settings(ui: &mut egui::Ui, shared: &Shared, pad: usize) {
         }
         ui.end_row();
     });
-    if (data.prompt.clone(), data.negative.clone(), data.settings.clone()) != before {
+    if (
+        data.prompt.clone(),
+        data.negative.clone(),
+        data.settings.clone(),
+    ) != before
+    {
         shared.store.with(|b| {
             let p = &mut b.pads[pad];
             p.prompt = data.prompt;
@@ -50,7 +84,12 @@ pub fn prompt_and_settings(ui: &mut egui::Ui, shared: &Shared, pad: usize) {
     }
 }
 
-pub fn generate_controls(ui: &mut egui::Ui, shared: &Shared, commands: &Sender<Command>, pad: usize) {
+pub fn generate_controls(
+    ui: &mut egui::Ui,
+    shared: &Shared,
+    commands: &Sender<Command>,
+    pad: usize,
+) {
     let progress = shared.progress.lock()[pad].clone();
     let data = shared.store.with(|b| b.pads[pad].clone());
     let blocker = model::generate_blocker(&data, &progress);
@@ -60,19 +99,31 @@ pub fn generate_controls(ui: &mut egui::Ui, shared: &Shared, commands: &Sender<C
             let job = model::generate_request(&data, model::random_seed());
             // Show the seed actually used, so it can be locked.
             shared.store.with(|b| b.pads[pad].settings.seed = job.seed);
-            let _ = commands.send(Command::Generate { pad, job: worker::Job::Generate(job) });
+            let _ = commands.send(Command::Generate {
+                pad,
+                job: worker::Job::Generate(job),
+            });
         }
         if let Some(why) = blocker {
             generate.on_disabled_hover_text(why);
         }
-        let variations = ui.add_enabled(blocker.is_none(), egui::Button::new(format!("Variations x{}", super::tools::VARIATIONS)));
+        let variations = ui.add_enabled(
+            blocker.is_none(),
+            egui::Button::new(format!("Variations x{}", super::tools::VARIATIONS)),
+        );
         if variations.clicked() {
-            let jobs = model::variation_requests(&data, super::tools::VARIATIONS, model::random_seed);
+            let jobs =
+                model::variation_requests(&data, super::tools::VARIATIONS, model::random_seed);
             let jobs = jobs.into_iter().map(worker::Job::Generate).collect();
             let _ = commands.send(Command::Variations { pad, jobs });
         }
-        variations.on_hover_text("Generate several candidates with different seeds; audition them and keep one");
-        if ui.add_enabled(progress.is_running(), egui::Button::new("Cancel")).clicked() {
+        variations.on_hover_text(
+            "Generate several candidates with different seeds; audition them and keep one",
+        );
+        if ui
+            .add_enabled(progress.is_running(), egui::Button::new("Cancel"))
+            .clicked()
+        {
             let _ = commands.send(Command::Cancel { pad });
         }
     });
@@ -94,25 +145,35 @@ pub fn history(ui: &mut egui::Ui, shared: &Shared, pad: usize) {
         b.pads[pad]
             .history
             .iter()
-            .map(|h| (format!("{} (seed {})", h.meta.prompt, h.meta.seed), h.clip.is_some()))
+            .map(|h| {
+                (
+                    format!("{} (seed {})", h.meta.prompt, h.meta.seed),
+                    h.clip.is_some(),
+                )
+            })
             .collect()
     });
     if items.is_empty() {
         return;
     }
-    egui::CollapsingHeader::new(format!("History ({})", items.len())).default_open(true).show(ui, |ui| {
-        for (i, (label, has_audio)) in items.iter().enumerate() {
-            ui.horizontal(|ui| {
-                if ui.add_enabled(*has_audio, egui::Button::new("Restore")).clicked() {
-                    shared.store.restore(pad, i);
-                }
-                ui.label(label);
-                if !has_audio {
-                    ui.small("(recipe only)");
-                }
-            });
-        }
-    });
+    egui::CollapsingHeader::new(format!("History ({})", items.len()))
+        .default_open(true)
+        .show(ui, |ui| {
+            for (i, (label, has_audio)) in items.iter().enumerate() {
+                ui.horizontal(|ui| {
+                    if ui
+                        .add_enabled(*has_audio, egui::Button::new("Restore"))
+                        .clicked()
+                    {
+                        shared.store.restore(pad, i);
+                    }
+                    ui.label(label);
+                    if !has_audio {
+                        ui.small("(recipe only)");
+                    }
+                });
+            }
+        });
 }
 
 pub fn pad_params(ui: &mut egui::Ui, p: &PadParams, setter: &ParamSetter) {
@@ -123,33 +184,55 @@ pub fn pad_params(ui: &mut egui::Ui, p: &PadParams, setter: &ParamSetter) {
                 add(ui);
                 ui.end_row();
             };
-            row(ui, "Gain", &|ui| { ui.add(ParamSlider::for_param(&p.gain, setter)); });
-            row(ui, "Pan", &|ui| { ui.add(ParamSlider::for_param(&p.pan, setter)); });
-            row(ui, "Pitch", &|ui| { ui.add(ParamSlider::for_param(&p.pitch, setter)); });
-            row(ui, "Start", &|ui| { ui.add(ParamSlider::for_param(&p.start, setter)); });
-            row(ui, "End", &|ui| { ui.add(ParamSlider::for_param(&p.end, setter)); });
-            row(ui, "Mode", &|ui| { ui.add(ParamSlider::for_param(&p.mode, setter)); });
-            row(ui, "Release", &|ui| { ui.add(ParamSlider::for_param(&p.release, setter)); });
-            row(ui, "Choke", &|ui| { ui.add(ParamSlider::for_param(&p.choke, setter)); });
-            row(ui, "Output", &|ui| { ui.add(ParamSlider::for_param(&p.output, setter)); });
-            row(ui, "Note", &|ui| { ui.add(ParamSlider::for_param(&p.note, setter)); });
+            row(ui, "Gain", &|ui| {
+                ui.add(ParamSlider::for_param(&p.gain, setter));
+            });
+            row(ui, "Pan", &|ui| {
+                ui.add(ParamSlider::for_param(&p.pan, setter));
+            });
+            row(ui, "Pitch", &|ui| {
+                ui.add(ParamSlider::for_param(&p.pitch, setter));
+            });
+            row(ui, "Start", &|ui| {
+                ui.add(ParamSlider::for_param(&p.start, setter));
+            });
+            row(ui, "End", &|ui| {
+                ui.add(ParamSlider::for_param(&p.end, setter));
+            });
+            row(ui, "Mode", &|ui| {
+                ui.add(ParamSlider::for_param(&p.mode, setter));
+            });
+            row(ui, "Release", &|ui| {
+                ui.add(ParamSlider::for_param(&p.release, setter));
+            });
+            row(ui, "Choke", &|ui| {
+                ui.add(ParamSlider::for_param(&p.choke, setter));
+            });
+            row(ui, "Output", &|ui| {
+                ui.add(ParamSlider::for_param(&p.output, setter));
+            });
+            row(ui, "Note", &|ui| {
+                ui.add(ParamSlider::for_param(&p.note, setter));
+            });
         });
     });
 }
 
 pub fn global_params(ui: &mut egui::Ui, params: &EzAudioParams, setter: &ParamSetter) {
-    egui::Grid::new("global_params").num_columns(2).show(ui, |ui| {
-        ui.label("Main gain");
-        ui.add(ParamSlider::for_param(&params.main_gain, setter));
-        ui.end_row();
-        ui.label("Chromatic");
-        ui.add(ParamSlider::for_param(&params.chromatic, setter));
-        ui.end_row();
-        ui.label("Chromatic pad");
-        ui.add(ParamSlider::for_param(&params.chromatic_pad, setter));
-        ui.end_row();
-        ui.label("Root note");
-        ui.add(ParamSlider::for_param(&params.chromatic_root, setter));
-        ui.end_row();
-    });
+    egui::Grid::new("global_params")
+        .num_columns(2)
+        .show(ui, |ui| {
+            ui.label("Main gain");
+            ui.add(ParamSlider::for_param(&params.main_gain, setter));
+            ui.end_row();
+            ui.label("Chromatic");
+            ui.add(ParamSlider::for_param(&params.chromatic, setter));
+            ui.end_row();
+            ui.label("Chromatic pad");
+            ui.add(ParamSlider::for_param(&params.chromatic_pad, setter));
+            ui.end_row();
+            ui.label("Root note");
+            ui.add(ParamSlider::for_param(&params.chromatic_root, setter));
+            ui.end_row();
+        });
 }

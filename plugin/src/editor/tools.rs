@@ -24,23 +24,29 @@ pub fn variations(ui: &mut egui::Ui, shared: &Shared, commands: &Sender<Command>
     }
     let previewing = shared.previewing.lock()[pad];
     ui.group(|ui| {
-        ui.label(format!("Variations ({}): audition each, keep one", candidates.len()));
+        ui.label(format!(
+            "Variations ({}): audition each, keep one",
+            candidates.len()
+        ));
         for (i, c) in candidates.iter().enumerate() {
-            ui.horizontal(|ui| {
-                match c {
-                    Some(clip) => {
-                        let label = format!("{}. seed {} ({:.1} s)", i + 1, clip.meta.seed, clip.duration_s());
-                        let picked = ui.selectable_label(previewing == Some(i), label).clicked();
-                        if picked || ui.button("Audition").clicked() {
-                            let _ = commands.send(Command::Preview { pad, index: i });
-                        }
-                        if ui.button("Keep").clicked() {
-                            let _ = commands.send(Command::Keep { pad, index: i });
-                        }
+            ui.horizontal(|ui| match c {
+                Some(clip) => {
+                    let label = format!(
+                        "{}. seed {} ({:.1} s)",
+                        i + 1,
+                        clip.meta.seed,
+                        clip.duration_s()
+                    );
+                    let picked = ui.selectable_label(previewing == Some(i), label).clicked();
+                    if picked || ui.button("Audition").clicked() {
+                        let _ = commands.send(Command::Preview { pad, index: i });
                     }
-                    None => {
-                        ui.label(format!("{}. generating...", i + 1));
+                    if ui.button("Keep").clicked() {
+                        let _ = commands.send(Command::Keep { pad, index: i });
                     }
+                }
+                None => {
+                    ui.label(format!("{}. generating...", i + 1));
                 }
             });
         }
@@ -71,14 +77,27 @@ pub fn edit(
     });
     ui.horizontal(|ui| {
         let l = ui.label("Span prompt");
-        ui.add(egui::TextEdit::singleline(prompt).desired_width(220.0).hint_text("default: the pad's prompt")).labelled_by(l.id);
+        ui.add(
+            egui::TextEdit::singleline(prompt)
+                .desired_width(220.0)
+                .hint_text("default: the pad's prompt"),
+        )
+        .labelled_by(l.id);
         let request = span
             .ok_or("Select a span on the waveform first (drag across it)")
-            .and_then(|s| model::edit_request(&data, clip.clone(), s, prompt, model::random_seed()));
-        let button = ui.add_enabled(request.is_ok() && !running, egui::Button::new("Regenerate selection"));
+            .and_then(|s| {
+                model::edit_request(&data, clip.clone(), s, prompt, model::random_seed())
+            });
+        let button = ui.add_enabled(
+            request.is_ok() && !running,
+            egui::Button::new("Regenerate selection"),
+        );
         match request {
             Ok(job) if button.clicked() => {
-                let _ = commands.send(Command::Generate { pad, job: worker::Job::Edit(job) });
+                let _ = commands.send(Command::Generate {
+                    pad,
+                    job: worker::Job::Edit(job),
+                });
             }
             Err(why) => {
                 button.on_disabled_hover_text(why);
@@ -86,7 +105,11 @@ pub fn edit(
             _ => {}
         }
         let can_undo = data.history.first().is_some_and(|h| h.clip.is_some());
-        if ui.add_enabled(can_undo && !running, egui::Button::new("Undo")).on_hover_text("Back to the previous clip").clicked() {
+        if ui
+            .add_enabled(can_undo && !running, egui::Button::new("Undo"))
+            .on_hover_text("Back to the previous clip")
+            .clicked()
+        {
             shared.store.restore(pad, 0);
         }
     });
@@ -101,35 +124,63 @@ pub struct Export {
 
 impl Default for Export {
     fn default() -> Self {
-        Self { dir: crate::export::default_export_dir(), at_host_rate: false, note: Arc::default() }
+        Self {
+            dir: crate::export::default_export_dir(),
+            at_host_rate: false,
+            note: Arc::default(),
+        }
     }
 }
 
-pub fn export(ui: &mut egui::Ui, shared: &Shared, pad: usize, clip: &Arc<Clip>, state: &mut Export) {
+pub fn export(
+    ui: &mut egui::Ui,
+    shared: &Shared,
+    pad: usize,
+    clip: &Arc<Clip>,
+    state: &mut Export,
+) {
     let host_rate = shared.host_rate.load(std::sync::atomic::Ordering::Relaxed);
     ui.horizontal(|ui| {
         if ui.button("Export WAV").clicked() {
-            let rate = if state.at_host_rate && host_rate > 0 { host_rate } else { clip.sample_rate };
+            let rate = if state.at_host_rate && host_rate > 0 {
+                host_rate
+            } else {
+                clip.sample_rate
+            };
             let (clip, dir, note) = (clip.clone(), state.dir.clone(), state.note.clone());
             *note.lock() = "Exporting...".into();
             let stem = crate::export::file_stem(pad, &clip.meta);
-            let spawned = std::thread::Builder::new().name("ezaudio-export".into()).spawn(move || {
-                *note.lock() = match crate::export::export_wav_at(&clip, &dir, &stem, rate) {
-                    Ok(path) => format!("Saved {}", path.display()),
-                    Err(e) => format!("Export failed: {e}"),
-                };
-            });
+            let spawned = std::thread::Builder::new()
+                .name("ezaudio-export".into())
+                .spawn(move || {
+                    *note.lock() = match crate::export::export_wav_at(&clip, &dir, &stem, rate) {
+                        Ok(path) => format!("Saved {}", path.display()),
+                        Err(e) => format!("Export failed: {e}"),
+                    };
+                });
             if let Err(e) = spawned {
                 *state.note.lock() = format!("Export failed: {e}");
             }
         }
         let l = ui.label("at");
         egui::ComboBox::from_id_salt("export_rate")
-            .selected_text(if state.at_host_rate { format!("host rate ({host_rate} Hz)") } else { format!("{} Hz (model)", clip.sample_rate) })
+            .selected_text(if state.at_host_rate {
+                format!("host rate ({host_rate} Hz)")
+            } else {
+                format!("{} Hz (model)", clip.sample_rate)
+            })
             .show_ui(ui, |ui| {
-                ui.selectable_value(&mut state.at_host_rate, false, format!("{} Hz (model)", clip.sample_rate));
+                ui.selectable_value(
+                    &mut state.at_host_rate,
+                    false,
+                    format!("{} Hz (model)", clip.sample_rate),
+                );
                 ui.add_enabled_ui(host_rate > 0, |ui| {
-                    ui.selectable_value(&mut state.at_host_rate, true, format!("host rate ({host_rate} Hz)"));
+                    ui.selectable_value(
+                        &mut state.at_host_rate,
+                        true,
+                        format!("host rate ({host_rate} Hz)"),
+                    );
                 });
             })
             .response
@@ -138,7 +189,11 @@ pub fn export(ui: &mut egui::Ui, shared: &Shared, pad: usize, clip: &Arc<Clip>, 
     ui.horizontal(|ui| {
         let l = ui.label("Folder");
         let mut dir = state.dir.display().to_string();
-        if ui.add(egui::TextEdit::singleline(&mut dir).desired_width(300.0)).labelled_by(l.id).changed() {
+        if ui
+            .add(egui::TextEdit::singleline(&mut dir).desired_width(300.0))
+            .labelled_by(l.id)
+            .changed()
+        {
             state.dir = PathBuf::from(dir);
         }
     });
@@ -157,7 +212,11 @@ pub fn model_strip(ui: &mut egui::Ui, shared: &Shared, commands: &Sender<Command
         ui.label(line);
         if can_download {
             if let Some(m) = view.downloadable {
-                if ui.button(format!("Download {}", m.name())).on_hover_text(m.download_size()).clicked() {
+                if ui
+                    .button(format!("Download {}", m.name()))
+                    .on_hover_text(m.download_size())
+                    .clicked()
+                {
                     let _ = commands.send(Command::Download);
                 }
             }

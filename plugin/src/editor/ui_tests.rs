@@ -33,7 +33,17 @@ fn harness(app: EditorApp) -> Harness<'static, EditorApp> {
 
 fn clip(seed: u64, prompt: &str) -> Clip {
     let samples = (0..24_000).map(|i| (i as f32 * 0.05).sin() * 0.5).collect();
-    Clip::new(samples, 24_000, ClipMeta { prompt: prompt.into(), seed, steps: 50, guidance: 5.0, ..Default::default() })
+    Clip::new(
+        samples,
+        24_000,
+        ClipMeta {
+            prompt: prompt.into(),
+            seed,
+            steps: 50,
+            guidance: 5.0,
+            ..Default::default()
+        },
+    )
 }
 
 #[test]
@@ -42,8 +52,20 @@ fn empty_editor_shows_every_generation_control() {
     shared.model.lock().line = "Model: not loaded (loads with the first generation)".into();
     let mut h = harness(app);
     for label in [
-        "EzAudio", "Pad 1", "Prompt", "Negative prompt", "Seconds", "Steps", "Guidance", "Rescale", "Seed", "Lock",
-        "Randomise", "Generate", "Variations x4", "Cancel",
+        "EzAudio",
+        "Pad 1",
+        "Prompt",
+        "Negative prompt",
+        "Seconds",
+        "Steps",
+        "Guidance",
+        "Rescale",
+        "Seed",
+        "Lock",
+        "Randomise",
+        "Generate",
+        "Variations x4",
+        "Cancel",
     ] {
         h.get_by_label(label);
     }
@@ -53,12 +75,17 @@ fn empty_editor_shows_every_generation_control() {
     h.run();
     assert!(rx.try_recv().is_err());
 
-    shared.store.with(|b| b.pads[0].prompt = "rain on a tin roof".into());
+    shared
+        .store
+        .with(|b| b.pads[0].prompt = "rain on a tin roof".into());
     h.run();
     h.get_by_label("Generate").click();
     h.run();
     match rx.try_recv() {
-        Ok(Command::Generate { pad: 0, job: worker::Job::Generate(p) }) => assert_eq!(p.prompt, "rain on a tin roof"),
+        Ok(Command::Generate {
+            pad: 0,
+            job: worker::Job::Generate(p),
+        }) => assert_eq!(p.prompt, "rain on a tin roof"),
         _ => panic!("Generate sent no job"),
     }
     h.get_by_label("Variations x4").click();
@@ -74,9 +101,21 @@ fn clip_tools_variations_history_and_progress() {
     shared.store.set_clip(0, clip(2, "glass"));
     shared.candidates.lock()[0] = vec![Some(Arc::new(clip(7, "glass"))), None];
     shared.progress.lock()[0] = Progress::Step { k: 10, n: 50 };
-    shared.jobs.lock()[0] = JobView { eta_s: Some(12.0), variations: Some((1, 2)) };
+    shared.jobs.lock()[0] = JobView {
+        eta_s: Some(12.0),
+        variations: Some((1, 2)),
+    };
     let mut h = harness(app);
-    for label in ["Export WAV", "Regenerate selection", "Undo", "Audition", "Keep", "Discard variations", "History (1)", "Restore"] {
+    for label in [
+        "Export WAV",
+        "Regenerate selection",
+        "Undo",
+        "Audition",
+        "Keep",
+        "Discard variations",
+        "History (1)",
+        "Restore",
+    ] {
         h.get_by_label(label);
     }
     h.get_by_label_contains("Variation 2/2: Step 10/50 - 12 s left");
@@ -101,21 +140,42 @@ fn clip_tools_variations_history_and_progress() {
     h.get_by_label("Regenerate selection").click();
     h.run();
     match rx.try_recv() {
-        Ok(Command::Generate { pad: 0, job: worker::Job::Edit(e) }) => {
-            assert!((e.start_s - 0.25).abs() < 0.01 && e.length_s > 0.2, "{} {}", e.start_s, e.length_s);
+        Ok(Command::Generate {
+            pad: 0,
+            job: worker::Job::Edit(e),
+        }) => {
+            assert!(
+                (e.start_s - 0.25).abs() < 0.01 && e.length_s > 0.2,
+                "{} {}",
+                e.start_s,
+                e.length_s
+            );
             assert_eq!(e.source.meta.seed, 2);
         }
-        other => panic!("no edit job: {:?}", other.map(|c| std::mem::discriminant(&c))),
+        other => panic!(
+            "no edit job: {:?}",
+            other.map(|c| std::mem::discriminant(&c))
+        ),
     }
     h.get_by_label("Audition").click();
     h.run();
-    assert!(matches!(rx.try_recv(), Ok(Command::Preview { pad: 0, index: 0 })));
+    assert!(matches!(
+        rx.try_recv(),
+        Ok(Command::Preview { pad: 0, index: 0 })
+    ));
     h.get_by_label("Keep").click();
     h.run();
-    assert!(matches!(rx.try_recv(), Ok(Command::Keep { pad: 0, index: 0 })));
+    assert!(matches!(
+        rx.try_recv(),
+        Ok(Command::Keep { pad: 0, index: 0 })
+    ));
     h.get_by_label("Undo").click();
     h.run();
-    assert_eq!(shared.store.clip(0).1.unwrap().meta.seed, 1, "undo restores the previous clip");
+    assert_eq!(
+        shared.store.clip(0).1.unwrap().meta.seed,
+        1,
+        "undo restores the previous clip"
+    );
 }
 
 #[test]
