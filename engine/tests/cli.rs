@@ -3,36 +3,13 @@
 //! Every run gets a private HOME / XDG / HF_HOME and EZAUDIO_OFFLINE=1, so nothing touches the
 //! real user folders or the network. Sizes and rates come from the fixture files.
 
+mod support;
+use support::{assert_fails, assert_ok, model_tiny, text};
+
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-fn fixtures_dir() -> PathBuf {
-    let dir = match std::env::var_os("EZAUDIO_FIXTURES") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures/ezaudio-ref"
-        )),
-    };
-    assert!(
-        dir.is_dir(),
-        "fixture folder {} does not exist (set EZAUDIO_FIXTURES)",
-        dir.display()
-    );
-    dir
-}
-
-fn model_tiny() -> PathBuf {
-    let dir = fixtures_dir().join("model-tiny");
-    assert!(
-        dir.join("config.yml").is_file(),
-        "fixture model folder {} is missing",
-        dir.display()
-    );
-    dir
-}
 
 /// (sample rate, seconds) of the fixture's reference generation.
 fn reference() -> (u32, f64) {
@@ -77,35 +54,6 @@ impl Sandbox {
             .output()
             .expect("run ezaudio")
     }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-#[track_caller]
-fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "ezaudio failed:\nstdout:\n{}\nstderr:\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-}
-
-#[track_caller]
-fn assert_fails(out: &Output, needle: &str) {
-    let err = text(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "expected a failure, got success; stderr:\n{err}"
-    );
-    assert!(!err.contains("panicked"), "ezaudio panicked:\n{err}");
-    assert!(err.contains("error"), "no error line:\n{err}");
-    assert!(
-        err.to_lowercase().contains(&needle.to_lowercase()),
-        "stderr lacks '{needle}':\n{err}"
-    );
 }
 
 fn read_wav(p: &Path) -> (hound::WavSpec, Vec<f32>) {

@@ -2,50 +2,11 @@
 //! fixtures' tiny model and the tiny energy ControlNet paired with it. Private HOME and
 //! EZAUDIO_OFFLINE=1 as in `cli.rs`; sizes and rates come from the fixture files.
 
+mod support;
+use support::{assert_fails, assert_ok, controlnet_tiny, json, model_tiny};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn fixtures_dir() -> PathBuf {
-    let dir = match std::env::var_os("EZAUDIO_FIXTURES") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures/ezaudio-ref"
-        )),
-    };
-    assert!(
-        dir.is_dir(),
-        "fixture folder {} does not exist (set EZAUDIO_FIXTURES)",
-        dir.display()
-    );
-    dir
-}
-
-fn model_tiny() -> PathBuf {
-    let dir = fixtures_dir().join("model-tiny");
-    assert!(
-        dir.join("config.yml").is_file(),
-        "fixture model folder {} is missing",
-        dir.display()
-    );
-    dir
-}
-
-fn controlnet_tiny() -> PathBuf {
-    let dir = fixtures_dir().join("controlnet");
-    assert!(
-        dir.join("generate.json").is_file(),
-        "fixture ControlNet folder {} is missing",
-        dir.display()
-    );
-    dir
-}
-
-fn json(p: &Path) -> serde_json::Value {
-    let text =
-        std::fs::read_to_string(p).unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
 
 /// (model sample rate, seconds, conditioner hop) of the fixture's controlled generation.
 fn reference() -> (u32, f64, usize) {
@@ -97,34 +58,6 @@ impl Sandbox {
     fn run(&self, args: &[String]) -> Output {
         self.run_env(args, &[])
     }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-#[track_caller]
-fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "ezaudio failed:\nstdout:\n{}\nstderr:\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-}
-
-#[track_caller]
-fn assert_fails(out: &Output, needle: &str) {
-    let err = text(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "expected a failure, got success; stderr:\n{err}"
-    );
-    assert!(!err.contains("panicked"), "ezaudio panicked:\n{err}");
-    assert!(
-        err.to_lowercase().contains(&needle.to_lowercase()),
-        "stderr lacks '{needle}':\n{err}"
-    );
 }
 
 fn read_wav(p: &Path) -> (u32, Vec<f32>) {

@@ -3,7 +3,10 @@
 //! `Engine::pipeline_loads()` counts process-wide, so every test here holds `SERIAL` while it
 //! runs: no other test of this binary loads a pipeline meanwhile.
 
-use std::path::{Path, PathBuf};
+mod support;
+use support::model_tiny;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ezaudio_engine::models::ModelSource;
@@ -11,32 +14,6 @@ use ezaudio_engine::worker::{Engine, GenerateParams, Job, JobStatus, ModelChoice
 use parking_lot::Mutex;
 
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn fixtures_dir() -> PathBuf {
-    let dir = match std::env::var_os("EZAUDIO_FIXTURES") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures/ezaudio-ref"
-        )),
-    };
-    assert!(
-        dir.is_dir(),
-        "fixture folder {} does not exist (set EZAUDIO_FIXTURES)",
-        dir.display()
-    );
-    dir
-}
-
-fn model_tiny() -> PathBuf {
-    let dir = fixtures_dir().join("model-tiny");
-    assert!(
-        dir.join("config.yml").is_file(),
-        "fixture model folder {} is missing",
-        dir.display()
-    );
-    dir
-}
 
 fn choice(dir: &Path) -> ModelChoice {
     let mut c = ModelChoice::new(ModelSource::Folder(dir.to_path_buf()));
