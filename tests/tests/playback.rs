@@ -33,8 +33,7 @@ fn expected(x: &[f32], j: usize, velocity: f32) -> f32 {
 }
 
 fn assert_clip_at(out: &Render, port: usize, x: &[f32], k: usize, velocity: f32) {
-    for ch in 0..2 {
-        let o = &out[port][ch];
+    for (ch, o) in out[port].iter().enumerate().take(2) {
         assert!(
             o[..k].iter().all(|&s| s == 0.0),
             "port {port} ch {ch}: sound before {k}"
