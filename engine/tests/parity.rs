@@ -4,6 +4,7 @@
 
 #[path = "parity/common.rs"]
 mod common;
+mod support;
 
 #[path = "parity/controlnet.rs"]
 mod controlnet;

@@ -193,14 +193,7 @@ impl DitControlNet {
         cfg.validate()?;
         let d = dit.embed_dim;
         let context_dim = dit.context_dim.unwrap_or(d);
-        let dims = BlockDims {
-            dim: d,
-            num_heads: dit.num_heads,
-            mlp_inner: dit.mlp_inner_dim(),
-            ada_rank: dit.ada_sola_rank.unwrap_or(1),
-            ada_scaling: dit.ada_scaling(),
-            qkv_bias: dit.qkv_bias,
-        };
+        let dims = BlockDims::from_config(dit);
         let pw = vb.get((d, dit.in_chans, 1), "patch_embed.proj.weight")?;
         let pb = vb.get(d, "patch_embed.proj.bias")?;
         let half = dit.depth / 2;

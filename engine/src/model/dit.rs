@@ -354,14 +354,7 @@ impl Udit {
     fn new(cfg: &DitConfig, vb: VarBuilder) -> Result<Self> {
         let d = cfg.embed_dim;
         let context_dim = cfg.context_dim.unwrap_or(d);
-        let dims = BlockDims {
-            dim: d,
-            num_heads: cfg.num_heads,
-            mlp_inner: cfg.mlp_inner_dim(),
-            ada_rank: cfg.ada_sola_rank.unwrap_or(1),
-            ada_scaling: cfg.ada_scaling(),
-            qkv_bias: cfg.qkv_bias,
-        };
+        let dims = BlockDims::from_config(cfg);
         let pw = vb.get((d, cfg.in_chans, 1), "patch_embed.proj.weight")?;
         let pb = vb.get(d, "patch_embed.proj.bias")?;
         let patch_embed = Linear::new(pw.squeeze(2)?, Some(pb));

@@ -7,21 +7,7 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 
-pub fn fixtures_dir() -> PathBuf {
-    let dir = match std::env::var_os("EZAUDIO_FIXTURES") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures/ezaudio-ref"
-        )),
-    };
-    assert!(
-        dir.is_dir(),
-        "fixture folder {} does not exist (set EZAUDIO_FIXTURES)",
-        dir.display()
-    );
-    dir
-}
+pub use crate::support::fixtures_dir;
 
 /// A file under the fixture folder; panics (fails the test) when it is missing.
 pub fn fixture(rel: &str) -> PathBuf {

@@ -159,6 +159,20 @@ pub struct BlockDims {
     pub qkv_bias: bool,
 }
 
+impl BlockDims {
+    /// The block sizes a `model:` config implies (shared by the UDiT and the ControlNet).
+    pub fn from_config(cfg: &super::DitConfig) -> Self {
+        Self {
+            dim: cfg.embed_dim,
+            num_heads: cfg.num_heads,
+            mlp_inner: cfg.mlp_inner_dim(),
+            ada_rank: cfg.ada_sola_rank.unwrap_or(1),
+            ada_scaling: cfg.ada_scaling(),
+            qkv_bias: cfg.qkv_bias,
+        }
+    }
+}
+
 impl DitBlock {
     /// `name`: the block's path (e.g. `in_blocks.3`), used to label debug recordings.
     /// `with_skip`: out blocks take the long skip through `skip_norm` / `skip_linear`.
