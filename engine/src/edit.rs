@@ -89,8 +89,8 @@ impl Pipeline {
         let mut chunk = gt[a..b].to_vec();
         chunk.resize(chunk.len().div_ceil(hop) * hop, 0.0);
         let chunk_len = chunk.len();
-        let chunk =
-            Tensor::from_vec(chunk, (1, 1, chunk_len), self.device())?.to_dtype(self.dtype())?;
+        let chunk = Tensor::from_vec(chunk, (1, 1, chunk_len), self.device())?
+            .to_dtype(self.vae_dtype())?;
 
         // q_first: EzAudio's wrapper hands the DiT a *sampled* latent, not the mean.
         let mut rng = ChaCha8Rng::seed_from_u64(settings.seed ^ 0x9E37_79B9_7F4A_7C15);

@@ -12,6 +12,7 @@ pub mod device;
 pub mod edit;
 pub mod energy;
 pub mod error;
+pub mod kernels;
 pub mod model;
 pub mod models;
 pub mod pipeline;

@@ -119,7 +119,10 @@ pub struct Pipeline {
     vae: Oobleck,
     scheduler: Ddim,
     device: Device,
+    /// The dtype asked for at load (what the DiT and T5 store; see `model::linear`).
     dtype: DType,
+    /// The VAE's dtype: f32 on a CPU, where candle has no half-precision convolution kernels.
+    vae_dtype: DType,
 }
 
 impl Pipeline {
@@ -147,7 +150,8 @@ impl Pipeline {
 
         let vae_cfg = VaeConfig::from_file(&folder.vae_config)?;
         let vae_ckpt = Checkpoint::load(&folder.vae, Some("state_dict"), Some("autoencoder."))?;
-        let vae = Oobleck::new(&vae_cfg, vae_ckpt.var_builder(dtype, device))?;
+        let vae_dtype = if device.is_cpu() { DType::F32 } else { dtype };
+        let vae = Oobleck::new(&vae_cfg, vae_ckpt.var_builder(vae_dtype, device))?;
         vae_ckpt.ensure_all_used(|_| false)?;
         if vae_cfg.latent_channels() != config.model.latent_channels() {
             return Err(Error::config(
@@ -170,6 +174,7 @@ impl Pipeline {
             scheduler,
             device: device.clone(),
             dtype,
+            vae_dtype,
         })
     }
 
@@ -184,6 +189,10 @@ impl Pipeline {
     }
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+    /// The dtype the VAE encodes and decodes in.
+    pub fn vae_dtype(&self) -> DType {
+        self.vae_dtype
     }
     pub fn sample_rate(&self) -> u32 {
         self.config.autoencoder.sr
@@ -287,7 +296,7 @@ impl Pipeline {
 
         let (gt_batch, mask_batch) = match inpaint {
             Some((gt, mask)) => {
-                let gt = gt.to_dtype(self.dtype)?;
+                let gt = gt.to_dtype(self.dit.dtype())?;
                 let mask = mask.to_dtype(DType::U8)?;
                 (
                     Some(Tensor::cat(&vec![&gt; batch], 0)?),
@@ -305,7 +314,7 @@ impl Pipeline {
         let mut trace = Vec::with_capacity(n);
         for (k, &t) in timesteps.iter().enumerate() {
             cancelled(progress(Stage::Step { k, n }))?;
-            let x = latents.to_dtype(self.dtype)?;
+            let x = latents.to_dtype(self.dit.dtype())?;
             let x_batch = if batch == 2 {
                 Tensor::cat(&[&x, &x], 0)?
             } else {
@@ -373,7 +382,7 @@ impl Pipeline {
             let gt = gt.to_dtype(DType::F32)?;
             final_latent = mask.to_dtype(DType::U8)?.where_cond(&final_latent, &gt)?;
         }
-        let wave = self.vae.decode(&final_latent.to_dtype(self.dtype)?)?;
+        let wave = self.vae.decode(&final_latent.to_dtype(self.vae_dtype)?)?;
         let samples = wave.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         Ok(Output {
             samples,

@@ -7,7 +7,9 @@
 //! Checkpoint keys are the bare `DiTControlNet.state_dict()` names (no `model.` prefix).
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Conv1d, Conv1dConfig, Linear, VarBuilder};
+use candle_nn::{Conv1d, Conv1dConfig, VarBuilder};
+
+use super::linear::{self, compute_dtype, param, Linear};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -102,8 +104,8 @@ fn conv1d(
     stride: usize,
     vb: VarBuilder,
 ) -> Result<Conv1d> {
-    let w = vb.get((c_out, c_in, kernel), "weight")?;
-    let b = vb.get(c_out, "bias")?;
+    let w = param(&vb, (c_out, c_in, kernel), "weight")?;
+    let b = param(&vb, c_out, "bias")?;
     let cfg = Conv1dConfig {
         padding: kernel / 2,
         stride,
@@ -194,8 +196,8 @@ impl DitControlNet {
         let d = dit.embed_dim;
         let context_dim = dit.context_dim.unwrap_or(d);
         let dims = BlockDims::from_config(dit);
-        let pw = vb.get((d, dit.in_chans, 1), "patch_embed.proj.weight")?;
-        let pb = vb.get(d, "patch_embed.proj.bias")?;
+        let pw = param(&vb, (d, dit.in_chans, 1), "patch_embed.proj.weight")?;
+        let pb = param(&vb, d, "patch_embed.proj.bias")?;
         let half = dit.depth / 2;
         let in_blocks = (0..half)
             .map(|i| {
@@ -204,13 +206,13 @@ impl DitControlNet {
             })
             .collect::<Result<Vec<_>>>()?;
         let zero_blocks = (0..half)
-            .map(|i| candle_nn::linear(d, d, vb.pp(format!("controlnet_zero_blocks.{i}"))))
-            .collect::<candle_core::Result<Vec<_>>>()?;
+            .map(|i| linear::linear(d, d, vb.pp(format!("controlnet_zero_blocks.{i}"))))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             cfg: cfg.clone(),
-            patch_embed: Linear::new(pw.squeeze(2)?, Some(pb)),
+            patch_embed: Linear::from_tensors(pw.squeeze(2)?, Some(pb)),
             time_embed: Mlp2::new(TIME_FREQ_DIM, d, vb.pp("time_embed.mlp"))?,
-            time_ada: candle_nn::linear(d, 6 * d, vb.pp("time_ada"))?,
+            time_ada: linear::linear(d, 6 * d, vb.pp("time_ada"))?,
             context_embed: Mlp2::new(context_dim, d, vb.pp("context_embed"))?,
             in_blocks,
             controlnet_pre: ControlNetEmbed::new(cfg, d, vb.pp("controlnet_pre"))?,
@@ -218,7 +220,7 @@ impl DitControlNet {
             in_chans: dit.in_chans,
             context_dim,
             head_dim: dit.head_dim(),
-            dtype: vb.dtype(),
+            dtype: compute_dtype(&vb),
             device: vb.device().clone(),
         })
     }

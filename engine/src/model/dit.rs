@@ -11,7 +11,9 @@ pub mod block;
 pub mod config;
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use super::linear::{self, compute_dtype, param, Linear};
 
 pub use self::attention::{rope_inv_freq, CrossKv, Rope};
 pub use self::block::{BlockDims, Conditioning, DitBlock, FinalBlock, Mlp2};
@@ -57,7 +59,7 @@ impl MaskDit {
     /// computed from the weights here (layout probes hand out placeholder tensors).
     pub fn new(cfg: &DitConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate()?;
-        let mask_embed = vb.get(cfg.latent_channels(), "mask_embed")?;
+        let mask_embed = param(&vb, cfg.latent_channels(), "mask_embed")?;
         let model = Udit::new(cfg, vb.pp("model"))?;
         Ok(Self {
             cfg: cfg.clone(),
@@ -355,9 +357,9 @@ impl Udit {
         let d = cfg.embed_dim;
         let context_dim = cfg.context_dim.unwrap_or(d);
         let dims = BlockDims::from_config(cfg);
-        let pw = vb.get((d, cfg.in_chans, 1), "patch_embed.proj.weight")?;
-        let pb = vb.get(d, "patch_embed.proj.bias")?;
-        let patch_embed = Linear::new(pw.squeeze(2)?, Some(pb));
+        let pw = param(&vb, (d, cfg.in_chans, 1), "patch_embed.proj.weight")?;
+        let pb = param(&vb, d, "patch_embed.proj.bias")?;
+        let patch_embed = Linear::from_tensors(pw.squeeze(2)?, Some(pb));
         let half = cfg.depth / 2;
         let in_blocks = (0..half)
             .map(|i| {
@@ -375,8 +377,8 @@ impl Udit {
         Ok(Self {
             patch_embed,
             time_embed: Mlp2::new(block::TIME_FREQ_DIM, d, vb.pp("time_embed.mlp"))?,
-            time_ada: candle_nn::linear(d, 6 * d, vb.pp("time_ada"))?,
-            time_ada_final: candle_nn::linear(d, 2 * d, vb.pp("time_ada_final"))?,
+            time_ada: linear::linear(d, 6 * d, vb.pp("time_ada"))?,
+            time_ada_final: linear::linear(d, 2 * d, vb.pp("time_ada_final"))?,
             context_embed: Mlp2::new(context_dim, d, vb.pp("context_embed"))?,
             in_blocks,
             mid_block,
@@ -385,7 +387,7 @@ impl Udit {
             in_chans: cfg.in_chans,
             context_dim,
             head_dim: cfg.head_dim(),
-            dtype: vb.dtype(),
+            dtype: compute_dtype(&vb),
             device: vb.device().clone(),
         })
     }

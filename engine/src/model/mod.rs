@@ -3,6 +3,7 @@
 pub mod config;
 pub mod controlnet;
 pub mod dit;
+pub mod linear;
 pub mod t5;
 pub mod text;
 pub mod vae;

@@ -11,7 +11,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{embedding, linear_no_bias, Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
+
+use super::linear::{linear_no_bias, param, Linear};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -213,7 +215,7 @@ struct RmsNorm {
 impl RmsNorm {
     fn new(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            weight: vb.get(size, "weight")?,
+            weight: param(&vb, size, "weight")?,
             eps: eps as f32,
         })
     }
@@ -364,15 +366,18 @@ impl T5Encoder {
             .copied()
             .unwrap_or(EMBED_NAMES[0]);
         let embed = Embedding::new(
-            vb.get((cfg.vocab_size, cfg.d_model), embed_name)?,
+            param(&vb, (cfg.vocab_size, cfg.d_model), embed_name)?,
             cfg.d_model,
         );
         let enc = vb.pp("encoder");
-        let relative_bias = embedding(
-            cfg.relative_attention_num_buckets,
+        let relative_bias = Embedding::new(
+            param(
+                &enc.pp("block.0.layer.0.SelfAttention.relative_attention_bias"),
+                (cfg.relative_attention_num_buckets, cfg.num_heads),
+                "weight",
+            )?,
             cfg.num_heads,
-            enc.pp("block.0.layer.0.SelfAttention.relative_attention_bias"),
-        )?;
+        );
         let blocks = (0..cfg.num_layers)
             .map(|i| Block::new(cfg, enc.pp(format!("block.{i}"))))
             .collect::<Result<Vec<_>>>()?;

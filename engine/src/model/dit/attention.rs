@@ -1,10 +1,14 @@
 //! Multi-head attention of the DiT blocks: per-head LayerNorm on q and k, NeoX-style RoPE on
 //! self-attention, key-padding mask on cross-attention.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::error::Result;
+use crate::kernels::fused;
+use crate::model::linear::{self, param, Linear};
 
 /// `nn.LayerNorm` with affine weight and bias over the last dim.
 ///
@@ -16,20 +20,64 @@ pub struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
     eps: f32,
+    /// `weight`/`bias` as host f32 for the fused CPU kernel (f32 CPU models only).
+    host: Option<Arc<(Vec<f32>, Vec<f32>)>>,
 }
 
 impl LayerNorm {
     pub const EPS: f32 = 1e-5;
 
     pub fn new(size: usize, vb: VarBuilder) -> Result<Self> {
+        let weight = param(&vb, size, "weight")?;
+        let bias = param(&vb, size, "bias")?;
+        let host = if fused::applies(&weight) {
+            Some(Arc::new((
+                fused::host_rows(&weight)?,
+                fused::host_rows(&bias)?,
+            )))
+        } else {
+            None
+        };
         Ok(Self {
-            weight: vb.get(size, "weight")?,
-            bias: vb.get(size, "bias")?,
+            weight,
+            bias,
             eps: Self::EPS,
+            host,
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(host) = self.fused_for(x) {
+            return Ok(fused::layer_norm(x, &host.0, &host.1, self.eps, None)?);
+        }
+        self.forward_unfused(x)
+    }
+
+    /// `norm(x) * (1 + scale) + shift` with `(B, 1, D)` modulation rows (adaLN).
+    pub fn forward_film(&self, x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
+        if let Some(host) = self.fused_for(x) {
+            let (shift, scale) = (fused::host_rows(shift)?, fused::host_rows(scale)?);
+            let film = fused::Film {
+                shift: &shift,
+                scale: &scale,
+            };
+            return Ok(fused::layer_norm(
+                x,
+                &host.0,
+                &host.1,
+                self.eps,
+                Some(film),
+            )?);
+        }
+        let y = self.forward_unfused(x)?;
+        Ok(y.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(shift)?)
+    }
+
+    fn fused_for(&self, x: &Tensor) -> Option<&(Vec<f32>, Vec<f32>)> {
+        self.host.as_deref().filter(|_| fused::applies(x))
+    }
+
+    fn forward_unfused(&self, x: &Tensor) -> Result<Tensor> {
         let x = if x.dtype() == DType::F32 || x.dtype() == DType::F64 {
             x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?
         } else {
@@ -140,12 +188,12 @@ impl Attention {
         vb: VarBuilder,
     ) -> Result<Self> {
         let head_dim = dim / num_heads;
-        let to_q = candle_nn::linear_b(dim, dim, qkv_bias, vb.pp("to_q"))?;
-        let to_k = candle_nn::linear_b(kv_dim, dim, qkv_bias, vb.pp("to_k"))?;
-        let to_v = candle_nn::linear_b(kv_dim, dim, qkv_bias, vb.pp("to_v"))?;
+        let to_q = linear::linear_b(dim, dim, qkv_bias, vb.pp("to_q"))?;
+        let to_k = linear::linear_b(kv_dim, dim, qkv_bias, vb.pp("to_k"))?;
+        let to_v = linear::linear_b(kv_dim, dim, qkv_bias, vb.pp("to_v"))?;
         let norm_q = LayerNorm::new(head_dim, vb.pp("norm_q"))?;
         let norm_k = LayerNorm::new(head_dim, vb.pp("norm_k"))?;
-        let proj = candle_nn::linear(dim, dim, vb.pp("proj"))?;
+        let proj = linear::linear(dim, dim, vb.pp("proj"))?;
         if rotary {
             vb.get(head_dim / 2, "rotary.inv_freq")?;
         }

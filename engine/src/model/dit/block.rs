@@ -2,11 +2,13 @@
 //! (self-attention, cross-attention, GEGLU) with its optional U-Net skip input, and the final block.
 
 use candle_core::{DType, Module, Tensor, D};
-use candle_nn::{Conv1d, Conv1dConfig, Linear, VarBuilder};
+use candle_nn::{Conv1d, Conv1dConfig, VarBuilder};
 
 use super::attention::{Attention, CrossKv, LayerNorm, Rope};
 use super::Recorder;
 use crate::error::{Error, Result};
+use crate::kernels::fused;
+use crate::model::linear::{self, param, Linear};
 
 /// Width of the sinusoidal timestep features (`frequency_embedding_size`).
 pub const TIME_FREQ_DIM: usize = 256;
@@ -40,8 +42,8 @@ pub struct Mlp2 {
 impl Mlp2 {
     pub fn new(in_dim: usize, dim: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            fc1: candle_nn::linear(in_dim, dim, vb.pp("0"))?,
-            fc2: candle_nn::linear(dim, dim, vb.pp("2"))?,
+            fc1: linear::linear(in_dim, dim, vb.pp("0"))?,
+            fc2: linear::linear(dim, dim, vb.pp("2"))?,
         })
     }
 
@@ -64,9 +66,9 @@ impl AdaLn {
     pub fn new(dim: usize, rank: usize, scaling: f64, vb: VarBuilder) -> Result<Self> {
         // The LoRA inner width is 6r: one rank-r factor per modulation row.
         Ok(Self {
-            lora_a: candle_nn::linear_no_bias(dim, 6 * rank, vb.pp("lora_a"))?,
-            lora_b: candle_nn::linear_no_bias(6 * rank, 6 * dim, vb.pp("lora_b"))?,
-            scale_shift_table: vb.get((6, dim), "scale_shift_table")?,
+            lora_a: linear::linear_no_bias(dim, 6 * rank, vb.pp("lora_a"))?,
+            lora_b: linear::linear_no_bias(6 * rank, 6 * dim, vb.pp("lora_b"))?,
+            scale_shift_table: param(&vb, (6, dim), "scale_shift_table")?,
             scaling,
         })
     }
@@ -91,14 +93,17 @@ pub struct FeedForward {
 impl FeedForward {
     pub fn new(dim: usize, inner: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            proj_in: candle_nn::linear(dim, 2 * inner, vb.pp("net.0.proj"))?,
-            proj_out: candle_nn::linear(inner, dim, vb.pp("net.2"))?,
+            proj_in: linear::linear(dim, 2 * inner, vb.pp("net.0.proj"))?,
+            proj_out: linear::linear(inner, dim, vb.pp("net.2"))?,
             inner,
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.proj_in.forward(x)?;
+        if fused::applies(&h) {
+            return Ok(self.proj_out.forward(&fused::geglu(&h)?)?);
+        }
         // First half is the value, second half the gate (torch `chunk(2, -1)`).
         let value = h.narrow(D::Minus1, 0, self.inner)?;
         let gate = h.narrow(D::Minus1, self.inner, self.inner)?.gelu_erf()?;
@@ -121,9 +126,12 @@ pub struct Conditioning {
     pub rope: Rope,
 }
 
-/// `x * (1 + scale) + shift` with `(B, 1, D)` rows broadcast over time.
-fn film(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
-    Ok(x.broadcast_mul(&(scale + 1.0)?)?.broadcast_add(shift)?)
+/// EzAudio's gated residual `x + y * (1 - gate)` with a `(B, 1, D)` gate (not adaLN-Zero's `gate`).
+fn gated_residual(x: &Tensor, y: &Tensor, gate: &Tensor) -> Result<Tensor> {
+    if fused::applies(x) && fused::applies(y) {
+        return Ok(fused::gated_residual(x, y, &fused::host_rows(gate)?)?);
+    }
+    Ok((x + y.broadcast_mul(&gate.affine(-1.0, 1.0)?)?)?)
 }
 
 /// Long-skip input of an out block: `skip_linear(skip_norm(cat([x, skip], -1)))`.
@@ -181,7 +189,7 @@ impl DitBlock {
         let skip = if with_skip {
             Some(SkipMerge {
                 norm: LayerNorm::new(2 * d, vb.pp("skip_norm"))?,
-                linear: candle_nn::linear(2 * d, d, vb.pp("skip_linear"))?,
+                linear: linear::linear(2 * d, d, vb.pp("skip_linear"))?,
             })
         } else {
             None
@@ -262,10 +270,10 @@ impl DitBlock {
         let (shift_mlp, scale_mlp, gate_mlp) = (row(3)?, row(4)?, row(5)?);
 
         // Self-attention, gated by (1 - gate): EzAudio's convention, not adaLN-Zero's `gate`.
-        let h = film(&self.norm1.forward(&x)?, &shift_msa, &scale_msa)?;
+        let h = self.norm1.forward_film(&x, &shift_msa, &scale_msa)?;
         let attn = self.attn.forward(&h, None, None, Some(&cond.rope))?;
         rec.record(|| format!("{}.attn", self.name), &attn);
-        x = (x + attn.broadcast_mul(&gate_msa.affine(-1.0, 1.0)?)?)?;
+        x = gated_residual(&x, &attn, &gate_msa)?;
 
         // Cross-attention on the text: no modulation, no gate.
         let computed;
@@ -282,10 +290,10 @@ impl DitBlock {
         rec.record(|| format!("{}.cross_attn", self.name), &cross);
         x = (x + cross)?;
 
-        let h = film(&self.norm3.forward(&x)?, &shift_mlp, &scale_mlp)?;
+        let h = self.norm3.forward_film(&x, &shift_mlp, &scale_mlp)?;
         let mlp = self.mlp.forward(&h)?;
         rec.record(|| format!("{}.mlp", self.name), &mlp);
-        x = (x + mlp.broadcast_mul(&gate_mlp.affine(-1.0, 1.0)?)?)?;
+        x = gated_residual(&x, &mlp, &gate_mlp)?;
         rec.record(|| self.name.clone(), &x);
         Ok(x)
     }
@@ -302,15 +310,15 @@ pub struct FinalBlock {
 
 impl FinalBlock {
     pub fn new(dim: usize, out_chans: usize, vb: VarBuilder) -> Result<Self> {
-        let conv_w = vb.get((out_chans, out_chans, 3), "final_layer.weight")?;
-        let conv_b = vb.get(out_chans, "final_layer.bias")?;
+        let conv_w = param(&vb, (out_chans, out_chans, 3), "final_layer.weight")?;
+        let conv_b = param(&vb, out_chans, "final_layer.bias")?;
         let cfg = Conv1dConfig {
             padding: 1,
             ..Default::default()
         };
         Ok(Self {
             norm: LayerNorm::new(dim, vb.pp("norm"))?,
-            linear: candle_nn::linear(dim, out_chans, vb.pp("linear"))?,
+            linear: linear::linear(dim, out_chans, vb.pp("linear"))?,
             final_layer: Conv1d::new(conv_w, Some(conv_b), cfg),
         })
     }
@@ -324,11 +332,9 @@ impl FinalBlock {
     ) -> Result<Tensor> {
         let (b, two_d) = time_ada_final.dims2()?;
         let ada = time_ada_final.reshape((b, 2, two_d / 2))?;
-        let h = film(
-            &self.norm.forward(x)?,
-            &ada.narrow(1, 0, 1)?,
-            &ada.narrow(1, 1, 1)?,
-        )?;
+        let h = self
+            .norm
+            .forward_film(x, &ada.narrow(1, 0, 1)?, &ada.narrow(1, 1, 1)?)?;
         let h = self.linear.forward(&h)?;
         rec.record(|| "final_block.linear".into(), &h);
         let h = self

@@ -6,6 +6,7 @@ use candle_nn::VarBuilder;
 
 use super::config::{OobleckDecoderConfig, OobleckEncoderConfig};
 use crate::error::Result;
+use crate::kernels::{conv, math};
 
 /// Legacy `weight_norm(dim=0)`: `w = g * v / ||v||`, the norm over every dim but 0. Computed once,
 /// in f32, then cast. Checkpoints that already hold a plain `weight` are used as they are.
@@ -110,9 +111,18 @@ impl CustomOp1 for SnakeCpu<'_> {
                     for (r, (yr, xr)) in ys.chunks_mut(t).zip(xs.chunks(t)).enumerate() {
                         let ch = (part * rows_per + r) % c;
                         let (a, ib) = (self.alpha[ch], self.inv_beta[ch]);
-                        for (yv, &xv) in yr.iter_mut().zip(xr) {
-                            let s = (xv * a).sin();
-                            *yv = xv + s * s * ib;
+                        let peak = xr.iter().fold(0f32, |m, &v| m.max((v * a).abs()));
+                        if peak <= math::SIN_FAST_LIMIT {
+                            for (yv, &xv) in yr.iter_mut().zip(xr) {
+                                let s = math::sin(xv * a);
+                                *yv = xv + s * s * ib;
+                            }
+                        } else {
+                            // Huge arguments (or NaN): libm's full range reduction.
+                            for (yv, &xv) in yr.iter_mut().zip(xr) {
+                                let s = (xv * a).sin();
+                                *yv = xv + s * s * ib;
+                            }
                         }
                     }
                 });
@@ -153,6 +163,8 @@ impl Module for Activation {
 pub(super) struct Conv1d {
     weight: Tensor,
     bias: Option<Tensor>,
+    /// `bias` on the host for the gemm kernel (empty: no bias).
+    bias_host: Vec<f32>,
     padding: usize,
     stride: usize,
     dilation: usize,
@@ -191,9 +203,14 @@ impl Conv1d {
         } else {
             None
         };
+        let bias_host = match &bias {
+            Some(b) => b.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
+            None => Vec::new(),
+        };
         Ok(Self {
             weight,
             bias,
+            bias_host,
             padding: s.padding,
             stride: s.stride,
             dilation: s.dilation,
@@ -233,8 +250,35 @@ impl Conv1d {
     }
 }
 
+impl Conv1d {
+    fn geometry(&self) -> conv::Geometry {
+        conv::Geometry {
+            stride: self.stride,
+            dilation: self.dilation,
+            padding: self.padding,
+        }
+    }
+
+    /// `self.forward(x) + residual`, the residual added inside the convolution when it can be.
+    fn forward_plus(&self, x: &Tensor, residual: &Tensor) -> candle_core::Result<Tensor> {
+        if conv::applies(x, &self.weight) && residual.dtype() == DType::F32 {
+            return conv::conv1d(
+                x,
+                &self.weight,
+                &self.bias_host,
+                self.geometry(),
+                Some(residual),
+            );
+        }
+        self.forward(x)? + residual
+    }
+}
+
 impl Module for Conv1d {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if conv::applies(x, &self.weight) {
+            return conv::conv1d(x, &self.weight, &self.bias_host, self.geometry(), None);
+        }
         let (b, c_in, l_in) = x.dims3()?;
         let y = if x.device().is_cpu()
             && b * c_in * self.weight.dim(2)? * l_in / self.stride > CPU_IM2COL_LIMIT
@@ -256,6 +300,7 @@ impl Module for Conv1d {
 struct ConvTranspose1d {
     weight: Tensor,
     bias: Tensor,
+    bias_host: Vec<f32>,
     stride: usize,
     padding: usize,
     name: String,
@@ -265,9 +310,11 @@ impl ConvTranspose1d {
     fn new(c_in: usize, c_out: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
         let weight = weight_norm_weight(&vb, (c_in, c_out, 2 * stride))?;
         let bias = channel_vec(vb.get(c_out, "bias")?)?;
+        let bias_host = bias.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
         Ok(Self {
             weight,
             bias,
+            bias_host,
             stride,
             padding: stride.div_ceil(2),
             name: vb.prefix(),
@@ -283,6 +330,10 @@ impl Module for ConvTranspose1d {
     /// (taps s..2s); PyTorch's `padding` then crops p = ceil(s/2) samples from each end, giving
     /// (T-1)s - 2p + 2s samples (s*T for even s, s*T - 1 for odd s).
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if conv::applies(x, &self.weight) {
+            let (s, p) = (self.stride, self.padding);
+            return conv::conv_transpose1d(x, &self.weight, &self.bias_host, s, p);
+        }
         let (b, c_in, t) = x.dims3()?;
         let (_, c_out, k) = self.weight.dims3()?;
         let s = self.stride;
@@ -331,8 +382,7 @@ impl ResidualUnit {
 impl Module for ResidualUnit {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let y = self.conv1.forward(&self.act1.forward(x)?)?;
-        let y = self.conv2.forward(&self.act2.forward(&y)?)?;
-        y + x
+        self.conv2.forward_plus(&self.act2.forward(&y)?, x)
     }
 }
 
@@ -580,6 +630,7 @@ mod tests {
             let conv = Conv1d {
                 weight,
                 bias: None,
+                bias_host: Vec::new(),
                 padding,
                 stride,
                 dilation,
@@ -594,6 +645,76 @@ mod tests {
                     "stride {stride} dil {dilation} k {k} limit {limit}: {diff}"
                 );
             }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn gemm_conv_matches_candle_conv_with_bias_and_residual() -> Result<()> {
+        let dev = Device::Cpu;
+        for (stride, dilation, k, padding, l_in) in [
+            (1, 9, 7, 27, 50),
+            (2, 1, 4, 1, 31),
+            (1, 1, 1, 0, 8),
+            (3, 2, 3, 0, 40),
+        ] {
+            let x = Tensor::randn(0f32, 1.0, (2, 3, l_in), &dev)?;
+            let weight = Tensor::randn(0f32, 1.0, (5, 3, k), &dev)?;
+            let bias = Tensor::randn(0f32, 1.0, 5, &dev)?;
+            let want = x
+                .conv1d(&weight, padding, stride, dilation, 1)?
+                .broadcast_add(&bias.reshape((1, 5, 1))?)?;
+            let residual = Tensor::randn(0f32, 1.0, want.shape(), &dev)?;
+            let geometry = conv::Geometry {
+                stride,
+                dilation,
+                padding,
+            };
+            let bias_host: Vec<f32> = bias.to_vec1()?;
+            let got = conv::conv1d(&x, &weight, &bias_host, geometry, None)?;
+            let plus = conv::conv1d(&x, &weight, &bias_host, geometry, Some(&residual))?;
+            let diff = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            let diff_plus = (plus - (want + residual)?)?
+                .abs()?
+                .max_all()?
+                .to_scalar::<f32>()?;
+            assert!(
+                diff < 1e-5 && diff_plus < 1e-5,
+                "k {k} dil {dilation}: {diff} {diff_plus}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn gemm_conv_transpose_matches_the_matmul_formulation() -> Result<()> {
+        let dev = Device::Cpu;
+        for (stride, t) in [(2, 5), (3, 4), (5, 1), (8, 7)] {
+            let weight = Tensor::randn(0f32, 1.0, (3, 4, 2 * stride), &dev)?;
+            let bias = Tensor::randn(0f32, 1.0, 4, &dev)?;
+            let up = ConvTranspose1d {
+                bias_host: bias.to_vec1()?,
+                bias: channel_vec(bias.clone())?,
+                weight: weight.clone(),
+                stride,
+                padding: stride.div_ceil(2),
+                name: String::new(),
+            };
+            // f64 takes the generic matmul + overlap-add path; f32 the strided gemm kernel.
+            let up64 = ConvTranspose1d {
+                weight: weight.to_dtype(DType::F64)?,
+                bias: channel_vec(bias.to_dtype(DType::F64)?)?,
+                ..up.clone()
+            };
+            let x = Tensor::randn(0f32, 1.0, (2, 3, t), &dev)?;
+            let got = up.forward(&x)?;
+            let want = up64.forward(&x.to_dtype(DType::F64)?)?;
+            assert_eq!(got.dims(), want.dims(), "stride {stride}");
+            let diff = (got.to_dtype(DType::F64)? - want)?
+                .abs()?
+                .max_all()?
+                .to_scalar::<f64>()?;
+            assert!(diff < 1e-5, "stride {stride} t {t}: {diff}");
         }
         Ok(())
     }

@@ -1,0 +1,634 @@
+//! bf16 GEMM for x86-64 CPUs with AVX512-BF16 (`vdpbf16ps`), f32 accumulation.
+//!
+//! `out = a * w^T + bias`, with `w` a PyTorch Linear weight ([n][k]) packed once at load time.
+//!
+//! Layout: bf16 values travel as `u32` pairs (element 2p in the low half, 2p+1 in the high half)
+//! because `vdpbf16ps` multiplies pairs and adds both products into one f32 lane. The weight is
+//! cut into panels of `NR` columns; inside a panel, pair `p` of all `NR` columns is contiguous, so
+//! one 64-byte load feeds 16 output columns. Activations are converted to bf16 row-major, so
+//! the pair of a row needed at step `p` is one 32-bit broadcast.
+//!
+//! Without AVX512-BF16 a portable scalar loop over the same packed data is used.
+
+use half::bf16;
+use rayon::prelude::*;
+
+/// zmm vectors per panel row.
+const NV: usize = 4;
+/// Panel width (output columns per micro-tile); 64 divides the usual model widths.
+const NR: usize = 16 * NV;
+/// Rows per micro-tile: 24 accumulators + 4 weight vectors + broadcasts fit the 32 zmm, and a
+/// broadcast feeds 4 dot products. On Zen 4, 6x64 measured as fast as or faster than 8x48,
+/// 5x80, 4x64, 12x32 and 14x32 (the kernel runs near the 1 vdpbf16ps/cycle peak).
+const MR: usize = 6;
+/// k pairs per cache block: the 6 x 256 activation block (6 KiB) stays in L1 while a task's
+/// weight panels (64 KiB each) stream from L2. 128 and 512 measured slightly slower.
+const KC: usize = 256;
+/// Weight panels swept per activation block: about half of Zen 4's 1 MiB per-core L2.
+const NC_BYTES: usize = 512 * 1024;
+
+/// One cache line of packed data; the alignment makes every weight load a single-line load.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Line([u32; 16]);
+
+/// A Linear weight packed once at load time into the panel layout the micro-kernel streams.
+pub struct PackedBf16Weight {
+    n: usize,
+    k: usize,
+    /// k pairs (k rounded up to even, halved).
+    kp: usize,
+    panels: usize,
+    /// `panels * kp * NR` words: word `(panel * kp + p) * NR + c` holds column
+    /// `panel * NR + c`, elements `2p` (low) and `2p + 1` (high); zero past n or k.
+    data: Vec<Line>,
+}
+
+/// Summary only: the packed data can be hundreds of MiB.
+impl std::fmt::Debug for PackedBf16Weight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedBf16Weight")
+            .field("n", &self.n)
+            .field("k", &self.k)
+            .field("size_bytes", &self.size_bytes())
+            .finish()
+    }
+}
+
+/// True when this CPU can run the bf16 kernel (runtime detection of avx512f + avx512bf16).
+pub fn is_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+impl PackedBf16Weight {
+    /// Packs a row-major [n][k] f32 weight, rounding to nearest even.
+    pub fn from_f32(weight: &[f32], n: usize, k: usize) -> Self {
+        assert_eq!(weight.len(), n * k, "weight length != n * k");
+        Self::pack(n, k, |j, i| bf16::from_f32(weight[j * k + i]).to_bits())
+    }
+
+    /// Packs a row-major [n][k] bf16 weight.
+    pub fn from_bf16(weight: &[bf16], n: usize, k: usize) -> Self {
+        assert_eq!(weight.len(), n * k, "weight length != n * k");
+        Self::pack(n, k, |j, i| weight[j * k + i].to_bits())
+    }
+
+    fn pack(n: usize, k: usize, get: impl Fn(usize, usize) -> u16 + Sync) -> Self {
+        let kp = k.div_ceil(2);
+        let panels = n.div_ceil(NR);
+        let words = panels * kp * NR;
+        let mut data = vec![Line([0; 16]); words / 16];
+        // SAFETY: `Line` is a repr(C) array of u32 with no padding.
+        let flat =
+            unsafe { std::slice::from_raw_parts_mut(data.as_mut_ptr().cast::<u32>(), words) };
+        if words > 0 {
+            halves_mut(flat)
+                .par_chunks_mut(2 * kp * NR)
+                .enumerate()
+                .for_each(|(panel, dst)| {
+                    for c in 0..NR.min(n - panel * NR) {
+                        for i in 0..k {
+                            dst[(i / 2 * NR + c) * 2 + i % 2] = get(panel * NR + c, i);
+                        }
+                    }
+                });
+        }
+        PackedBf16Weight {
+            n,
+            k,
+            kp,
+            panels,
+            data,
+        }
+    }
+
+    /// Output features (rows of the source weight).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Input features (columns of the source weight).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Bytes held by the packed data (padding included).
+    pub fn size_bytes(&self) -> usize {
+        self.data.len() * std::mem::size_of::<Line>()
+    }
+
+    fn words(&self) -> &[u32] {
+        // SAFETY: as in `pack`.
+        unsafe { std::slice::from_raw_parts(self.data.as_ptr().cast(), self.data.len() * 16) }
+    }
+}
+
+/// Pair words are always accessed as two u16 in memory order: this matches the x86 kernels
+/// (low half = even element) and keeps the portable path endian-agnostic.
+fn halves(words: &[u32]) -> &[u16] {
+    // SAFETY: same memory, smaller alignment, twice the length.
+    unsafe { std::slice::from_raw_parts(words.as_ptr().cast(), words.len() * 2) }
+}
+
+fn halves_mut(words: &mut [u32]) -> &mut [u16] {
+    // SAFETY: as in `halves`.
+    unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast(), words.len() * 2) }
+}
+
+/// Same rounding as `half::bf16::from_f32` (RNE, NaN kept quiet), written so it vectorizes.
+#[inline(always)]
+fn f32_to_bf16_bits(x: f32) -> u32 {
+    let b = x.to_bits();
+    if b & 0x7fff_ffff > 0x7f80_0000 {
+        (b >> 16) | 0x40
+    } else {
+        b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16
+    }
+}
+
+/// out[i][j] = sum_k a[i][k] * w[j][k] + bias[j]; `a` is f32 row-major m x k, rounded to bf16 inside.
+pub fn matmul(a: &[f32], m: usize, w: &PackedBf16Weight, bias: Option<&[f32]>, out: &mut [f32]) {
+    assert_eq!(a.len(), m * w.k, "a length != m * k");
+    let fast = is_available();
+    run(m, w, bias, out, fast, |i, dst| {
+        let src = &a[i * w.k..(i + 1) * w.k];
+        #[cfg(target_arch = "x86_64")]
+        if fast {
+            // SAFETY: AVX-512 was detected.
+            return unsafe { avx::convert_row(src, dst) };
+        }
+        convert_row(src, dst)
+    });
+}
+
+/// Same as [`matmul`], but `a` is already bf16 (row-major m x k).
+pub fn matmul_bf16_input(
+    a: &[bf16],
+    m: usize,
+    w: &PackedBf16Weight,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    assert_eq!(a.len(), m * w.k, "a length != m * k");
+    run(m, w, bias, out, is_available(), |i, dst| {
+        for (d, s) in dst.iter_mut().zip(&a[i * w.k..(i + 1) * w.k]) {
+            *d = s.to_bits();
+        }
+    });
+}
+
+#[inline(always)]
+fn convert_row(src: &[f32], dst: &mut [u16]) {
+    for (d, &x) in dst.iter_mut().zip(src) {
+        *d = f32_to_bf16_bits(x) as u16;
+    }
+}
+
+thread_local! {
+    /// bf16 activations, reused so that each call does not page-fault a fresh buffer.
+    static SCRATCH: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+/// Larger buffers are freed after the call instead of being kept by the thread.
+const SCRATCH_KEEP_BYTES: usize = 64 << 20;
+
+/// Converts the activations with `fill(row, dst)` (dst: the row's first k bf16 values, in pair
+/// order) into the pair buffer, then multiplies.
+fn run(
+    m: usize,
+    w: &PackedBf16Weight,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    fast: bool,
+    fill: impl Fn(usize, &mut [u16]) + Sync,
+) {
+    assert_eq!(out.len(), m * w.n, "out length != m * n");
+    let (k, kp) = (w.k, w.kp);
+    // Taken, not borrowed: a nested call on this thread (rayon work stealing) gets an empty Vec.
+    let mut buf = SCRATCH.with(|s| s.take());
+    if buf.len() < m * kp {
+        buf.resize(m * kp, 0);
+    }
+    let a = &mut buf[..m * kp];
+    if kp > 0 {
+        a.par_chunks_mut(kp * 16).enumerate().for_each(|(c, rows)| {
+            for (r, row) in rows.chunks_exact_mut(kp).enumerate() {
+                let row16 = halves_mut(row);
+                row16[k..].fill(0);
+                fill(c * 16 + r, &mut row16[..k]);
+            }
+        });
+    }
+    gemm(a, m, w, bias, out, fast);
+    if buf.capacity() * 4 <= SCRATCH_KEEP_BYTES {
+        SCRATCH.with(|s| s.set(buf));
+    }
+}
+
+/// Shared output pointer; tasks write disjoint tiles.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// `a`: bf16 pairs, row-major m x kp.
+fn gemm(
+    a: &[u32],
+    m: usize,
+    w: &PackedBf16Weight,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    fast: bool,
+) {
+    let n = w.n;
+    assert_eq!(out.len(), m * n, "out length != m * n");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), n, "bias length != n");
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
+    if w.kp == 0 {
+        // Empty sum: the kernels would never write their tiles.
+        for row in out.chunks_exact_mut(n) {
+            match bias {
+                Some(b) => row.copy_from_slice(b),
+                None => row.fill(0.0),
+            }
+        }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if fast {
+        return gemm_parallel(a, m, w, bias, out);
+    }
+    let _ = fast;
+    gemm_fallback(a, m, w, bias, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn gemm_parallel(a: &[u32], m: usize, w: &PackedBf16Weight, bias: Option<&[f32]>, out: &mut [f32]) {
+    // Tasks are a grid of row groups x column groups. Columns are split first: each core then
+    // keeps its own weight panels in its L2 while the (small) bf16 activations come from L3.
+    // A few tasks per thread let rayon rebalance when a core is busy elsewhere.
+    let tiles = m.div_ceil(MR);
+    let threads = rayon::current_num_threads().max(1);
+    let target = if threads == 1 { 1 } else { threads * 4 };
+    let col_groups = w.panels.min(target);
+    let row_groups = target.div_ceil(col_groups).min(tiles);
+    let panels_per = w.panels.div_ceil(col_groups);
+    let tiles_per = tiles.div_ceil(row_groups);
+    let col_groups = w.panels.div_ceil(panels_per);
+    let row_groups = tiles.div_ceil(tiles_per);
+
+    let outp = OutPtr(out.as_mut_ptr());
+    (0..row_groups * col_groups).into_par_iter().for_each(|t| {
+        let (rg, cg) = (t / col_groups, t % col_groups);
+        let rows = rg * tiles_per * MR..((rg + 1) * tiles_per * MR).min(m);
+        let panels = cg * panels_per..((cg + 1) * panels_per).min(w.panels);
+        // SAFETY: AVX512-BF16 was detected; tasks cover disjoint output tiles inside `out`.
+        unsafe { avx::task(a, w, bias, outp, rows, panels) }
+    });
+}
+
+/// Portable path over the same packed data (speed does not matter here).
+fn gemm_fallback(a: &[u32], m: usize, w: &PackedBf16Weight, bias: Option<&[f32]>, out: &mut [f32]) {
+    let (n, kp) = (w.n, w.kp);
+    let (a, b) = (halves(a), halves(w.words()));
+    let f = |x: u16| f32::from_bits((x as u32) << 16);
+    out.par_chunks_mut(n)
+        .zip(a.par_chunks(2 * kp))
+        .take(m)
+        .for_each(|(orow, arow)| {
+            for (j, o) in orow.iter_mut().enumerate() {
+                let panel = &b[((j / NR) * kp * NR + j % NR) * 2..];
+                let mut acc = bias.map_or(0.0, |b| b[j]);
+                for (p, x) in arow.chunks_exact(2).enumerate() {
+                    let y = &panel[p * NR * 2..];
+                    acc += f(x[0]) * f(y[0]) + f(x[1]) * f(y[1]);
+                }
+                *o = acc;
+            }
+        });
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx {
+    use super::*;
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    /// Computes out[rows][panels] over all of k.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn task(
+        a: &[u32],
+        w: &PackedBf16Weight,
+        bias: Option<&[f32]>,
+        out: OutPtr,
+        rows: Range<usize>,
+        panels: Range<usize>,
+    ) {
+        let (n, kp) = (w.n, w.kp);
+        let kc_max = KC.min(kp).max(1);
+        let nc = (NC_BYTES / (kc_max * NR * 4)).max(1);
+        let (ap, bp) = (a.as_ptr(), w.words().as_ptr());
+        // Loop order: weight block (nc panels x kc pairs, ~L2) outermost, then each row tile's
+        // activation block (MR x kc, L1) is swept across those panels.
+        for jc in panels.clone().step_by(nc) {
+            let jc_end = (jc + nc).min(panels.end);
+            for pc in (0..kp).step_by(KC) {
+                let kc = KC.min(kp - pc);
+                let first = pc == 0;
+                for i in rows.clone().step_by(MR) {
+                    let h = MR.min(rows.end - i);
+                    for j in jc..jc_end {
+                        let col = j * NR;
+                        let valid = (n - col).min(NR);
+                        let mut masks = [0u16; NV];
+                        for (v, mk) in masks.iter_mut().enumerate() {
+                            let c = valid.saturating_sub(16 * v).min(16);
+                            *mk = ((1u32 << c) - 1) as u16;
+                        }
+                        let init = match (first, bias) {
+                            (false, _) => Init::Load,
+                            (true, Some(b)) => Init::Bias(b.as_ptr().add(col)),
+                            (true, None) => Init::Zero,
+                        };
+                        let args = Args {
+                            a: ap.add(i * kp + pc),
+                            lda: kp,
+                            b: bp.add((j * kp + pc) * NR),
+                            kc,
+                            c: out.0.add(i * n + col),
+                            ldc: n,
+                            init,
+                            masks,
+                        };
+                        match h {
+                            6 => kernel::<6>(&args),
+                            5 => kernel::<5>(&args),
+                            4 => kernel::<4>(&args),
+                            3 => kernel::<3>(&args),
+                            2 => kernel::<2>(&args),
+                            _ => kernel::<1>(&args),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The scalar rounding, compiled for AVX-512 so that it vectorizes 16 lanes wide.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn convert_row(src: &[f32], dst: &mut [u16]) {
+        super::convert_row(src, dst)
+    }
+
+    #[derive(Clone, Copy)]
+    enum Init {
+        Zero,
+        Bias(*const f32),
+        Load,
+    }
+
+    struct Args {
+        a: *const u32,
+        lda: usize,
+        b: *const u32,
+        kc: usize,
+        c: *mut f32,
+        ldc: usize,
+        init: Init,
+        masks: [u16; NV],
+    }
+
+    /// H x NR tile: C (+)= A[H x kc pairs] * B[kc pairs x NR]. Masks cover the columns past n.
+    /// Index loops over constant bounds: fully unrolled, the tile lives in zmm registers.
+    #[allow(clippy::needless_range_loop)]
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn kernel<const H: usize>(x: &Args) {
+        let mut acc = [[_mm512_setzero_ps(); NV]; H];
+        for r in 0..H {
+            for v in 0..NV {
+                let mk = x.masks[v];
+                acc[r][v] = match x.init {
+                    Init::Zero => _mm512_setzero_ps(),
+                    Init::Bias(b) => _mm512_maskz_loadu_ps(mk, b.wrapping_add(16 * v)),
+                    Init::Load => _mm512_maskz_loadu_ps(mk, x.c.wrapping_add(r * x.ldc + 16 * v)),
+                };
+            }
+        }
+        let (mut a, mut b) = (x.a, x.b);
+        for _ in 0..x.kc {
+            let bv: [__m512bh; NV] = std::array::from_fn(|v| {
+                std::mem::transmute(_mm512_load_si512(b.add(16 * v).cast()))
+            });
+            for r in 0..H {
+                let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(*a.add(r * x.lda) as i32));
+                for v in 0..NV {
+                    acc[r][v] = _mm512_dpbf16_ps(acc[r][v], av, bv[v]);
+                }
+            }
+            a = a.add(1);
+            b = b.add(NR);
+        }
+        for r in 0..H {
+            for v in 0..NV {
+                _mm512_mask_storeu_ps(x.c.wrapping_add(r * x.ldc + 16 * v), x.masks[v], acc[r][v]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rng(seed: u64) -> impl FnMut() -> f32 {
+        let mut s = seed | 1;
+        move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        }
+    }
+
+    fn round(x: &[f32]) -> Vec<f32> {
+        x.iter().map(|&v| bf16::from_f32(v).to_f32()).collect()
+    }
+
+    /// f64 reference on the bf16-rounded inputs.
+    fn reference(
+        a: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Vec<f32> {
+        let (a, w) = (round(a), round(w));
+        let mut out = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = bias.map_or(0.0, |b| b[j] as f64);
+                for p in 0..k {
+                    s += a[i * k + p] as f64 * w[j * k + p] as f64;
+                }
+                out[i * n + j] = s as f32;
+            }
+        }
+        out
+    }
+
+    fn check(m: usize, k: usize, n: usize, with_bias: bool) {
+        let mut r = rng((m * 1_000_003 + k * 1009 + n) as u64);
+        let a: Vec<f32> = (0..m * k).map(|_| r()).collect();
+        let wf: Vec<f32> = (0..n * k).map(|_| r()).collect();
+        let bias: Vec<f32> = (0..n).map(|_| r()).collect();
+        let bias = with_bias.then_some(&bias[..]);
+        let w = PackedBf16Weight::from_f32(&wf, n, k);
+        let want = reference(&a, &wf, bias, m, k, n);
+        // |a|, |w| <= 1: errors come from f32 accumulation order only.
+        let tol = 1e-4 * (k as f32).sqrt().max(1.0) + 1e-6;
+
+        let mut got = vec![f32::NAN; m * n];
+        matmul(&a, m, &w, bias, &mut got);
+        let a16: Vec<bf16> = a.iter().map(|&x| bf16::from_f32(x)).collect();
+        let mut got16 = vec![f32::NAN; m * n];
+        matmul_bf16_input(&a16, m, &w, bias, &mut got16);
+        let mut slow = vec![f32::NAN; m * n];
+        let kp = k.div_ceil(2);
+        let mut buf = vec![0u32; m * kp];
+        for (row, src) in buf
+            .chunks_exact_mut(kp.max(1))
+            .zip(a16.chunks_exact(k.max(1)))
+        {
+            for (d, s) in halves_mut(row).iter_mut().zip(src) {
+                *d = s.to_bits();
+            }
+        }
+        gemm(&buf, m, &w, bias, &mut slow, false);
+
+        for (name, v) in [
+            ("matmul", &got),
+            ("bf16_input", &got16),
+            ("fallback", &slow),
+        ] {
+            let err = v
+                .iter()
+                .zip(&want)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                err <= tol,
+                "{name} m={m} k={k} n={n} bias={with_bias}: err {err} > {tol}"
+            );
+            assert!(v.iter().all(|x| x.is_finite()), "{name}: unwritten output");
+        }
+    }
+
+    #[test]
+    fn matches_reference() {
+        for &m in &[0, 1, 2, 5, 7, 13, 100] {
+            for &k in &[1, 3, 64, 129, 1024] {
+                for &n in &[1, 15, 16, 17, 63, 64, 65, 130] {
+                    for with_bias in [false, true] {
+                        check(m, k, n, with_bias);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn larger_shapes() {
+        check(301, 700, 257, true);
+        check(64, 2048, 200, false);
+    }
+
+    /// Other pool sizes change the task grid; one thread also runs the nc and kc blocking.
+    #[test]
+    fn pool_sizes() {
+        for threads in [1, 3, 5] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                check(13, 1100, 1100, true);
+                check(100, 130, 65, false);
+                check(2, 64, 700, true);
+            });
+        }
+    }
+
+    #[test]
+    fn conversion_matches_half() {
+        let mut r = rng(7);
+        let mut xs: Vec<f32> = (0..10_000).map(|_| r() * 1e3).collect();
+        xs.extend([
+            0.0,
+            -0.0,
+            1e-40,
+            -1e-41,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MAX,
+            f32::MIN,
+            f32::NAN,
+        ]);
+        xs.extend(
+            (0..1000u32).map(|i| f32::from_bits(0x3f80_0000 + i * 0x4000 + (i & 1) * 0x8000)),
+        );
+        for &x in &xs {
+            assert_eq!(
+                f32_to_bf16_bits(x),
+                bf16::from_f32(x).to_bits() as u32,
+                "x = {x:e}"
+            );
+        }
+        #[cfg(target_arch = "x86_64")]
+        if is_available() {
+            let mut got = vec![0u16; xs.len()];
+            unsafe { avx::convert_row(&xs, &mut got) };
+            for (x, g) in xs.iter().zip(got) {
+                assert_eq!(g, bf16::from_f32(*x).to_bits(), "x = {x:e}");
+            }
+        }
+    }
+
+    #[test]
+    fn pack_from_bf16_equals_from_f32() {
+        for &(n, k) in &[(1, 1), (17, 3), (130, 129), (64, 1024)] {
+            let mut r = rng((n * k) as u64);
+            let w16: Vec<bf16> = (0..n * k).map(|_| bf16::from_f32(r())).collect();
+            let wf: Vec<f32> = w16.iter().map(|x| x.to_f32()).collect();
+            let (a, b) = (
+                PackedBf16Weight::from_bf16(&w16, n, k),
+                PackedBf16Weight::from_f32(&wf, n, k),
+            );
+            assert_eq!((a.n(), a.k(), a.size_bytes()), (n, k, b.size_bytes()));
+            assert_eq!(a.words(), b.words());
+            assert!(format!("{a:?}").contains(&format!("n: {n}, k: {k}")));
+        }
+    }
+
+    #[test]
+    fn empty_shapes() {
+        let w = PackedBf16Weight::from_f32(&[], 0, 8);
+        let mut out = vec![];
+        matmul(&[1.0; 24], 3, &w, None, &mut out);
+        let w = PackedBf16Weight::from_f32(&[], 4, 0);
+        let mut out = vec![1.0; 8];
+        matmul(&[], 2, &w, Some(&[1.0, 2.0, 3.0, 4.0]), &mut out);
+        assert_eq!(out, [1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0]);
+    }
+}

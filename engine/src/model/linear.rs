@@ -1,0 +1,153 @@
+//! The Linear layer of every transformer part, and the rule for which precision a part computes in.
+//!
+//! On a GPU (or in f32 / f16 anywhere) a part computes in the dtype it was loaded with and uses
+//! candle's `Linear`. On a CPU with AVX512-BF16, loading in bf16 means "bf16 weights, f32
+//! everything else": Linear weights are packed once into [`PackedBf16Weight`] panels for our
+//! `vdpbf16ps` kernel, activations are rounded to bf16 only inside that kernel, and norms,
+//! softmax, RoPE and the residual stream stay f32 (what PyTorch's CPU autocast does). candle's
+//! own CPU matmul has no bf16 kernel (it widens both operands to f32 on every call), so a model
+//! that merely *stores* bf16 is not faster there.
+
+use std::sync::Arc;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Shape, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::error::Result;
+use crate::kernels::bf16_gemm::{self, PackedBf16Weight};
+
+/// True when a part loaded through `vb` packs its Linear weights for the CPU bf16 kernel.
+pub fn packs_bf16(vb: &VarBuilder) -> bool {
+    vb.dtype() == DType::BF16 && vb.device().is_cpu() && bf16_gemm::is_available()
+}
+
+/// The dtype activations and non-Linear parameters use for a part loaded through `vb`.
+pub fn compute_dtype(vb: &VarBuilder) -> DType {
+    if packs_bf16(vb) {
+        DType::F32
+    } else {
+        vb.dtype()
+    }
+}
+
+/// A parameter that is not a Linear weight (norm, table, conv), in the part's compute dtype.
+pub fn param<S: Into<Shape>>(vb: &VarBuilder, shape: S, name: &str) -> Result<Tensor> {
+    Ok(vb.get(shape, name)?.to_dtype(compute_dtype(vb))?)
+}
+
+/// `nn.Linear` with keys `weight` `(out, in)` and optional `bias` `(out,)`.
+#[derive(Debug, Clone)]
+pub enum Linear {
+    /// candle's matmul in the part's dtype.
+    Dense(candle_nn::Linear),
+    /// bf16 weights for the AVX512-BF16 kernel; f32 in, f32 out.
+    PackedBf16(Arc<PackedLinear>),
+}
+
+#[derive(Debug)]
+pub struct PackedLinear {
+    weight: PackedBf16Weight,
+    bias: Option<Vec<f32>>,
+}
+
+pub fn linear_b(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
+    if !packs_bf16(&vb) {
+        let dense = if bias {
+            candle_nn::linear(in_dim, out_dim, vb)?
+        } else {
+            candle_nn::linear_no_bias(in_dim, out_dim, vb)?
+        };
+        return Ok(Linear::Dense(dense));
+    }
+    let weight = vb.get((out_dim, in_dim), "weight")?;
+    let weight = weight.flatten_all()?.to_vec1::<half::bf16>()?;
+    let bias = if bias {
+        let b = vb.get(out_dim, "bias")?.to_dtype(DType::F32)?;
+        Some(b.to_vec1::<f32>()?)
+    } else {
+        None
+    };
+    Ok(Linear::PackedBf16(Arc::new(PackedLinear {
+        weight: PackedBf16Weight::from_bf16(&weight, out_dim, in_dim),
+        bias,
+    })))
+}
+
+pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+    linear_b(in_dim, out_dim, true, vb)
+}
+
+pub fn linear_no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+    linear_b(in_dim, out_dim, false, vb)
+}
+
+impl Linear {
+    /// A dense Linear from tensors already in the part's compute dtype (e.g. a kernel-1 conv).
+    pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Linear::Dense(candle_nn::Linear::new(weight, bias))
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            // Rank > 2 is flattened to one 2-D matmul: gemm packs the weight once instead of
+            // once per batch item, and candle 0.11's CPU matmul is wrong for a transposed lhs
+            // against the batch-broadcast weight its `Linear` uses for 3-D input.
+            Linear::Dense(dense) if x.rank() > 2 => {
+                let mut dims = x.dims().to_vec();
+                let k = dims[dims.len() - 1];
+                let y = dense.forward(&x.reshape((x.elem_count() / k.max(1), k))?)?;
+                if let Some(last) = dims.last_mut() {
+                    *last = y.dim(1)?;
+                }
+                y.reshape(dims)
+            }
+            Linear::Dense(dense) => dense.forward(x),
+            Linear::PackedBf16(packed) => x.contiguous()?.apply_op1_no_bwd(packed.as_ref()),
+        }
+    }
+}
+
+impl CustomOp1 for PackedLinear {
+    fn name(&self) -> &'static str {
+        "packed-bf16-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let k = self.weight.k();
+        let n = self.weight.n();
+        let dims = layout.dims();
+        if k == 0 || dims.last() != Some(&k) {
+            candle_core::bail!("packed linear: input {dims:?}, expected last dim {k}")
+        }
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("packed linear: input must be contiguous")
+        };
+        let m = (end - start) / k;
+        // The kernel writes every element; zeroed only because safe Rust has no cheaper buffer.
+        let mut out = vec![0f32; m * n];
+        let bias = self.bias.as_deref();
+        match storage {
+            CpuStorage::F32(a) => {
+                bf16_gemm::matmul(&a[start..end], m, &self.weight, bias, &mut out)
+            }
+            CpuStorage::BF16(a) => {
+                bf16_gemm::matmul_bf16_input(&a[start..end], m, &self.weight, bias, &mut out)
+            }
+            other => {
+                candle_core::bail!("packed linear: unsupported input dtype {:?}", other.dtype())
+            }
+        }
+        let mut out_dims = dims.to_vec();
+        if let Some(last) = out_dims.last_mut() {
+            *last = n;
+        }
+        Ok((CpuStorage::F32(out), Shape::from(out_dims)))
+    }
+}
