@@ -5,8 +5,10 @@
 //!
 //! Callers check [`applies`] and keep the candle chain for other devices and dtypes.
 
-use candle_core::{bail, DType, Device, Result, Storage, Tensor};
+use candle_core::{bail, CpuStorage, DType, Device, InplaceOp1, Layout, Result, Storage, Tensor};
 use rayon::prelude::*;
+
+use super::math;
 
 /// Rows per parallel task: big enough that scheduling is noise, small enough to split 1000 rows.
 const ROWS_PER_TASK: usize = 16;
@@ -36,6 +38,7 @@ pub fn host_rows(t: &Tensor) -> Result<Vec<f32>> {
 }
 
 /// Row sums with 16 independent lanes (vectorises; a cascade like PyTorch's moments).
+#[inline(always)]
 fn row_sum(row: &[f32]) -> f32 {
     let mut lanes = [0f32; 16];
     let chunks = row.chunks_exact(16);
@@ -48,6 +51,7 @@ fn row_sum(row: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail.iter().sum::<f32>()
 }
 
+#[inline(always)]
 fn row_sq_dev(row: &[f32], mean: f32) -> f32 {
     let mut lanes = [0f32; 16];
     let chunks = row.chunks_exact(16);
@@ -104,25 +108,88 @@ pub fn layer_norm(
             .zip(src.par_chunks(d * ROWS_PER_TASK))
             .enumerate()
             .for_each(|(task, (dst, src))| {
-                for (r, (y, row)) in dst.chunks_exact_mut(d).zip(src.chunks_exact(d)).enumerate() {
-                    let mean = row_sum(row) / d as f32;
-                    let var = row_sq_dev(row, mean) / d as f32;
-                    let rstd = 1.0 / (var + eps).sqrt();
-                    for ((y, &v), (&w, &b)) in y.iter_mut().zip(row).zip(weight.iter().zip(bias)) {
-                        *y = (v - mean) * rstd * w + b;
-                    }
-                    if let (Some(f), Some(ops)) = (&film, &one_plus_scale) {
-                        let b = (task * ROWS_PER_TASK + r) / rows_per_batch;
-                        let shift = &f.shift[b * d..(b + 1) * d];
-                        let scale = &ops[b * d..(b + 1) * d];
-                        for ((y, &s), &t) in y.iter_mut().zip(scale).zip(shift) {
-                            *y = *y * s + t;
-                        }
-                    }
-                }
+                let film = film.as_ref().zip(one_plus_scale.as_deref());
+                let film = film.map(|(f, ops)| (f.shift, ops));
+                let rows = RowBatch {
+                    first: task * ROWS_PER_TASK,
+                    per_batch: rows_per_batch,
+                };
+                layer_norm_rows(dst, src, weight, bias, eps, film, rows)
             })
     })?;
     Tensor::from_vec(out, dims, &Device::Cpu)
+}
+
+/// Where a task's rows sit: the first row's index and how many rows each batch item has.
+#[derive(Clone, Copy)]
+struct RowBatch {
+    first: usize,
+    per_batch: usize,
+}
+
+impl RowBatch {
+    fn batch_of(self, r: usize) -> usize {
+        (self.first + r) / self.per_batch.max(1)
+    }
+}
+
+math::multiversion! {
+    /// LayerNorm of each `d`-row of `src` into `dst`, then `y * (1 + scale) + shift` with the
+    /// row's batch entry of `film = (shift, 1 + scale)`.
+    fn layer_norm_rows(
+        dst: &mut [f32],
+        src: &[f32],
+        weight: &[f32],
+        bias: &[f32],
+        eps: f32,
+        film: Option<(&[f32], &[f32])>,
+        rows: RowBatch,
+    ) {
+        let d = weight.len();
+        for (r, (y, row)) in dst.chunks_exact_mut(d).zip(src.chunks_exact(d)).enumerate() {
+            let mean = row_sum(row) / d as f32;
+            let var = row_sq_dev(row, mean) / d as f32;
+            let rstd = 1.0 / (var + eps).sqrt();
+            for ((y, &v), (&w, &b)) in y.iter_mut().zip(row).zip(weight.iter().zip(bias)) {
+                *y = (v - mean) * rstd * w + b;
+            }
+            if let Some((shift, one_plus_scale)) = film {
+                let b = rows.batch_of(r);
+                let shift = &shift[b * d..(b + 1) * d];
+                let scale = &one_plus_scale[b * d..(b + 1) * d];
+                for ((y, &s), &t) in y.iter_mut().zip(scale).zip(shift) {
+                    *y = *y * s + t;
+                }
+            }
+        }
+    }
+}
+
+math::multiversion! {
+    /// `value * gelu_erf(gate)` for each `[value | gate]` row of `src` (rows of `2 * inner`).
+    fn geglu_rows(dst: &mut [f32], src: &[f32], inner: usize) {
+        for (y, row) in dst.chunks_exact_mut(inner).zip(src.chunks_exact(2 * inner)) {
+            let (value, gate) = row.split_at(inner);
+            for ((y, &v), &g) in y.iter_mut().zip(value).zip(gate) {
+                *y = v * math::gelu_erf(g);
+            }
+        }
+    }
+}
+
+math::multiversion! {
+    /// Softmax of each `l`-row, after adding the row's batch entry of `key_bias`.
+    fn softmax_rows(data: &mut [f32], l: usize, key_bias: Option<&[f32]>, rows: RowBatch) {
+        for (r, row) in data.chunks_exact_mut(l).enumerate() {
+            if let Some(bias) = key_bias {
+                let b = rows.batch_of(r);
+                for (v, &k) in row.iter_mut().zip(&bias[b * l..(b + 1) * l]) {
+                    *v += k;
+                }
+            }
+            softmax_row(row);
+        }
+    }
 }
 
 /// GEGLU: `h[..., :I] * gelu_erf(h[..., I:])` for `h` `(..., 2I)`; returns `(..., I)`.
@@ -138,24 +205,12 @@ pub fn geglu(h: &Tensor) -> Result<Tensor> {
     with_f32(h, |src| {
         out.par_chunks_mut(inner * ROWS_PER_TASK)
             .zip(src.par_chunks(two_i * ROWS_PER_TASK))
-            .for_each(|(dst, src)| {
-                for (y, row) in dst.chunks_exact_mut(inner).zip(src.chunks_exact(two_i)) {
-                    let (value, gate) = row.split_at(inner);
-                    for ((y, &v), &g) in y.iter_mut().zip(value).zip(gate) {
-                        *y = v * gelu_erf(g);
-                    }
-                }
-            })
+            .for_each(|(dst, src)| geglu_rows(dst, src, inner))
     })?;
     if let Some(last) = dims.last_mut() {
         *last = inner;
     }
     Tensor::from_vec(out, dims, &Device::Cpu)
-}
-
-/// PyTorch's exact GELU, `x * 0.5 * (1 + erf(x / sqrt 2))`, in f32.
-fn gelu_erf(x: f32) -> f32 {
-    x * 0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
 /// EzAudio's gated residual `x + y * (1 - gate[b])`; `x`, `y`: `(B, T, D)`, `gate`: `B x D`.
@@ -177,6 +232,7 @@ pub fn gated_residual(x: &Tensor, y: &Tensor, gate: &[f32]) -> Result<Tensor> {
                 .zip(ys.par_chunks(d * ROWS_PER_TASK))
                 .enumerate()
                 .for_each(|(task, ((o, xs), ys))| {
+                    // Plain mul/add: baseline SSE2 vectorises it already.
                     for (r, ((o, xs), ys)) in o
                         .chunks_exact_mut(d)
                         .zip(xs.chunks_exact(d))
@@ -193,4 +249,83 @@ pub fn gated_residual(x: &Tensor, y: &Tensor, gate: &[f32]) -> Result<Tensor> {
         })
     })??;
     Tensor::from_vec(out, dims, &Device::Cpu)
+}
+
+/// Softmax over the last dim of attention scores `(B, H, T, L)`, in place, with an optional
+/// additive key bias `B x L` (the key-padding mask). `exp` is the vectorised [`math::exp`].
+pub fn softmax_last_dim_in_place(scores: &Tensor, key_bias: Option<&[f32]>) -> Result<()> {
+    let (b, _, _, l) = scores.dims4()?;
+    if let Some(bias) = key_bias {
+        if bias.len() != b * l {
+            bail!("fused softmax: key bias must be {b} x {l}")
+        }
+    }
+    scores.inplace_op1(&Softmax { key_bias, batch: b })
+}
+
+struct Softmax<'a> {
+    key_bias: Option<&'a [f32]>,
+    batch: usize,
+}
+
+impl InplaceOp1 for Softmax<'_> {
+    fn name(&self) -> &'static str {
+        "fused-softmax"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
+        let (CpuStorage::F32(data), Some((start, end))) = (storage, layout.contiguous_offsets())
+        else {
+            bail!("fused softmax: expects contiguous f32 scores")
+        };
+        let l = layout.dims().last().copied().unwrap_or(0);
+        if l == 0 {
+            return Ok(());
+        }
+        let rows_per_batch = (end - start) / l / self.batch.max(1);
+        data[start..end]
+            .par_chunks_mut(l * ROWS_PER_TASK)
+            .enumerate()
+            .for_each(|(task, data)| {
+                let rows = RowBatch {
+                    first: task * ROWS_PER_TASK,
+                    per_batch: rows_per_batch,
+                };
+                softmax_rows(data, l, self.key_bias, rows)
+            });
+        Ok(())
+    }
+}
+
+/// `row = exp(row - max) / sum`, with 16 independent lanes for the max and the sum.
+#[inline(always)]
+fn softmax_row(row: &mut [f32]) {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let mut chunks = row.chunks_exact(16);
+    for chunk in &mut chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = lane.max(v);
+        }
+    }
+    let max = chunks.remainder().iter().fold(
+        lanes.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)),
+        |m, &v| m.max(v),
+    );
+    let mut sums = [0f32; 16];
+    let mut chunks = row.chunks_exact_mut(16);
+    for chunk in &mut chunks {
+        for (sum, v) in sums.iter_mut().zip(chunk.iter_mut()) {
+            *v = math::exp(*v - max);
+            *sum += *v;
+        }
+    }
+    let mut total = sums.iter().sum::<f32>();
+    for v in chunks.into_remainder() {
+        *v = math::exp(*v - max);
+        total += *v;
+    }
+    let inv = 1.0 / total;
+    for v in row.iter_mut() {
+        *v *= inv;
+    }
 }

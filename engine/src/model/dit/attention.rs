@@ -270,11 +270,18 @@ impl Attention {
         // 1/sqrt(hd) scale rides on that copy (one pass over q instead of one over the T x L scores).
         let q = q.transpose(1, 2)?.affine(self.scale, 0.0)?;
         let scores = q.matmul(&kv.k.t()?)?;
-        let scores = match bias {
-            Some(bias) => scores.broadcast_add(bias)?,
-            None => scores,
+        let probs = if fused::applies(&scores) && scores.is_contiguous() {
+            // `scores` is this function's own fresh tensor: safe to overwrite in place.
+            let bias = bias.map(fused::host_rows).transpose()?;
+            fused::softmax_last_dim_in_place(&scores, bias.as_deref())?;
+            scores
+        } else {
+            let scores = match bias {
+                Some(bias) => scores.broadcast_add(bias)?,
+                None => scores,
+            };
+            candle_nn::ops::softmax_last_dim(&scores)?
         };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let out = probs.matmul(&kv.v)?.transpose(1, 2)?.reshape((
             b,
             t,

@@ -110,25 +110,31 @@ impl CustomOp1 for SnakeCpu<'_> {
                 scope.spawn(move || {
                     for (r, (yr, xr)) in ys.chunks_mut(t).zip(xs.chunks(t)).enumerate() {
                         let ch = (part * rows_per + r) % c;
-                        let (a, ib) = (self.alpha[ch], self.inv_beta[ch]);
-                        let peak = xr.iter().fold(0f32, |m, &v| m.max((v * a).abs()));
-                        if peak <= math::SIN_FAST_LIMIT {
-                            for (yv, &xv) in yr.iter_mut().zip(xr) {
-                                let s = math::sin(xv * a);
-                                *yv = xv + s * s * ib;
-                            }
-                        } else {
-                            // Huge arguments (or NaN): libm's full range reduction.
-                            for (yv, &xv) in yr.iter_mut().zip(xr) {
-                                let s = (xv * a).sin();
-                                *yv = xv + s * s * ib;
-                            }
-                        }
+                        snake_row(yr, xr, self.alpha[ch], self.inv_beta[ch]);
                     }
                 });
             }
         });
         Ok((CpuStorage::F32(y), layout.shape().clone()))
+    }
+}
+
+math::multiversion! {
+    /// `y = x + sin(a x)^2 * inv_beta` for one channel row.
+    fn snake_row(y: &mut [f32], x: &[f32], a: f32, inv_beta: f32) {
+        let peak = x.iter().fold(0f32, |m, &v| m.max((v * a).abs()));
+        if peak <= math::SIN_FAST_LIMIT {
+            for (yv, &xv) in y.iter_mut().zip(x) {
+                let s = math::sin(xv * a);
+                *yv = xv + s * s * inv_beta;
+            }
+        } else {
+            // Huge arguments (or NaN): libm's full range reduction.
+            for (yv, &xv) in y.iter_mut().zip(x) {
+                let s = (xv * a).sin();
+                *yv = xv + s * s * inv_beta;
+            }
+        }
     }
 }
 
