@@ -178,6 +178,23 @@ math::multiversion! {
 }
 
 math::multiversion! {
+    fn gated_rows(out: &mut [f32], a: &[f32], b: &[f32], act: GateActivation) {
+        match act {
+            GateActivation::GeluTanh => {
+                for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+                    *o = math::gelu_tanh(a) * b;
+                }
+            }
+            GateActivation::GeluErf => {
+                for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+                    *o = math::gelu_erf(a) * b;
+                }
+            }
+        }
+    }
+}
+
+math::multiversion! {
     /// Softmax of each `l`-row, after adding the row's batch entry of `key_bias`.
     fn softmax_rows(data: &mut [f32], l: usize, key_bias: Option<&[f32]>, rows: RowBatch) {
         for (r, row) in data.chunks_exact_mut(l).enumerate() {
@@ -211,6 +228,31 @@ pub fn geglu(h: &Tensor) -> Result<Tensor> {
         *last = inner;
     }
     Tensor::from_vec(out, dims, &Device::Cpu)
+}
+
+/// The activation of a gated feed-forward (T5's `gated-gelu`).
+#[derive(Debug, Clone, Copy)]
+pub enum GateActivation {
+    GeluTanh,
+    GeluErf,
+}
+
+/// `act(a) * b` element-wise for same-shaped `a`, `b` (T5's gated feed-forward).
+pub fn gated(a: &Tensor, b: &Tensor, act: GateActivation) -> Result<Tensor> {
+    if a.dims() != b.dims() {
+        bail!("fused gated: {:?} vs {:?}", a.dims(), b.dims())
+    }
+    let mut out = vec![0f32; a.elem_count()];
+    const CHUNK: usize = 1 << 14;
+    with_f32(a, |a| {
+        with_f32(b, |b| {
+            out.par_chunks_mut(CHUNK)
+                .zip(a.par_chunks(CHUNK))
+                .zip(b.par_chunks(CHUNK))
+                .for_each(|((o, a), b)| gated_rows(o, a, b, act))
+        })
+    })??;
+    Tensor::from_vec(out, a.dims(), &Device::Cpu)
 }
 
 /// EzAudio's gated residual `x + y * (1 - gate[b])`; `x`, `y`: `(B, T, D)`, `gate`: `B x D`.

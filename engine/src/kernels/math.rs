@@ -118,6 +118,15 @@ pub fn gelu_erf(x: f32) -> f32 {
     0.5 * x * erfc(-x * std::f32::consts::FRAC_1_SQRT_2)
 }
 
+/// The tanh-approximation GELU (HF `gelu_new`): `x/2 (1 + tanh(u))` with
+/// `u = sqrt(2/π) (x + 0.044715 x^3)`, written as `x / (1 + exp(-2u))` (no cancellation).
+#[inline(always)]
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    let u = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
+    x / (1.0 + exp(-2.0 * u))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +184,23 @@ mod tests {
         let sub = exp(-100.0);
         // (a subnormal keeps few significant bits, hence the loose bound).
         assert!(sub > 0.0 && ((sub as f64) / (-100f64).exp() - 1.0).abs() < 5e-2);
+    }
+
+    #[test]
+    fn gelu_tanh_matches_the_tanh_formula() {
+        let mut worst = 0f64;
+        let mut x = -9.0f32;
+        while x <= 9.0 {
+            let xd = x as f64;
+            let u = (2.0 / std::f64::consts::PI).sqrt() * (xd + 0.044715 * xd * xd * xd);
+            let exact = 0.5 * xd * (1.0 + u.tanh());
+            let got = gelu_tanh(x) as f64;
+            worst = worst.max((got - exact).abs() / exact.abs().max(1e-3));
+            x += 0.000_9;
+        }
+        assert!(worst < 1e-6, "worst error {worst:e}");
+        assert_eq!(gelu_tanh(-30.0), 0.0);
+        assert_eq!(gelu_tanh(30.0), 30.0);
     }
 
     #[test]

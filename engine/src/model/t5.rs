@@ -14,6 +14,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
 use super::linear::{linear_no_bias, param, Linear};
+use crate::kernels::fused;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -76,6 +77,15 @@ pub enum Activation {
 }
 
 impl Activation {
+    /// The fused CPU kernel's version of this activation, where there is one.
+    fn fused(self) -> Option<fused::GateActivation> {
+        match self {
+            Activation::GeluTanh => Some(fused::GateActivation::GeluTanh),
+            Activation::Gelu => Some(fused::GateActivation::GeluErf),
+            Activation::Relu | Activation::Silu => None,
+        }
+    }
+
     fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Activation::Relu => x.relu(),
@@ -302,10 +312,19 @@ impl FeedForward {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = self.act.apply(&self.wi.forward(x)?)?;
-        if let Some(wi_1) = &self.wi_1 {
-            h = (h * wi_1.forward(x)?)?;
-        }
+        let a = self.wi.forward(x)?;
+        let h = match &self.wi_1 {
+            Some(wi_1) => {
+                let b = wi_1.forward(x)?;
+                match self.act.fused() {
+                    Some(act) if fused::applies(&a) && fused::applies(&b) => {
+                        fused::gated(&a, &b, act)?
+                    }
+                    _ => (self.act.apply(&a)? * b)?,
+                }
+            }
+            None => self.act.apply(&a)?,
+        };
         Ok(self.wo.forward(&h)?)
     }
 }
