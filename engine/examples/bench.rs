@@ -32,6 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             "--runs" => base.runs = value()?.parse()?,
             "--warmup" => base.warmup = value()?.parse()?,
+            "--steps" => base.steps = value()?.parse()?,
             "--threads" => base.threads = Some(value()?.parse()?),
             "--dtype" => base.dtype = parse_dtype(&value()?)?,
             other => return Err(format!("unknown argument {other}").into()),

@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::model::dit::{DitConfig, MaskDit};
 use crate::model::t5::{T5Config, T5Encoder};
 use crate::model::vae::{Oobleck, VaeConfig};
+use crate::pipeline::vae_dtype;
 
 /// Model size: EzAudio-L (flan-t5-large) or EzAudio-XL (flan-t5-xl).
 #[allow(clippy::upper_case_acronyms)]
@@ -38,6 +39,9 @@ pub enum Part {
     Dit,
     T5,
     Vae,
+    /// A whole 10 s job with all three models resident: T5 on the prompt pair, the context
+    /// prepared once, `steps` guided DiT steps, the VAE decode (the pipeline's precision rules).
+    Job,
 }
 
 impl Shape {
@@ -65,6 +69,7 @@ impl Part {
             Part::Dit => "dit",
             Part::T5 => "t5",
             Part::Vae => "vae",
+            Part::Job => "job",
         }
     }
 
@@ -73,8 +78,9 @@ impl Part {
             "dit" => Ok(Part::Dit),
             "t5" => Ok(Part::T5),
             "vae" => Ok(Part::Vae),
+            "job" => Ok(Part::Job),
             _ => Err(Error::InvalidInput(format!(
-                "unknown part '{s}' (expected dit, t5 or vae)"
+                "unknown part '{s}' (expected dit, t5, vae or job)"
             ))),
         }
     }
@@ -91,6 +97,8 @@ pub struct BenchOptions {
     pub dtype: DType,
     /// Untimed runs before timing (first-touch allocations, caches).
     pub warmup: usize,
+    /// Guided DiT steps of a [`Part::Job`].
+    pub steps: usize,
 }
 
 impl Default for BenchOptions {
@@ -102,6 +110,7 @@ impl Default for BenchOptions {
             threads: None,
             dtype: DType::F32,
             warmup: 1,
+            steps: 2,
         }
     }
 }
@@ -139,7 +148,10 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<Value>> {
         Part::Dit => dit_case(opts, &device)?,
         Part::T5 => t5_case(opts, &device)?,
         Part::Vae => vae_case(opts, &device)?,
+        Part::Job => job_case(opts, &device)?,
     };
+    // Models built, nothing run yet: what the weights (and the process) hold.
+    let loaded_rss = current_rss_mib();
     for _ in 0..opts.warmup {
         step()?;
     }
@@ -165,6 +177,8 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<Value>> {
         "min_s": sorted[0],
         "times_s": times,
         "peak_rss_mib": peak_rss_mib(),
+        "loaded_rss_mib": loaded_rss,
+        "steps": (opts.part == Part::Job).then_some(opts.steps),
         "threads": candle_core::utils::get_num_threads(),
         "dtype": format!("{:?}", opts.dtype).to_lowercase(),
         "gflop": gflop,
@@ -221,15 +235,56 @@ fn t5_case(opts: &BenchOptions, device: &Device) -> Result<Case> {
 
 fn vae_case(opts: &BenchOptions, device: &Device) -> Result<Case> {
     let cfg = VaeConfig::oobleck_24k();
-    let vae = Oobleck::new_decoder_only(&cfg, random_vb(opts.dtype, device))?;
-    let z = Tensor::randn(0f32, 1.0, (1, cfg.latent_channels(), FRAMES), device)?
-        .to_dtype(opts.dtype)?;
+    let dtype = vae_dtype(device, opts.dtype);
+    let vae = Oobleck::new_decoder_only(&cfg, random_vb(dtype, device))?;
+    let z =
+        Tensor::randn(0f32, 1.0, (1, cfg.latent_channels(), FRAMES), device)?.to_dtype(dtype)?;
     let step = move || -> Result<()> {
         let out = vae.decode(&z)?;
         out.device().synchronize()?;
         Ok(())
     };
     Ok((Box::new(step), None))
+}
+
+fn job_case(opts: &BenchOptions, device: &Device) -> Result<Case> {
+    let (dit_cfg, t5_cfg) = match opts.shape {
+        Shape::L => (DitConfig::ezaudio_l(), T5Config::flan_t5_large()),
+        Shape::XL => (DitConfig::ezaudio_xl(), T5Config::flan_t5_xl()),
+    };
+    let t5 = T5Encoder::new(&t5_cfg, random_vb(opts.dtype, device))?;
+    let dit = MaskDit::new(&dit_cfg, random_vb(opts.dtype, device))?;
+    let vae_cfg = VaeConfig::oobleck_24k();
+    let vae_dtype = vae_dtype(device, opts.dtype);
+    // Encoder included: the pipeline keeps it for editing.
+    let vae = Oobleck::new(&vae_cfg, random_vb(vae_dtype, device))?;
+    let ids: Vec<u32> = (0..BATCH * TOKENS)
+        .map(|i| ((i * 7919) % t5_cfg.vocab_size) as u32)
+        .collect();
+    let ids = Tensor::from_vec(ids, (BATCH, TOKENS), device)?;
+    let mask = token_mask(device)?;
+    let x = Tensor::randn(
+        0f32,
+        1.0,
+        (BATCH, dit_cfg.latent_channels(), FRAMES),
+        device,
+    )?;
+    let t = Tensor::new(&[500f32; BATCH], device)?;
+    let steps = opts.steps;
+    let step = move || -> Result<()> {
+        let context = t5.forward(&ids, &mask)?;
+        let prepared = dit.prepare_context(&context, &mask)?;
+        let mut latent = x.clone();
+        for _ in 0..steps {
+            let out = dit.forward_prepared(&latent, &t, &prepared, None, None)?;
+            latent = (out.to_dtype(DType::F32)? * 0.5)?;
+        }
+        let clip = latent.narrow(0, 0, 1)?.to_dtype(vae_dtype)?;
+        vae.decode(&clip)?.device().synchronize()?;
+        Ok(())
+    };
+    let gflop = t5_gflop(&t5_cfg) + steps as f64 * dit_gflop(&dit_cfg);
+    Ok((Box::new(step), Some(gflop)))
 }
 
 /// `(B, L)` mask with the first [`VALID_TOKENS`] tokens valid.
@@ -342,6 +397,11 @@ pub fn tune_allocator() {
     }
 }
 
+/// Resident memory now (`VmRSS`), MiB.
+fn current_rss_mib() -> Option<f64> {
+    proc_status_kib("VmRSS:").map(|kib| kib / 1024.0)
+}
+
 /// Resets the kernel's peak-RSS counter (`VmHWM`) so the figure belongs to this part.
 fn reset_peak_rss() {
     #[cfg(target_os = "linux")]
@@ -352,8 +412,12 @@ fn reset_peak_rss() {
 
 /// `VmHWM` of `/proc/self/status` in MiB; `None` where unavailable.
 pub fn peak_rss_mib() -> Option<f64> {
+    proc_status_kib("VmHWM:").map(|kib| kib / 1024.0)
+}
+
+/// A `kB` field of `/proc/self/status`.
+fn proc_status_kib(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

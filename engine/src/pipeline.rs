@@ -125,6 +125,16 @@ pub struct Pipeline {
     vae_dtype: DType,
 }
 
+/// The VAE's dtype for a pipeline loaded in `dtype`: f32 on a CPU, where candle has no
+/// half-precision convolution kernels (a bf16 VAE would only be slower and less accurate).
+pub fn vae_dtype(device: &Device, dtype: DType) -> DType {
+    if device.is_cpu() {
+        DType::F32
+    } else {
+        dtype
+    }
+}
+
 impl Pipeline {
     pub fn load(folder: &ModelFolder, device: &Device, dtype: DType) -> Result<Self> {
         let config = folder.config.clone();
@@ -150,7 +160,7 @@ impl Pipeline {
 
         let vae_cfg = VaeConfig::from_file(&folder.vae_config)?;
         let vae_ckpt = Checkpoint::load(&folder.vae, Some("state_dict"), Some("autoencoder."))?;
-        let vae_dtype = if device.is_cpu() { DType::F32 } else { dtype };
+        let vae_dtype = vae_dtype(device, dtype);
         let vae = Oobleck::new(&vae_cfg, vae_ckpt.var_builder(vae_dtype, device))?;
         vae_ckpt.ensure_all_used(|_| false)?;
         if vae_cfg.latent_channels() != config.model.latent_channels() {

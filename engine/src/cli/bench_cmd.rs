@@ -20,6 +20,8 @@ pub enum Part {
     Dit,
     T5,
     Vae,
+    /// A whole 10 s job: T5, --steps guided DiT steps, VAE decode (all models resident)
+    Job,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -36,6 +38,9 @@ pub struct BenchArgs {
     /// CPU threads (default: all cores)
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Guided DiT steps of `--part job`
+    #[arg(long, default_value_t = 2)]
+    pub steps: usize,
     /// Precision: f32, f16 or bf16
     #[arg(long, default_value = "f32", value_parser = |s: &str| crate::device::parse_dtype(s).map_err(|e| e.to_string()))]
     pub dtype: DType,
@@ -72,7 +77,9 @@ fn bench_backend(args: &BenchArgs) -> CliResult<Vec<serde_json::Value>> {
             Part::Dit => bench::Part::Dit,
             Part::T5 => bench::Part::T5,
             Part::Vae => bench::Part::Vae,
+            Part::Job => bench::Part::Job,
         },
+        steps: args.steps,
         runs: args.runs as usize,
         threads: args.threads,
         dtype: args.dtype,

@@ -3,7 +3,8 @@
 //! A kernel-`K` convolution is `y = sum_j W_j X_j`: `W_j` is tap `j` of the weight (a strided view
 //! `C_out x C_in`) and `X_j` the padded input shifted by `j * dilation` (a strided view
 //! `C_in x L_out`). `gemm` reads both views in place and accumulates into the output, which starts
-//! as the bias (plus the residual, when the caller fuses one). candle's CPU conv instead unrolls
+//! as the bias (plus the residual, when the caller fuses one); taps that fall in the zero padding
+//! are skipped instead of padding a copy of the input. candle's CPU conv instead unrolls
 //! the input K times (im2col: up to ~0.9 GB for the last decoder stage of 10 s, single-threaded)
 //! and adds the bias in a separate pass.
 
@@ -114,33 +115,35 @@ pub fn conv1d(
     };
     with_f32(w, |w| {
         with_f32(x, |x| {
-            let mut xp = Vec::new();
             for bi in 0..b {
                 let xb = &x[bi * c_in * l_in..(bi + 1) * c_in * l_in];
-                // Zero padding as a copy of the input (one pass; im2col would be K passes).
-                let src: &[f32] = if g.padding == 0 {
-                    xb
-                } else {
-                    xp.clear();
-                    xp.resize(c_in * padded, 0.0);
-                    for (row, src) in xp.chunks_exact_mut(padded).zip(xb.chunks_exact(l_in)) {
-                        row[g.padding..g.padding + l_in].copy_from_slice(src);
-                    }
-                    &xp
-                };
                 let dst = &mut out[bi * c_out * l_out..(bi + 1) * c_out * l_out];
                 for j in 0..k {
-                    // Tap j reads columns j*dilation + t*stride, t < l_out: the last one is
-                    // (k-1)*dilation + (l_out-1)*stride < padded by the definition of l_out.
+                    // Tap j reads input column t*stride + j*dilation - padding. Only outputs
+                    // whose column lies inside the input get a term (the zero padding adds
+                    // nothing), so no padded copy of the input is made.
+                    let shift = j * g.dilation;
+                    let first = g.padding.saturating_sub(shift).div_ceil(g.stride);
+                    let end = (l_in + g.padding)
+                        .checked_sub(shift)
+                        .map_or(0, |room| room.div_ceil(g.stride))
+                        .min(l_out);
+                    if first >= end {
+                        continue;
+                    }
+                    let column = first * g.stride + shift - g.padding;
+                    // SAFETY: rows c < c_in of `xb` are read at columns column + t*stride for
+                    // t < end - first, all < l_in by the choice of `end`; outputs first..end of
+                    // each of the c_out rows exist; taps j < k of the weight exist.
                     unsafe {
                         accumulate(
-                            (c_out, l_out, c_in),
-                            dst.as_mut_ptr(),
+                            (c_out, end - first, c_in),
+                            dst.as_mut_ptr().add(first),
                             (l_out, 1),
                             w.as_ptr().add(j),
                             (c_in * k, k),
-                            src.as_ptr().add(j * g.dilation),
-                            (padded, g.stride),
+                            xb.as_ptr().add(column),
+                            (l_in, g.stride),
                         )
                     }
                 }
@@ -154,6 +157,8 @@ pub fn conv1d(
 /// `x`: `(B, C_in, T)`, `w`: `(C_in, C_out, 2s)`. Output length `(T - 1) s - 2p + 2s`.
 /// Input frame `i` adds tap `r` to output sample `i s + r - p`; each tap is one strided gemm
 /// into the output (column stride `s`), restricted to the frames that land inside the crop.
+/// The `SAFETY` bounds are the same kind as in [`conv1d`]: every frame index is < `t` and every
+/// output index is `i s + r - p` in `0..len` by the choice of `first` and `end`.
 pub fn conv_transpose1d(
     x: &Tensor,
     w: &Tensor,

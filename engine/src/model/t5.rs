@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
-use super::linear::{linear_no_bias, param, Linear};
+use super::linear::{compute_dtype, linear_no_bias, param, Linear};
 use crate::kernels::fused;
 use serde::Deserialize;
 
@@ -372,6 +372,8 @@ pub struct T5Encoder {
     max_distance: usize,
     d_model: usize,
     vocab_rows: usize,
+    /// Activations' dtype (`model::linear::compute_dtype`).
+    dtype: DType,
 }
 
 impl T5Encoder {
@@ -384,8 +386,10 @@ impl T5Encoder {
             .find(|n| vb.contains_tensor(n))
             .copied()
             .unwrap_or(EMBED_NAMES[0]);
+        // Kept in the storage dtype (bf16 halves the 32k-row table); only looked-up rows are
+        // converted to the compute dtype.
         let embed = Embedding::new(
-            param(&vb, (cfg.vocab_size, cfg.d_model), embed_name)?,
+            vb.get((cfg.vocab_size, cfg.d_model), embed_name)?,
             cfg.d_model,
         );
         let enc = vb.pp("encoder");
@@ -413,6 +417,7 @@ impl T5Encoder {
             max_distance: cfg.relative_attention_max_distance,
             d_model: cfg.d_model,
             vocab_rows: cfg.vocab_size,
+            dtype: compute_dtype(&vb),
         })
     }
 
@@ -492,7 +497,7 @@ impl T5Encoder {
             .unsqueeze(0)?
             .broadcast_add(&mask)?;
 
-        let mut x = self.embed.forward(&ids)?;
+        let mut x = self.embed.forward(&ids)?.to_dtype(self.dtype)?;
         let mut states = Vec::new();
         for block in &self.blocks {
             if keep_all {

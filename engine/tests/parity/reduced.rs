@@ -3,8 +3,10 @@
 //!
 //! Reduced precision is no parity target of the official code; its tolerances are documented
 //! here and in `engine/PERF.md`: relative error (max|port-ref|/max|ref|) of the DiT output
-//! <= 1e-2 in f16 and <= 3e-2 in bf16 (8-bit mantissa: ~4e-3 per rounding, accumulated over
-//! the blocks; measured ~2e-3 and ~1.4e-2 on the tiny fixture model).
+//! <= 1e-2 in f16 and <= 2e-2 in bf16 (8-bit mantissa: ~4e-3 per rounding, accumulated over
+//! the blocks). Measured on the tiny fixture model: f16 2.0e-3; bf16 1.1e-2 / 8.0e-3 (inpaint)
+//! with the AVX512-BF16 path (bf16 Linear weights and matmul inputs, f32 elsewhere), and
+//! 1.4e-2 / 1.7e-2 where everything runs in candle's bf16.
 
 use candle_core::{DType, Device, Tensor};
 use ezaudio_engine::model::dit::{DitConfig, MaskDit};
@@ -13,7 +15,7 @@ use ezaudio_engine::weights::Checkpoint;
 use super::common::{self, get, rel_error, TOL_FORWARD};
 
 const TOL_F16: f32 = 1e-2;
-const TOL_BF16: f32 = 3e-2;
+const TOL_BF16: f32 = 2e-2;
 
 fn config() -> DitConfig {
     let json = common::read_json("dit/config.json");
@@ -94,4 +96,27 @@ fn dit_reduced_precision_within_documented_tolerance() {
             assert!(rel <= tol, "{dtype:?}: rel {rel:e} exceeds {tol:e}");
         }
     }
+}
+
+/// On a CPU with AVX512-BF16, `bf16` means packed bf16 Linear weights with f32 activations; the
+/// result must really differ from f32 (rounded operands) while staying within tolerance.
+#[test]
+fn bf16_on_cpu_uses_the_packed_kernel_when_available() {
+    use ezaudio_engine::kernels::bf16_gemm;
+    use ezaudio_engine::model::linear::compute_dtype;
+    let ckpt = Checkpoint::load(&common::fixture("dit/model.safetensors"), None, None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let vb = ckpt.var_builder(DType::BF16, &Device::Cpu);
+    let expected = if bf16_gemm::is_available() {
+        DType::F32
+    } else {
+        DType::BF16
+    };
+    assert_eq!(compute_dtype(&vb), expected);
+    let (bf16, _) = prepared_forward(DType::BF16, false);
+    let (f32_out, _) = prepared_forward(DType::F32, false);
+    assert_eq!(bf16.dtype(), expected);
+    let rel = rel_error(&bf16, &f32_out);
+    eprintln!("bf16 vs f32 path: rel {rel:e}");
+    assert!(rel > 1e-4 && rel <= TOL_BF16, "bf16 vs f32: rel {rel:e}");
 }
