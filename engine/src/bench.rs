@@ -151,7 +151,10 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<Value>> {
         Part::Job => job_case(opts, &device)?,
     };
     // Models built, nothing run yet: what the weights (and the process) hold.
+    let build_peak_rss = peak_rss_mib();
+    release_free_memory();
     let loaded_rss = current_rss_mib();
+    reset_peak_rss();
     for _ in 0..opts.warmup {
         step()?;
     }
@@ -178,6 +181,7 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<Value>> {
         "times_s": times,
         "peak_rss_mib": peak_rss_mib(),
         "loaded_rss_mib": loaded_rss,
+        "build_peak_rss_mib": build_peak_rss,
         "steps": (opts.part == Part::Job).then_some(opts.steps),
         "threads": candle_core::utils::get_num_threads(),
         "dtype": format!("{:?}", opts.dtype).to_lowercase(),
@@ -393,6 +397,22 @@ pub fn tune_allocator() {
         unsafe {
             mallopt(-1, i32::MAX);
             mallopt(-4, 0);
+        }
+    }
+}
+
+/// Hands memory freed so far back to the kernel (glibc `malloc_trim`; a no-op elsewhere).
+/// Loading converts and packs weights through temporary buffers; with [`tune_allocator`]'s
+/// settings the heap would otherwise keep them resident after a model is built.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::os::raw::c_int;
+        }
+        // SAFETY: malloc_trim only returns free heap pages; it takes the arena locks itself.
+        unsafe {
+            malloc_trim(0);
         }
     }
 }

@@ -11,7 +11,9 @@
 use candle_core::{bail, DType, Device, Result, Tensor};
 use gemm::Parallelism;
 
-use super::fused::with_f32;
+use rayon::prelude::*;
+
+use super::fused::{snake_row, with_f32};
 
 /// Stride, dilation and zero padding of a convolution.
 #[derive(Debug, Clone, Copy)]
@@ -209,4 +211,208 @@ pub fn conv_transpose1d(
         })
     })??;
     Tensor::from_vec(out, (b, c_out, len), &Device::Cpu)
+}
+
+/// SnakeBeta parameters of one activation: per channel `exp(alpha)` and `1 / (exp(beta) + eps)`.
+#[derive(Debug, Clone, Copy)]
+pub struct Snake<'a> {
+    pub alpha: &'a [f32],
+    pub inv_beta: &'a [f32],
+}
+
+/// The weights of an Oobleck residual unit `x + conv_1x1(snake2(conv_k(snake1(x))))` with a
+/// "same"-padded dilated kernel `(C, C, k)` (odd k) and a 1x1 conv `(C, C, 1)`.
+pub struct ResidualUnit<'a> {
+    pub snake1: Snake<'a>,
+    pub conv1: &'a Tensor,
+    pub bias1: &'a [f32],
+    pub dilation: usize,
+    pub snake2: Snake<'a>,
+    pub conv2: &'a Tensor,
+    pub bias2: &'a [f32],
+}
+
+/// Output columns per tile: the tile's activations (`C x tile` plus halo) stay in L2.
+fn tile_len(channels: usize) -> usize {
+    (65_536 / channels.max(1)).max(256)
+}
+
+/// A raw output pointer shared by tiles that write disjoint column ranges.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: each task writes only its own tile's columns (see `residual_unit`).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// Through a method, so closures capture the whole (Sync) wrapper, not the raw field.
+    fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
+/// Runs a residual unit on `x` `(B, C, L)` in time tiles. Each tile reads its input with a halo of
+/// the conv's reach, so the result equals the unfused chain (same sums per output, up to gemm's
+/// blocking order), but the unit's two full-length intermediates are never allocated: peak
+/// memory is `x` + the output instead of four full tensors, and the tiles stay in cache.
+pub fn residual_unit(x: &Tensor, unit: &ResidualUnit) -> Result<Tensor> {
+    let (b, c, l) = x.dims3()?;
+    let k = unit.conv1.dim(2)?;
+    if unit.conv1.dims() != [c, c, k]
+        || unit.conv2.dims() != [c, c, 1]
+        || k % 2 == 0
+        || unit.bias1.len() != c
+        || unit.bias2.len() != c
+        || unit.snake1.alpha.len() != c
+        || unit.snake2.alpha.len() != c
+    {
+        bail!(
+            "residual unit: input {:?}, conv {:?} / {:?}",
+            x.dims(),
+            unit.conv1.dims(),
+            unit.conv2.dims()
+        )
+    }
+    let reach = (k - 1) / 2 * unit.dilation;
+    let tile = tile_len(c);
+    let tiles = l.div_ceil(tile);
+    let threads = candle_core::utils::get_num_threads().max(1);
+    // Many tiles: one tile per task, single-threaded gemm. Few (the long-channel, short early
+    // stages): tiles in order, each gemm split over the threads.
+    let (outer, inner) = if tiles >= 4 * threads {
+        (true, Parallelism::None)
+    } else {
+        (false, parallelism())
+    };
+    let mut out = vec![0f32; b * c * l];
+    let shared = SharedOut(out.as_mut_ptr());
+    with_f32(unit.conv1, |w1| {
+        with_f32(unit.conv2, |w2| {
+            with_f32(x, |x| {
+                let run_tile = |(bi, ti): (usize, usize)| {
+                    let xb = &x[bi * c * l..(bi + 1) * c * l];
+                    let t0 = ti * tile;
+                    let t1 = (t0 + tile).min(l);
+                    // Disjoint: batch item bi, columns t0..t1 of every row belong to this tile only.
+                    let out = shared.at(bi * c * l);
+                    residual_tile(xb, (l, t0, t1), reach, unit, (w1, w2), out, inner);
+                };
+                let jobs: Vec<(usize, usize)> = (0..b)
+                    .flat_map(|bi| (0..tiles).map(move |ti| (bi, ti)))
+                    .collect();
+                if outer {
+                    jobs.into_par_iter().for_each(run_tile);
+                } else {
+                    jobs.into_iter().for_each(run_tile);
+                }
+            })
+        })
+    })???;
+    Tensor::from_vec(out, (b, c, l), &Device::Cpu)
+}
+
+/// One tile `t0..t1` of a residual unit on one batch item `xb` (`C x l`), written to `out`.
+fn residual_tile(
+    xb: &[f32],
+    (l, t0, t1): (usize, usize, usize),
+    reach: usize,
+    unit: &ResidualUnit,
+    (w1, w2): (&[f32], &[f32]),
+    out: *mut f32,
+    parallelism: Parallelism,
+) {
+    let c = unit.bias1.len();
+    let k = w1.len() / (c * c);
+    let n = t1 - t0;
+    let lo = t0.saturating_sub(reach);
+    let hi = (t1 + reach).min(l);
+    let width = hi - lo;
+    // snake1 over the tile and its halo.
+    let mut act = vec![0f32; c * width];
+    for (ch, row) in act.chunks_exact_mut(width).enumerate() {
+        let src = &xb[ch * l + lo..ch * l + hi];
+        snake_row(row, src, unit.snake1.alpha[ch], unit.snake1.inv_beta[ch]);
+    }
+    // conv_k: taps reaching outside 0..l hit the zero padding and are skipped.
+    let mut hidden: Vec<f32> = unit
+        .bias1
+        .iter()
+        .flat_map(|&b| std::iter::repeat_n(b, n))
+        .collect();
+    for j in 0..k {
+        let shift = j * unit.dilation;
+        let first = t0.max((lo + reach).saturating_sub(shift));
+        let end = t1.min((hi + reach).saturating_sub(shift));
+        if first >= end {
+            continue;
+        }
+        // SAFETY: output columns first-t0..end-t0 < n of `hidden`'s c rows; input columns
+        // first+shift-reach-lo .. end+shift-reach-lo lie in 0..width by the bounds above.
+        unsafe {
+            gemm::gemm(
+                c,
+                end - first,
+                c,
+                hidden.as_mut_ptr().add(first - t0),
+                1,
+                n as isize,
+                true,
+                w1.as_ptr().add(j),
+                k as isize,
+                (c * k) as isize,
+                act.as_ptr().add(first + shift - reach - lo),
+                1,
+                width as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            )
+        }
+    }
+    // snake2 in place (row by row through a scratch row).
+    let mut row_in = vec![0f32; n];
+    for (ch, row) in hidden.chunks_exact_mut(n).enumerate() {
+        row_in.copy_from_slice(row);
+        snake_row(
+            row,
+            &row_in,
+            unit.snake2.alpha[ch],
+            unit.snake2.inv_beta[ch],
+        );
+    }
+    // out = x + bias2 + conv_1x1(hidden), on this tile's columns.
+    for ch in 0..c {
+        let bias = unit.bias2[ch];
+        for t in t0..t1 {
+            // SAFETY: row ch, column t < l of this batch item, inside this tile.
+            unsafe { *out.add(ch * l + t) = xb[ch * l + t] + bias };
+        }
+    }
+    // SAFETY: rows 0..c, columns t0..t1 of `out` (row stride l); w2 is c x c; hidden c x n.
+    unsafe {
+        gemm::gemm(
+            c,
+            n,
+            c,
+            out.add(t0),
+            1,
+            l as isize,
+            true,
+            w2.as_ptr(),
+            1,
+            c as isize,
+            hidden.as_ptr(),
+            1,
+            n as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
 }

@@ -178,6 +178,25 @@ math::multiversion! {
 }
 
 math::multiversion! {
+    /// `y = x + sin(a x)^2 * inv_beta` for one channel row.
+    pub fn snake_row(y: &mut [f32], x: &[f32], a: f32, inv_beta: f32) {
+        let peak = x.iter().fold(0f32, |m, &v| m.max((v * a).abs()));
+        if peak <= math::SIN_FAST_LIMIT {
+            for (yv, &xv) in y.iter_mut().zip(x) {
+                let s = math::sin(xv * a);
+                *yv = xv + s * s * inv_beta;
+            }
+        } else {
+            // Huge arguments (or NaN): libm's full range reduction.
+            for (yv, &xv) in y.iter_mut().zip(x) {
+                let s = (xv * a).sin();
+                *yv = xv + s * s * inv_beta;
+            }
+        }
+    }
+}
+
+math::multiversion! {
     fn gated_rows(out: &mut [f32], a: &[f32], b: &[f32], act: GateActivation) {
         match act {
             GateActivation::GeluTanh => {

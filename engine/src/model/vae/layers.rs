@@ -6,7 +6,7 @@ use candle_nn::VarBuilder;
 
 use super::config::{OobleckDecoderConfig, OobleckEncoderConfig};
 use crate::error::Result;
-use crate::kernels::{conv, math};
+use crate::kernels::{conv, fused};
 
 /// Legacy `weight_norm(dim=0)`: `w = g * v / ||v||`, the norm over every dim but 0. Computed once,
 /// in f32, then cast. Checkpoints that already hold a plain `weight` are used as they are.
@@ -110,31 +110,12 @@ impl CustomOp1 for SnakeCpu<'_> {
                 scope.spawn(move || {
                     for (r, (yr, xr)) in ys.chunks_mut(t).zip(xs.chunks(t)).enumerate() {
                         let ch = (part * rows_per + r) % c;
-                        snake_row(yr, xr, self.alpha[ch], self.inv_beta[ch]);
+                        fused::snake_row(yr, xr, self.alpha[ch], self.inv_beta[ch]);
                     }
                 });
             }
         });
         Ok((CpuStorage::F32(y), layout.shape().clone()))
-    }
-}
-
-math::multiversion! {
-    /// `y = x + sin(a x)^2 * inv_beta` for one channel row.
-    fn snake_row(y: &mut [f32], x: &[f32], a: f32, inv_beta: f32) {
-        let peak = x.iter().fold(0f32, |m, &v| m.max((v * a).abs()));
-        if peak <= math::SIN_FAST_LIMIT {
-            for (yv, &xv) in y.iter_mut().zip(x) {
-                let s = math::sin(xv * a);
-                *yv = xv + s * s * inv_beta;
-            }
-        } else {
-            // Huge arguments (or NaN): libm's full range reduction.
-            for (yv, &xv) in y.iter_mut().zip(x) {
-                let s = (xv * a).sin();
-                *yv = xv + s * s * inv_beta;
-            }
-        }
     }
 }
 
@@ -385,8 +366,42 @@ impl ResidualUnit {
     }
 }
 
+impl ResidualUnit {
+    /// The fused, tiled CPU kernel's view of this unit, when it applies (f32 on the CPU, Snake
+    /// activations, "same"-padded stride-1 conv with bias).
+    fn tiled(&self, x: &Tensor) -> Option<conv::ResidualUnit<'_>> {
+        let (Activation::Snake(s1), Activation::Snake(s2)) = (&self.act1, &self.act2) else {
+            return None;
+        };
+        let ((alpha1, inv_beta1), (alpha2, inv_beta2)) = (s1.host.as_ref()?, s2.host.as_ref()?);
+        let (c1, c2) = (&self.conv1, &self.conv2);
+        let k = c1.weight.dim(2).ok()?;
+        let same = c1.stride == 1 && c1.padding == (k - 1) / 2 * c1.dilation;
+        let f32_cpu = conv::applies(x, &c1.weight) && conv::applies(x, &c2.weight);
+        let biased = !c1.bias_host.is_empty() && !c2.bias_host.is_empty();
+        (same && f32_cpu && biased && x.rank() == 3).then_some(conv::ResidualUnit {
+            snake1: conv::Snake {
+                alpha: alpha1,
+                inv_beta: inv_beta1,
+            },
+            conv1: &c1.weight,
+            bias1: &c1.bias_host,
+            dilation: c1.dilation,
+            snake2: conv::Snake {
+                alpha: alpha2,
+                inv_beta: inv_beta2,
+            },
+            conv2: &c2.weight,
+            bias2: &c2.bias_host,
+        })
+    }
+}
+
 impl Module for ResidualUnit {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if let Some(unit) = self.tiled(x) {
+            return conv::residual_unit(x, &unit);
+        }
         let y = self.conv1.forward(&self.act1.forward(x)?)?;
         self.conv2.forward_plus(&self.act2.forward(&y)?, x)
     }
@@ -721,6 +736,38 @@ mod tests {
                 .max_all()?
                 .to_scalar::<f64>()?;
             assert!(diff < 1e-5, "stride {stride} t {t}: {diff}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn tiled_residual_unit_matches_the_op_by_op_chain() -> Result<()> {
+        let dev = Device::Cpu;
+        for (channels, dilation, len) in [
+            (3, 9, 700),
+            (4, 1, 37),
+            (2, 3, 5),
+            (64, 9, 3000),
+            (64, 3, 10_000),
+            (300, 100, 900),
+        ] {
+            let unit = ResidualUnit::new(
+                channels,
+                dilation,
+                true,
+                crate::bench::random_vb(DType::F32, &dev),
+            )?;
+            let x = Tensor::randn(0f32, 1.0, (2, channels, len), &dev)?;
+            let tiled = unit.forward(&x)?;
+            assert!(unit.tiled(&x).is_some());
+            let y = unit.conv1.forward(&unit.act1.forward(&x)?)?;
+            let chain = (unit.conv2.forward(&unit.act2.forward(&y)?)? + &x)?;
+            let scale = chain.abs()?.max_all()?.to_scalar::<f32>()?;
+            let diff = (tiled - chain)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert!(
+                diff <= 1e-5 * scale.max(1.0),
+                "C {channels} dil {dilation} L {len}: {diff}"
+            );
         }
         Ok(())
     }
