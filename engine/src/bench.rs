@@ -338,7 +338,7 @@ pub fn random_vb(dtype: DType, device: &Device) -> VarBuilder<'static> {
 /// Uniform weights scaled like PyTorch's default init (`±1/sqrt(fan_in)`) so activations keep
 /// a normal range (no denormals, no overflow) through the deep stacks; 1-D tensors named like
 /// norm gains or weight-norm magnitudes are drawn around 1.
-struct RandomWeights;
+pub struct RandomWeights;
 
 impl SimpleBackend for RandomWeights {
     fn get(

@@ -217,8 +217,8 @@ pub fn fetch_with(model: Official, controlnet: bool, rep: &Reporter) -> CliResul
 
 fn param_count(ckpt: &Checkpoint) -> usize {
     ckpt.names()
-        .filter_map(|n| ckpt.get(n))
-        .map(Tensor::elem_count)
+        .filter_map(|n| ckpt.dims(n))
+        .map(|d| d.iter().product::<usize>())
         .sum()
 }
 
@@ -339,11 +339,11 @@ fn verify(source: &ModelSource) -> CliResult {
 fn for_saving(ckpt: &Checkpoint, dtype: DType) -> CliResult<HashMap<String, Tensor>> {
     let mut out = HashMap::new();
     for name in ckpt.names() {
-        let Some(t) = ckpt.get(name) else { continue };
+        let Some(t) = ckpt.get(name)? else { continue };
         let t = if t.dtype().is_float() {
             t.to_dtype(dtype)?
         } else {
-            t.clone()
+            t
         };
         out.insert(name.to_string(), t.contiguous()?);
     }
