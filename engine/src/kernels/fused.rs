@@ -232,7 +232,7 @@ math::multiversion! {
 pub fn geglu(h: &Tensor) -> Result<Tensor> {
     let mut dims = h.dims().to_vec();
     let two_i = *dims.last().unwrap_or(&0);
-    if two_i == 0 || two_i % 2 != 0 {
+    if two_i == 0 || two_i % 2 == 1 {
         bail!("fused geglu: last dim {two_i} is not even")
     }
     let inner = two_i / 2;

@@ -162,6 +162,7 @@ impl CustomOp1 for PackedLinear {
         };
         let m = (end - start) / k;
         let mut out: Vec<f32> = Vec::with_capacity(m * n);
+        #[allow(clippy::uninit_vec)]
         // SAFETY: `bf16_gemm::matmul*` store all m*n outputs before returning (their contract,
         // checked by their tests) and nothing reads `out` before; any f32 bit pattern is valid.
         // This skips zeroing up to 32 MiB per call (2% of a bf16 DiT step).
