@@ -14,9 +14,10 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::model::dit::attention::key_padding_bias;
-use crate::model::dit::block::{timestep_features, TIME_FREQ_DIM};
+use crate::model::dit::block::TIME_FREQ_DIM;
 use crate::model::dit::{
-    batch_timesteps, BlockDims, Conditioning, DitBlock, DitConfig, Mlp2, Recorder, Rope,
+    batch_timesteps, BlockDims, Conditioning, DitBlock, DitConfig, Mlp2, Recorder, RopeCache,
+    TimestepFeatures,
 };
 
 /// The `controlnet:` section of the ControlNet yml; the network is built from
@@ -182,9 +183,10 @@ pub struct DitControlNet {
     zero_blocks: Vec<Linear>,
     in_chans: usize,
     context_dim: usize,
-    head_dim: usize,
     dtype: DType,
     device: Device,
+    rope: RopeCache,
+    timestep_features: TimestepFeatures,
 }
 
 impl DitControlNet {
@@ -219,9 +221,10 @@ impl DitControlNet {
             zero_blocks,
             in_chans: dit.in_chans,
             context_dim,
-            head_dim: dit.head_dim(),
             dtype: compute_dtype(&vb),
             device: vb.device().clone(),
+            rope: RopeCache::new(dit.head_dim(), compute_dtype(&vb), vb.device()),
+            timestep_features: TimestepFeatures::new(vb.device())?,
         })
     }
 
@@ -402,7 +405,9 @@ impl DitControlNet {
                 .contiguous()?,
         )?;
         rec.record(|| "context_embed".into(), &context);
-        let t_freq = timestep_features(&batch_timesteps(&timesteps.to_device(&self.device)?, b)?)?;
+        let t_freq = self
+            .timestep_features
+            .forward(&batch_timesteps(&timesteps.to_device(&self.device)?, b)?)?;
         let t_emb = self.time_embed.forward(&t_freq.to_dtype(self.dtype)?)?;
         rec.record(|| "time_embed".into(), &t_emb);
         let time_token = t_emb.silu()?;
@@ -414,7 +419,7 @@ impl DitControlNet {
             time_ada,
             context,
             context_bias: key_padding_bias(&context_mask.to_device(&self.device)?, self.dtype)?,
-            rope: Rope::new(t, self.head_dim, self.dtype, &self.device)?,
+            rope: self.rope.get(t)?,
         };
         let mut x = x;
         let mut skips = Vec::with_capacity(self.in_blocks.len());

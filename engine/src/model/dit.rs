@@ -15,7 +15,8 @@ use candle_nn::VarBuilder;
 
 use super::linear::{self, compute_dtype, param, Linear};
 
-pub use self::attention::{rope_inv_freq, CrossKv, Rope};
+pub use self::attention::{rope_inv_freq, CrossKv, Rope, RopeCache};
+pub use self::block::TimestepFeatures;
 pub use self::block::{BlockDims, Conditioning, DitBlock, FinalBlock, Mlp2};
 pub use self::config::{DitConfig, ImgSize};
 use crate::error::{Error, Result};
@@ -347,9 +348,10 @@ struct Udit {
     final_block: FinalBlock,
     in_chans: usize,
     context_dim: usize,
-    head_dim: usize,
     dtype: DType,
     device: Device,
+    rope: RopeCache,
+    timestep_features: TimestepFeatures,
 }
 
 impl Udit {
@@ -386,9 +388,10 @@ impl Udit {
             final_block: FinalBlock::new(d, cfg.latent_channels(), vb.pp("final_block"))?,
             in_chans: cfg.in_chans,
             context_dim,
-            head_dim: cfg.head_dim(),
             dtype: compute_dtype(&vb),
             device: vb.device().clone(),
+            rope: RopeCache::new(cfg.head_dim(), compute_dtype(&vb), vb.device()),
+            timestep_features: TimestepFeatures::new(vb.device())?,
         })
     }
 
@@ -464,8 +467,9 @@ impl Udit {
         )?;
         rec.record(|| "patch_embed".into(), &x);
 
-        let t_freq =
-            block::timestep_features(&batch_timesteps(&timesteps.to_device(&self.device)?, b)?)?;
+        let t_freq = self
+            .timestep_features
+            .forward(&batch_timesteps(&timesteps.to_device(&self.device)?, b)?)?;
         rec.record(|| "t_freq".into(), &t_freq);
         let t_emb = self.time_embed.forward(&t_freq.to_dtype(self.dtype)?)?;
         rec.record(|| "time_embed".into(), &t_emb);
@@ -476,7 +480,7 @@ impl Udit {
         let time_ada = self.time_ada.forward(&time_token)?;
         rec.record(|| "time_ada".into(), &time_ada);
 
-        let rope = Rope::new(t, self.head_dim, self.dtype, &self.device)?;
+        let rope = self.rope.get(t)?;
         if rec.is_on() {
             rec.record(
                 || "rope_cos".into(),

@@ -166,7 +166,9 @@ impl CustomOp1 for PackedLinear {
         // SAFETY: `bf16_gemm::matmul*` store all m*n outputs before returning (their contract,
         // checked by their tests) and nothing reads `out` before; any f32 bit pattern is valid.
         // This skips zeroing up to 32 MiB per call (2% of a bf16 DiT step).
-        unsafe { out.set_len(m * n) };
+        unsafe {
+            out.set_len(m * n)
+        };
         let bias = self.bias.as_deref();
         match storage {
             CpuStorage::F32(a) => {

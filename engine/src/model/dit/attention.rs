@@ -144,6 +144,44 @@ impl Rope {
     }
 }
 
+/// RoPE tables built once per model and sequence length: every step of a job (and every job of
+/// the same length) reuses them instead of evaluating `T x head_dim/2` cos/sin pairs per forward.
+#[derive(Debug)]
+pub struct RopeCache {
+    head_dim: usize,
+    dtype: DType,
+    device: Device,
+    tables: parking_lot::Mutex<Vec<(usize, Rope)>>,
+}
+
+impl RopeCache {
+    /// Lengths kept (a session uses a handful of clip lengths).
+    const KEEP: usize = 4;
+
+    pub fn new(head_dim: usize, dtype: DType, device: &Device) -> Self {
+        Self {
+            head_dim,
+            dtype,
+            device: device.clone(),
+            tables: parking_lot::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The tables for positions `0..len`.
+    pub fn get(&self, len: usize) -> Result<Rope> {
+        let mut tables = self.tables.lock();
+        if let Some((_, rope)) = tables.iter().find(|(l, _)| *l == len) {
+            return Ok(rope.clone());
+        }
+        let rope = Rope::new(len, self.head_dim, self.dtype, &self.device)?;
+        if tables.len() == Self::KEEP {
+            tables.remove(0);
+        }
+        tables.push((len, rope.clone()));
+        Ok(rope)
+    }
+}
+
 /// Additive key-padding bias `(B, 1, 1, L)` from a `(B, L)` mask (non-zero = attend): 0 where
 /// attended, the dtype's most negative finite value elsewhere (so a row with no valid key stays
 /// finite instead of NaN).

@@ -14,21 +14,36 @@ use crate::model::linear::{self, param, Linear};
 pub const TIME_FREQ_DIM: usize = 256;
 
 /// `timestep_embedding(t, 256)`: `cat([cos(t f), sin(t f)])` with `f_k = exp(-ln(1e4) k / 128)`.
-/// `t`: `(B,)` f32. Returns `(B, 256)` f32 (the reference builds it in float32 whatever the model dtype).
-pub fn timestep_features(t: &Tensor) -> Result<Tensor> {
-    let half = TIME_FREQ_DIM / 2;
-    // The reference rounds each step to f32: (-ln(1e4) as f32) * k, then / half, then exp.
-    let c = -(10000f64.ln()) as f32;
-    let freqs: Vec<f32> = (0..half)
-        .map(|k| ((c * k as f32) / half as f32) as f64)
-        .map(|e| e.exp() as f32)
-        .collect();
-    let freqs = Tensor::from_vec(freqs, (1, half), t.device())?;
-    let args = t
-        .to_dtype(DType::F32)?
-        .unsqueeze(1)?
-        .broadcast_mul(&freqs)?;
-    Ok(Tensor::cat(&[args.cos()?, args.sin()?], D::Minus1)?)
+/// The frequency table is built once per model.
+#[derive(Debug, Clone)]
+pub struct TimestepFeatures {
+    /// `(1, 128)` f32.
+    freqs: Tensor,
+}
+
+impl TimestepFeatures {
+    pub fn new(device: &candle_core::Device) -> Result<Self> {
+        let half = TIME_FREQ_DIM / 2;
+        // The reference rounds each step to f32: (-ln(1e4) as f32) * k, then / half, then exp.
+        let c = -(10000f64.ln()) as f32;
+        let freqs: Vec<f32> = (0..half)
+            .map(|k| ((c * k as f32) / half as f32) as f64)
+            .map(|e| e.exp() as f32)
+            .collect();
+        Ok(Self {
+            freqs: Tensor::from_vec(freqs, (1, half), device)?,
+        })
+    }
+
+    /// `t`: `(B,)`. Returns `(B, 256)` f32 (the reference builds it in float32 whatever the
+    /// model dtype).
+    pub fn forward(&self, t: &Tensor) -> Result<Tensor> {
+        let args = t
+            .to_dtype(DType::F32)?
+            .unsqueeze(1)?
+            .broadcast_mul(&self.freqs)?;
+        Ok(Tensor::cat(&[args.cos()?, args.sin()?], D::Minus1)?)
+    }
 }
 
 /// `Linear -> SiLU -> Linear`, the shape of `TimestepEmbedder.mlp` (keys `0`, `2`) and of
