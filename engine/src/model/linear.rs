@@ -16,6 +16,7 @@ use candle_nn::VarBuilder;
 
 use crate::error::Result;
 use crate::kernels::bf16_gemm::{self, PackedBf16Weight};
+use crate::kernels::fused::{self, with_slice};
 
 /// True when a part loaded through `vb` packs its Linear weights for the CPU bf16 kernel.
 pub fn packs_bf16(vb: &VarBuilder) -> bool {
@@ -60,7 +61,7 @@ pub struct PackedLinear {
 
 pub fn linear_b(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
     if vb.device().is_cpu() && vb.dtype() == DType::F32 {
-        let weight_t = vb.get((out_dim, in_dim), "weight")?.t()?.contiguous()?;
+        let weight_t = fused::transpose_2d(&vb.get((out_dim, in_dim), "weight")?)?;
         let bias = if bias {
             Some(vb.get(out_dim, "bias")?)
         } else {
@@ -77,17 +78,17 @@ pub fn linear_b(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Re
         return Ok(Linear::Dense(dense));
     }
     let weight = vb.get((out_dim, in_dim), "weight")?;
-    let weight = weight.flatten_all()?.to_vec1::<half::bf16>()?;
+    // Packed straight from the tensor's storage (no intermediate Vec of the whole weight).
+    let weight = with_slice(&weight, |w: &[half::bf16]| {
+        PackedBf16Weight::from_bf16(w, out_dim, in_dim)
+    })?;
     let bias = if bias {
         let b = vb.get(out_dim, "bias")?.to_dtype(DType::F32)?;
         Some(b.to_vec1::<f32>()?)
     } else {
         None
     };
-    Ok(Linear::PackedBf16(Arc::new(PackedLinear {
-        weight: PackedBf16Weight::from_bf16(&weight, out_dim, in_dim),
-        bias,
-    })))
+    Ok(Linear::PackedBf16(Arc::new(PackedLinear { weight, bias })))
 }
 
 pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {

@@ -2,6 +2,7 @@
 //! and f32 reaches a model in another in a single pass, with no copy in the stored dtype.
 
 use candle_core::DType;
+use rayon::prelude::*;
 
 /// Converted values, typed for `Tensor::from_vec`.
 pub(super) enum FloatVec {
@@ -21,26 +22,43 @@ pub(super) fn convert_float(bytes: &[u8], from: DType, to: DType) -> Option<Floa
     use half::slice::HalfFloatSliceExt;
     use half::{bf16, f16};
 
+    // Converted in parallel blocks: loading is otherwise one thread streaming gigabytes.
+    const BLOCK: usize = 1 << 16;
+
     fn widen<H>(src: &[H]) -> Vec<f32>
     where
         [H]: HalfFloatSliceExt,
+        H: Sync,
     {
         // A zeroed allocation: fresh pages from the kernel, no extra pass.
         let mut out = vec![0f32; src.len()];
-        src.convert_to_f32_slice(&mut out);
+        out.par_chunks_mut(BLOCK)
+            .zip(src.par_chunks(BLOCK))
+            .for_each(|(out, src)| src.convert_to_f32_slice(out));
         out
     }
-    fn narrow<H, T>(src: &[H], f: impl Fn(f32) -> T) -> Vec<T>
+    fn narrow<H, T>(src: &[H], f: impl Fn(f32) -> T + Sync) -> Vec<T>
     where
         [H]: HalfFloatSliceExt,
+        H: Sync,
+        T: Copy + Default + Send,
     {
-        let mut out = Vec::with_capacity(src.len());
-        let mut scratch = [0f32; CONVERT_CHUNK];
-        for chunk in src.chunks(CONVERT_CHUNK) {
-            let wide = &mut scratch[..chunk.len()];
-            chunk.convert_to_f32_slice(wide);
-            out.extend(wide.iter().map(|&x| f(x)));
-        }
+        let mut out = vec![T::default(); src.len()];
+        out.par_chunks_mut(BLOCK)
+            .zip(src.par_chunks(BLOCK))
+            .for_each(|(out, block)| {
+                let mut scratch = [0f32; CONVERT_CHUNK];
+                for (out, chunk) in out
+                    .chunks_mut(CONVERT_CHUNK)
+                    .zip(block.chunks(CONVERT_CHUNK))
+                {
+                    let wide = &mut scratch[..chunk.len()];
+                    chunk.convert_to_f32_slice(wide);
+                    for (o, &x) in out.iter_mut().zip(wide.iter()) {
+                        *o = f(x);
+                    }
+                }
+            });
         out
     }
     Some(match (from, to) {
@@ -62,11 +80,11 @@ pub(super) fn convert_float(bytes: &[u8], from: DType, to: DType) -> Option<Floa
         }
         (DType::F32, DType::BF16) => {
             let src: &[f32] = bytemuck::try_cast_slice(bytes).ok()?;
-            FloatVec::BF16(src.iter().map(|&x| bf16::from_f32(x)).collect())
+            FloatVec::BF16(src.par_iter().map(|&x| bf16::from_f32(x)).collect())
         }
         (DType::F32, DType::F16) => {
             let src: &[f32] = bytemuck::try_cast_slice(bytes).ok()?;
-            FloatVec::F16(src.iter().map(|&x| f16::from_f32(x)).collect())
+            FloatVec::F16(src.par_iter().map(|&x| f16::from_f32(x)).collect())
         }
         _ => return None,
     })
