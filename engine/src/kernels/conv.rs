@@ -67,6 +67,27 @@ unsafe fn accumulate(
     )
 }
 
+/// Runs `f(weight, x_b, out_b)` for each batch item `b` of `x` (items of `in_len` values) and
+/// `out` (items of `out_len`), with the weight and the input as f32 slices.
+fn for_each_item(
+    x: &Tensor,
+    w: &Tensor,
+    out: &mut [f32],
+    (in_len, out_len): (usize, usize),
+    mut f: impl FnMut(&[f32], &[f32], &mut [f32]),
+) -> Result<()> {
+    if in_len == 0 || out_len == 0 {
+        return Ok(());
+    }
+    with_f32(w, |w| {
+        with_f32(x, |x| {
+            for (xb, dst) in x.chunks_exact(in_len).zip(out.chunks_exact_mut(out_len)) {
+                f(w, xb, dst);
+            }
+        })
+    })?
+}
+
 /// Output rows start as `bias[c]` (plus `residual`, laid out like the output).
 fn initial_output(
     b: usize,
@@ -115,43 +136,43 @@ pub fn conv1d(
         Some(r) => with_f32(r, |r| initial_output(b, c_out, l_out, bias, Some(r)))?,
         None => initial_output(b, c_out, l_out, bias, None),
     };
-    with_f32(w, |w| {
-        with_f32(x, |x| {
-            for bi in 0..b {
-                let xb = &x[bi * c_in * l_in..(bi + 1) * c_in * l_in];
-                let dst = &mut out[bi * c_out * l_out..(bi + 1) * c_out * l_out];
-                for j in 0..k {
-                    // Tap j reads input column t*stride + j*dilation - padding. Only outputs
-                    // whose column lies inside the input get a term (the zero padding adds
-                    // nothing), so no padded copy of the input is made.
-                    let shift = j * g.dilation;
-                    let first = g.padding.saturating_sub(shift).div_ceil(g.stride);
-                    let end = (l_in + g.padding)
-                        .checked_sub(shift)
-                        .map_or(0, |room| room.div_ceil(g.stride))
-                        .min(l_out);
-                    if first >= end {
-                        continue;
-                    }
-                    let column = first * g.stride + shift - g.padding;
-                    // SAFETY: rows c < c_in of `xb` are read at columns column + t*stride for
-                    // t < end - first, all < l_in by the choice of `end`; outputs first..end of
-                    // each of the c_out rows exist; taps j < k of the weight exist.
-                    unsafe {
-                        accumulate(
-                            (c_out, end - first, c_in),
-                            dst.as_mut_ptr().add(first),
-                            (l_out, 1),
-                            w.as_ptr().add(j),
-                            (c_in * k, k),
-                            xb.as_ptr().add(column),
-                            (l_in, g.stride),
-                        )
-                    }
+    for_each_item(
+        x,
+        w,
+        &mut out,
+        (c_in * l_in, c_out * l_out),
+        |w, xb, dst| {
+            for j in 0..k {
+                // Tap j reads input column t*stride + j*dilation - padding. Only outputs
+                // whose column lies inside the input get a term (the zero padding adds
+                // nothing), so no padded copy of the input is made.
+                let shift = j * g.dilation;
+                let first = g.padding.saturating_sub(shift).div_ceil(g.stride);
+                let end = (l_in + g.padding)
+                    .checked_sub(shift)
+                    .map_or(0, |room| room.div_ceil(g.stride))
+                    .min(l_out);
+                if first >= end {
+                    continue;
+                }
+                let column = first * g.stride + shift - g.padding;
+                // SAFETY: rows c < c_in of `xb` are read at columns column + t*stride for
+                // t < end - first, all < l_in by the choice of `end`; outputs first..end of
+                // each of the c_out rows exist; taps j < k of the weight exist.
+                unsafe {
+                    accumulate(
+                        (c_out, end - first, c_in),
+                        dst.as_mut_ptr().add(first),
+                        (l_out, 1),
+                        w.as_ptr().add(j),
+                        (c_in * k, k),
+                        xb.as_ptr().add(column),
+                        (l_in, g.stride),
+                    )
                 }
             }
-        })
-    })??;
+        },
+    )?;
     Tensor::from_vec(out, (b, c_out, l_out), &Device::Cpu)
 }
 
@@ -179,37 +200,31 @@ pub fn conv_transpose1d(
     }
     let len = (t + 1) * s - 2 * p;
     let mut out = initial_output(b, c_out, len, bias, None);
-    with_f32(w, |w| {
-        with_f32(x, |x| {
-            for bi in 0..b {
-                let xb = &x[bi * c_in * t..(bi + 1) * c_in * t];
-                let dst = &mut out[bi * c_out * len..(bi + 1) * c_out * len];
-                for r in 0..k {
-                    // Frames i with 0 <= i*s + r - p < len.
-                    let Some(room) = (len + p).checked_sub(r) else {
-                        continue;
-                    };
-                    let first = p.saturating_sub(r).div_ceil(s);
-                    let end = room.div_ceil(s).min(t);
-                    if first >= end {
-                        continue;
-                    }
-                    let o0 = first * s + r - p;
-                    unsafe {
-                        accumulate(
-                            (c_out, end - first, c_in),
-                            dst.as_mut_ptr().add(o0),
-                            (len, s),
-                            w.as_ptr().add(r),
-                            (k, c_out * k),
-                            xb.as_ptr().add(first),
-                            (t, 1),
-                        )
-                    }
-                }
+    for_each_item(x, w, &mut out, (c_in * t, c_out * len), |w, xb, dst| {
+        for r in 0..k {
+            // Frames i with 0 <= i*s + r - p < len.
+            let Some(room) = (len + p).checked_sub(r) else {
+                continue;
+            };
+            let first = p.saturating_sub(r).div_ceil(s);
+            let end = room.div_ceil(s).min(t);
+            if first >= end {
+                continue;
             }
-        })
-    })??;
+            let o0 = first * s + r - p;
+            unsafe {
+                accumulate(
+                    (c_out, end - first, c_in),
+                    dst.as_mut_ptr().add(o0),
+                    (len, s),
+                    w.as_ptr().add(r),
+                    (k, c_out * k),
+                    xb.as_ptr().add(first),
+                    (t, 1),
+                )
+            }
+        }
+    })?;
     Tensor::from_vec(out, (b, c_out, len), &Device::Cpu)
 }
 
