@@ -43,6 +43,7 @@ unsafe fn accumulate(
     (lhs_rs, lhs_cs): (usize, usize),
     rhs: *const f32,
     (rhs_rs, rhs_cs): (usize, usize),
+    parallelism: Parallelism,
 ) {
     gemm::gemm(
         m,
@@ -63,7 +64,7 @@ unsafe fn accumulate(
         false,
         false,
         false,
-        parallelism(),
+        parallelism,
     )
 }
 
@@ -168,6 +169,7 @@ pub fn conv1d(
                         (c_in * k, k),
                         xb.as_ptr().add(column),
                         (l_in, g.stride),
+                        parallelism(),
                     )
                 }
             }
@@ -221,6 +223,7 @@ pub fn conv_transpose1d(
                     (k, c_out * k),
                     xb.as_ptr().add(first),
                     (t, 1),
+                    parallelism(),
                 )
             }
         }
@@ -364,25 +367,14 @@ fn residual_tile(
         // SAFETY: output columns first-t0..end-t0 < n of `hidden`'s c rows; input columns
         // first+shift-reach-lo .. end+shift-reach-lo lie in 0..width by the bounds above.
         unsafe {
-            gemm::gemm(
-                c,
-                end - first,
-                c,
+            accumulate(
+                (c, end - first, c),
                 hidden.as_mut_ptr().add(first - t0),
-                1,
-                n as isize,
-                true,
+                (n, 1),
                 w1.as_ptr().add(j),
-                k as isize,
-                (c * k) as isize,
+                (c * k, k),
                 act.as_ptr().add(first + shift - reach - lo),
-                1,
-                width as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
+                (width, 1),
                 parallelism,
             )
         }
@@ -408,25 +400,14 @@ fn residual_tile(
     }
     // SAFETY: rows 0..c, columns t0..t1 of `out` (row stride l); w2 is c x c; hidden c x n.
     unsafe {
-        gemm::gemm(
-            c,
-            n,
-            c,
+        accumulate(
+            (c, n, c),
             out.add(t0),
-            1,
-            l as isize,
-            true,
+            (l, 1),
             w2.as_ptr(),
-            1,
-            c as isize,
+            (c, 1),
             hidden.as_ptr(),
-            1,
-            n as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
+            (n, 1),
             parallelism,
         )
     }
