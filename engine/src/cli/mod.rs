@@ -83,7 +83,7 @@ enum Command {
         #[command(subcommand)]
         command: models_cmd::ModelsCommand,
     },
-    /// Time one part of a model (DiT, T5 or VAE) at the real size, with random weights
+    /// Time one part of a model (DiT, T5, VAE) or a whole job at the real size, with random weights
     Bench(bench_cmd::BenchArgs),
 }
 
