@@ -413,12 +413,21 @@ impl Pipeline {
         // The condition does not change between steps: embed it once, batch 1, and broadcast it
         // over the CFG batch (the reference duplicates it, so both halves are controlled).
         let embedded = controlnet.net.embed_condition(&condition)?;
+        // The text context is the job's too: the ControlNet's own context embedding and
+        // cross-attention keys/values are prepared at the first step and reused after.
+        let prepared = std::cell::OnceCell::new();
         let provider = |input: &Tensor, t: &Tensor, ctx: &Tensor, mask: &Tensor| {
+            if prepared.get().is_none() {
+                let _ = prepared.set(controlnet.net.prepare_context(ctx, mask)?);
+            }
+            let prepared = prepared
+                .get()
+                .ok_or_else(|| Error::InvalidInput("ControlNet context not prepared".into()))?;
             let (b, l, d) = embedded.dims3()?;
             let cond = embedded.broadcast_as((input.dim(0)?.max(b), l, d))?;
             controlnet
                 .net
-                .forward_embedded(input, t, ctx, mask, &cond, conditioning_scale)
+                .forward_prepared(input, t, prepared, &cond, conditioning_scale)
         };
         let mut out = self.run_with(settings, frames, None, noise, progress, Some(&provider))?;
         let mut wanted = (seconds * self.sample_rate() as f64).round() as usize;

@@ -9,15 +9,12 @@
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Conv1d, Conv1dConfig, VarBuilder};
 
-use super::linear::{self, compute_dtype, param, Linear};
+use super::linear::{self, param, Linear};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::model::dit::attention::key_padding_bias;
-use crate::model::dit::block::TIME_FREQ_DIM;
 use crate::model::dit::{
-    batch_timesteps, BlockDims, Conditioning, DitBlock, DitConfig, Mlp2, Recorder, RopeCache,
-    TimestepFeatures,
+    BlockDims, Conditioning, DitBlock, DitConfig, DitStem, PreparedContext, Recorder,
 };
 
 /// The `controlnet:` section of the ControlNet yml; the network is built from
@@ -173,20 +170,11 @@ impl ControlNetEmbed {
 /// `DiTControlNet` with the EzAudio feature set (the DiT config's, see [`DitConfig::validate`]).
 pub struct DitControlNet {
     cfg: ControlNetConfig,
-    /// Kernel-1 Conv1d over the MaskDiT input, applied as a Linear (tokens `(B, T, D)`).
-    patch_embed: Linear,
-    time_embed: Mlp2,
-    time_ada: Linear,
-    context_embed: Mlp2,
+    /// Patch, time and context embeddings and RoPE, as in the UDiT (same keys).
+    stem: DitStem,
     in_blocks: Vec<DitBlock>,
     controlnet_pre: ControlNetEmbed,
     zero_blocks: Vec<Linear>,
-    in_chans: usize,
-    context_dim: usize,
-    dtype: DType,
-    device: Device,
-    rope: RopeCache,
-    timestep_features: TimestepFeatures,
 }
 
 impl DitControlNet {
@@ -196,10 +184,7 @@ impl DitControlNet {
         dit.validate()?;
         cfg.validate()?;
         let d = dit.embed_dim;
-        let context_dim = dit.context_dim.unwrap_or(d);
         let dims = BlockDims::from_config(dit);
-        let pw = param(&vb, (d, dit.in_chans, 1), "patch_embed.proj.weight")?;
-        let pb = param(&vb, d, "patch_embed.proj.bias")?;
         let half = dit.depth / 2;
         let in_blocks = (0..half)
             .map(|i| {
@@ -212,19 +197,10 @@ impl DitControlNet {
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             cfg: cfg.clone(),
-            patch_embed: Linear::from_tensors(pw.squeeze(2)?, Some(pb)),
-            time_embed: Mlp2::new(TIME_FREQ_DIM, d, vb.pp("time_embed.mlp"))?,
-            time_ada: linear::linear(d, 6 * d, vb.pp("time_ada"))?,
-            context_embed: Mlp2::new(context_dim, d, vb.pp("context_embed"))?,
+            stem: DitStem::new(dit, &vb)?,
             in_blocks,
             controlnet_pre: ControlNetEmbed::new(cfg, d, vb.pp("controlnet_pre"))?,
             zero_blocks,
-            in_chans: dit.in_chans,
-            context_dim,
-            dtype: compute_dtype(&vb),
-            device: vb.device().clone(),
-            rope: RopeCache::new(dit.head_dim(), compute_dtype(&vb), vb.device()),
-            timestep_features: TimestepFeatures::new(vb.device())?,
         })
     }
 
@@ -233,11 +209,11 @@ impl DitControlNet {
     }
 
     pub fn dtype(&self) -> DType {
-        self.dtype
+        self.stem.dtype()
     }
 
     pub fn device(&self) -> &Device {
-        &self.device
+        self.stem.device()
     }
 
     /// Number of skips (one per in block, = the UDiT's out blocks).
@@ -265,14 +241,8 @@ impl DitControlNet {
         conditioning_scale: f64,
     ) -> Result<Vec<Tensor>> {
         let cond = self.embed_condition(condition)?;
-        self.forward_embedded(
-            unet_input,
-            timesteps,
-            context,
-            context_mask,
-            &cond,
-            conditioning_scale,
-        )
+        let ctx = self.prepare_context(context, context_mask)?;
+        self.forward_prepared(unet_input, timesteps, &ctx, &cond, conditioning_scale)
     }
 
     /// [`Self::forward`] that also appends the named intermediates (the names of
@@ -290,11 +260,11 @@ impl DitControlNet {
     ) -> Result<Vec<Tensor>> {
         let mut rec = Recorder::new(record);
         let cond = self.embed(condition, &mut rec)?;
+        let ctx = self.prepare(context, context_mask, &mut rec)?;
         self.run(
             unet_input,
             timesteps,
-            context,
-            context_mask,
+            &ctx,
             &cond,
             conditioning_scale,
             &mut rec,
@@ -302,29 +272,39 @@ impl DitControlNet {
     }
 
     /// The condition tokens `(B, L, D)` (`controlnet_pre`); they do not depend on the timestep,
-    /// so a sampler computes them once and calls [`Self::forward_embedded`] per step.
+    /// so a sampler computes them once and calls [`Self::forward_prepared`] per step.
     pub fn embed_condition(&self, condition: &Tensor) -> Result<Tensor> {
         self.embed(condition, &mut Recorder::off())
     }
 
-    /// [`Self::forward`] with the condition already embedded by [`Self::embed_condition`].
-    pub fn forward_embedded(
+    /// The ControlNet's own embedded text context and cross-attention keys/values, once per job
+    /// (its blocks have their own weights, so the DiT's prepared context does not serve).
+    pub fn prepare_context(
+        &self,
+        context: &Tensor,
+        context_mask: &Tensor,
+    ) -> Result<PreparedContext> {
+        self.prepare(context, context_mask, &mut Recorder::off())
+    }
+
+    /// [`Self::forward`] with the condition from [`Self::embed_condition`] and the context from
+    /// [`Self::prepare_context`] (the sampler's step).
+    pub fn forward_prepared(
         &self,
         unet_input: &Tensor,
         timesteps: &Tensor,
-        context: &Tensor,
-        context_mask: &Tensor,
+        context: &PreparedContext,
         cond_embed: &Tensor,
         conditioning_scale: f64,
     ) -> Result<Vec<Tensor>> {
+        let rec = &mut Recorder::off();
         self.run(
             unet_input,
             timesteps,
             context,
-            context_mask,
             cond_embed,
             conditioning_scale,
-            &mut Recorder::off(),
+            rec,
         )
     }
 
@@ -338,42 +318,36 @@ impl DitControlNet {
                 )))
             }
         }
-        let condition = condition.to_device(&self.device)?.to_dtype(self.dtype)?;
+        let condition = condition
+            .to_device(self.stem.device())?
+            .to_dtype(self.stem.dtype())?;
         self.controlnet_pre.forward(&condition, rec)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    fn prepare(
+        &self,
+        context: &Tensor,
+        mask: &Tensor,
+        rec: &mut Recorder,
+    ) -> Result<PreparedContext> {
+        self.stem
+            .prepare_context(context, mask, self.in_blocks.iter(), "ControlNet", rec)
+    }
+
     fn run(
         &self,
         unet_input: &Tensor,
         timesteps: &Tensor,
-        context: &Tensor,
-        context_mask: &Tensor,
+        ctx: &PreparedContext,
         cond_embed: &Tensor,
         conditioning_scale: f64,
         rec: &mut Recorder,
     ) -> Result<Vec<Tensor>> {
-        let (b, c, t) = unet_input.dims3()?;
-        if c != self.in_chans {
+        let (b, _, t) = unet_input.dims3()?;
+        if ctx.batch() != b || ctx.kv.len() != self.in_blocks.len() {
             return Err(Error::InvalidInput(format!(
-                "ControlNet: input has {c} channels, expected {} (the MaskDiT-prepared input)",
-                self.in_chans
-            )));
-        }
-        match context.dims() {
-            [cb, _, cd] if *cb == b && *cd == self.context_dim => {}
-            dims => {
-                return Err(Error::InvalidInput(format!(
-                    "ControlNet: context must be ({b}, L, {}), got {dims:?}",
-                    self.context_dim
-                )))
-            }
-        }
-        let lc = context.dim(1)?;
-        if context_mask.dims() != [b, lc] {
-            return Err(Error::InvalidInput(format!(
-                "ControlNet: context_mask must be ({b}, {lc}), got {:?}",
-                context_mask.dims()
+                "ControlNet: the prepared context has batch {}, the input batch is {b}",
+                ctx.batch()
             )));
         }
         let (cb, cl, _) = cond_embed.dims3()?;
@@ -384,47 +358,21 @@ impl DitControlNet {
                 self.condition_frames(t)
             )));
         }
-
-        // Contiguous Linear inputs: candle 0.11's CPU matmul is wrong for a transposed lhs
-        // against a broadcast weight.
-        let x = self.patch_embed.forward(
-            &unet_input
-                .to_device(&self.device)?
-                .to_dtype(self.dtype)?
-                .transpose(1, 2)?
-                .contiguous()?,
-        )?;
-        rec.record(|| "patch_embed".into(), &x);
+        let x = self.stem.tokens(unet_input, "ControlNet", rec)?;
         let x = (x + cond_embed)?;
         rec.record(|| "tokens_in".into(), &x);
-
-        let context = self.context_embed.forward(
-            &context
-                .to_device(&self.device)?
-                .to_dtype(self.dtype)?
-                .contiguous()?,
-        )?;
-        rec.record(|| "context_embed".into(), &context);
-        let t_freq = self
-            .timestep_features
-            .forward(&batch_timesteps(&timesteps.to_device(&self.device)?, b)?)?;
-        let t_emb = self.time_embed.forward(&t_freq.to_dtype(self.dtype)?)?;
-        rec.record(|| "time_embed".into(), &t_emb);
-        let time_token = t_emb.silu()?;
-        let time_ada = self.time_ada.forward(&time_token)?;
-        rec.record(|| "time_ada".into(), &time_ada);
-
+        let time = self.stem.time(timesteps, b, rec)?;
         let cond = Conditioning {
-            time_token,
-            time_ada,
-            context,
-            context_bias: key_padding_bias(&context_mask.to_device(&self.device)?, self.dtype)?,
-            rope: self.rope.get(t)?,
+            time_token: time.time_token,
+            time_ada: time.time_ada,
+            context: ctx.context.clone(),
+            context_bias: ctx.bias.clone(),
+            rope: self.stem.rope(t)?,
         };
         let mut x = x;
         let mut skips = Vec::with_capacity(self.in_blocks.len());
-        for (blk, zero) in self.in_blocks.iter().zip(&self.zero_blocks) {
-            x = blk.forward(&x, None, &cond, rec)?;
+        for ((blk, zero), kv) in self.in_blocks.iter().zip(&self.zero_blocks).zip(&ctx.kv) {
+            x = blk.forward_cached(&x, None, &cond, Some(kv), rec)?;
             let s = zero.forward(&x)?;
             skips.push(if conditioning_scale == 1.0 {
                 s

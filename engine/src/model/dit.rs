@@ -9,16 +9,18 @@
 pub mod attention;
 pub mod block;
 pub mod config;
+pub mod stem;
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Module, Tensor};
 use candle_nn::VarBuilder;
 
-use super::linear::{self, compute_dtype, param, Linear};
+use super::linear::{self, param, Linear};
 
 pub use self::attention::{rope_inv_freq, CrossKv, Rope, RopeCache};
 pub use self::block::TimestepFeatures;
 pub use self::block::{BlockDims, Conditioning, DitBlock, FinalBlock, Mlp2};
 pub use self::config::{DitConfig, ImgSize};
+pub use self::stem::{DitStem, PreparedContext};
 use crate::error::{Error, Result};
 
 /// Optional sink for named intermediates (the names of `dit/debug.safetensors` without the
@@ -74,7 +76,7 @@ impl MaskDit {
     }
 
     pub fn dtype(&self) -> DType {
-        self.model.dtype
+        self.model.stem.dtype()
     }
 
     /// Predicted v `(B, out_chans, T)` for the noisy latent `x` `(B, out_chans, T)`.
@@ -196,8 +198,8 @@ impl MaskDit {
                 "DiT: latent has {xc} channels, the model expects {c}"
             )));
         }
-        let dtype = self.model.dtype;
-        let dev = &self.model.device;
+        let dtype = self.model.stem.dtype();
+        let dev = self.model.stem.device();
         let x = x.to_device(dev)?.to_dtype(dtype)?;
         let embed = self
             .mask_embed
@@ -315,53 +317,20 @@ pub fn batch_timesteps(timesteps: &Tensor, b: usize) -> Result<Tensor> {
     Ok(t.to_dtype(DType::F32)?.broadcast_as(b)?.contiguous()?)
 }
 
-/// The text side of a job for the DiT, from [`MaskDit::prepare_context`]: reused by every
-/// sampling step (the cross-attention keys/values are a constant of the job).
-#[derive(Debug, Clone)]
-pub struct PreparedContext {
-    /// `context_embed(context)`, `(B, L, D)`.
-    pub context: Tensor,
-    /// Additive key-padding bias `(B, 1, 1, L)`.
-    pub bias: Tensor,
-    /// Cross-attention keys/values of the in blocks, the mid block, then the out blocks.
-    pub kv: Vec<CrossKv>,
-}
-
-impl PreparedContext {
-    pub fn batch(&self) -> usize {
-        self.context.dims().first().copied().unwrap_or(0)
-    }
-}
-
 /// `UDiT` with the EzAudio feature set (see [`DitConfig::validate`]).
 struct Udit {
-    /// `patch_embed.proj`: a kernel-1 Conv1d, applied as a Linear over channels so the tokens
-    /// come out as `(B, T, D)` directly.
-    patch_embed: Linear,
-    time_embed: Mlp2,
-    time_ada: Linear,
+    stem: DitStem,
     time_ada_final: Linear,
-    context_embed: Mlp2,
     in_blocks: Vec<DitBlock>,
     mid_block: DitBlock,
     out_blocks: Vec<DitBlock>,
     final_block: FinalBlock,
-    in_chans: usize,
-    context_dim: usize,
-    dtype: DType,
-    device: Device,
-    rope: RopeCache,
-    timestep_features: TimestepFeatures,
 }
 
 impl Udit {
     fn new(cfg: &DitConfig, vb: VarBuilder) -> Result<Self> {
         let d = cfg.embed_dim;
-        let context_dim = cfg.context_dim.unwrap_or(d);
         let dims = BlockDims::from_config(cfg);
-        let pw = param(&vb, (d, cfg.in_chans, 1), "patch_embed.proj.weight")?;
-        let pb = param(&vb, d, "patch_embed.proj.bias")?;
-        let patch_embed = Linear::from_tensors(pw.squeeze(2)?, Some(pb));
         let half = cfg.depth / 2;
         let in_blocks = (0..half)
             .map(|i| {
@@ -377,21 +346,12 @@ impl Udit {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            patch_embed,
-            time_embed: Mlp2::new(block::TIME_FREQ_DIM, d, vb.pp("time_embed.mlp"))?,
-            time_ada: linear::linear(d, 6 * d, vb.pp("time_ada"))?,
+            stem: DitStem::new(cfg, &vb)?,
             time_ada_final: linear::linear(d, 2 * d, vb.pp("time_ada_final"))?,
-            context_embed: Mlp2::new(context_dim, d, vb.pp("context_embed"))?,
             in_blocks,
             mid_block,
             out_blocks,
             final_block: FinalBlock::new(d, cfg.latent_channels(), vb.pp("final_block"))?,
-            in_chans: cfg.in_chans,
-            context_dim,
-            dtype: compute_dtype(&vb),
-            device: vb.device().clone(),
-            rope: RopeCache::new(cfg.head_dim(), compute_dtype(&vb), vb.device()),
-            timestep_features: TimestepFeatures::new(vb.device())?,
         })
     }
 
@@ -401,37 +361,13 @@ impl Udit {
         context_mask: &Tensor,
         rec: &mut Recorder,
     ) -> Result<PreparedContext> {
-        let (b, lc) = match context.dims() {
-            [b, lc, cd] if *cd == self.context_dim => (*b, *lc),
-            dims => {
-                return Err(Error::InvalidInput(format!(
-                    "DiT: context must be (B, L, {}), got {dims:?}",
-                    self.context_dim
-                )))
-            }
-        };
-        if context_mask.dims() != [b, lc] {
-            return Err(Error::InvalidInput(format!(
-                "DiT: context_mask must be ({b}, {lc}), got {:?}",
-                context_mask.dims()
-            )));
-        }
-        let context = self.context_embed.forward(
-            &context
-                .to_device(&self.device)?
-                .to_dtype(self.dtype)?
-                .contiguous()?,
-        )?;
-        rec.record(|| "context_embed".into(), &context);
-        let bias = attention::key_padding_bias(&context_mask.to_device(&self.device)?, self.dtype)?;
-        let kv = self
+        let blocks = self
             .in_blocks
             .iter()
             .chain(std::iter::once(&self.mid_block))
-            .chain(&self.out_blocks)
-            .map(|blk| blk.cross_kv(&context))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(PreparedContext { context, bias, kv })
+            .chain(&self.out_blocks);
+        self.stem
+            .prepare_context(context, context_mask, blocks, "DiT", rec)
     }
 
     fn forward(
@@ -442,45 +378,19 @@ impl Udit {
         controlnet_skips: Option<&[Tensor]>,
         rec: &mut Recorder,
     ) -> Result<Tensor> {
-        let (b, c, t) = input.dims3()?;
-        if c != self.in_chans {
-            return Err(Error::InvalidInput(format!(
-                "DiT: model input has {c} channels, expected {}",
-                self.in_chans
-            )));
-        }
+        let (b, _, t) = input.dims3()?;
         if ctx.batch() != b || ctx.kv.len() != 2 * self.in_blocks.len() + 1 {
             return Err(Error::InvalidInput(format!(
                 "DiT: the prepared context has batch {}, the latent batch is {b}",
                 ctx.batch()
             )));
         }
-
-        // Linear inputs are made contiguous: candle 0.11's CPU matmul gives wrong results for a
-        // transposed lhs against the broadcast weight that `Linear` uses for non-contiguous 3-D input.
-        let x = self.patch_embed.forward(
-            &input
-                .to_device(&self.device)?
-                .to_dtype(self.dtype)?
-                .transpose(1, 2)?
-                .contiguous()?,
-        )?;
-        rec.record(|| "patch_embed".into(), &x);
-
-        let t_freq = self
-            .timestep_features
-            .forward(&batch_timesteps(&timesteps.to_device(&self.device)?, b)?)?;
-        rec.record(|| "t_freq".into(), &t_freq);
-        let t_emb = self.time_embed.forward(&t_freq.to_dtype(self.dtype)?)?;
-        rec.record(|| "time_embed".into(), &t_emb);
-        let time_token = t_emb.silu()?;
-        rec.record(|| "time_token".into(), &time_token);
-        let time_ada_final = self.time_ada_final.forward(&time_token)?;
+        let x = self.stem.tokens(input, "DiT", rec)?;
+        let time = self.stem.time(timesteps, b, rec)?;
+        let time_ada_final = self.time_ada_final.forward(&time.time_token)?;
         rec.record(|| "time_ada_final".into(), &time_ada_final);
-        let time_ada = self.time_ada.forward(&time_token)?;
-        rec.record(|| "time_ada".into(), &time_ada);
 
-        let rope = self.rope.get(t)?;
+        let rope = self.stem.rope(t)?;
         if rec.is_on() {
             rec.record(
                 || "rope_cos".into(),
@@ -492,8 +402,8 @@ impl Udit {
             );
         }
         let cond = Conditioning {
-            time_token,
-            time_ada,
+            time_token: time.time_token,
+            time_ada: time.time_ada,
             context: ctx.context.clone(),
             context_bias: ctx.bias.clone(),
             rope,
@@ -523,7 +433,7 @@ impl Udit {
             .forward_cached(&x, None, &cond, kv.next(), rec)?;
         for blk in &self.out_blocks {
             let skip = match (skips.pop(), control.pop()) {
-                (Some(s), Some(c)) => Some((s + c.to_dtype(self.dtype)?)?),
+                (Some(s), Some(c)) => Some((s + c.to_dtype(self.stem.dtype())?)?),
                 (s, _) => s,
             };
             x = blk.forward_cached(&x, skip.as_ref(), &cond, kv.next(), rec)?;

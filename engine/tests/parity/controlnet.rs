@@ -183,17 +183,34 @@ fn controlnet_forward_matches() {
             TOL_FORWARD,
         );
 
-        // Embedding the condition once and reusing it gives the same skips.
+        // Embedding the condition and preparing the context once, then reusing both for two
+        // steps, gives the same skips as the one-shot forward.
         let embedded = net.embed_condition(cond).unwrap();
-        let again = net
-            .forward_embedded(input, t, ctx, mask, &embedded, 1.0)
+        let prepared = net.prepare_context(ctx, mask).unwrap();
+        for _ in 0..2 {
+            let again = net
+                .forward_prepared(input, t, &prepared, &embedded, 1.0)
+                .unwrap();
+            assert_eq!(again.len(), skips.len());
+            for (a, b) in again.iter().zip(&skips) {
+                assert_eq!(
+                    rel_error(a, b),
+                    0.0,
+                    "{file}: forward_prepared differs from forward"
+                );
+            }
+        }
+        // A prepared context of another batch is refused, not broadcast.
+        let single = net
+            .prepare_context(
+                &ctx.narrow(0, 0, 1).unwrap(),
+                &mask.narrow(0, 0, 1).unwrap(),
+            )
             .unwrap();
-        for (a, b) in again.iter().zip(&skips) {
-            assert_eq!(
-                rel_error(a, b),
-                0.0,
-                "{file}: forward_embedded differs from forward"
-            );
+        if ctx.dim(0).unwrap() > 1 {
+            assert!(net
+                .forward_prepared(input, t, &single, &embedded, 1.0)
+                .is_err());
         }
     }
     let out = dit.forward_model(input, t, ctx, mask, None).unwrap();
