@@ -101,3 +101,29 @@ pub fn test_clip(len: usize, seed: u32) -> Vec<f32> {
         })
         .collect()
 }
+
+/// A busy scene for the real-time checks: 16 pads with the same clip, a gated pad and a choke
+/// group, and 48 overlapping notes (voice stealing, chokes, gate releases).
+pub struct BusyScene {
+    pub state: Vec<u8>,
+    pub notes: Vec<crate::Note>,
+}
+
+pub fn busy_scene(seed: u32) -> BusyScene {
+    let x = test_clip(9600, seed);
+    let pads: Vec<_> = (0..16).map(|i| (i, pad_json(&x, 24_000, "p"))).collect();
+    let params = [
+        ("pad2_mode", enum_param("gate")),
+        ("pad3_choke", i32_param(1)),
+        ("pad4_choke", i32_param(1)),
+    ];
+    let mut notes = Vec::new();
+    for n in 0..48u32 {
+        notes.push(crate::Note::on(n * 37, 36 + (n % 16) as u8, 0.8));
+        notes.push(crate::Note::off(n * 37 + 500, 36 + (n % 16) as u8));
+    }
+    BusyScene {
+        state: state_blob(&pads, &params),
+        notes,
+    }
+}

@@ -5,31 +5,17 @@
 
 use std::process::Command;
 
-use ezaudio_tests::blob::*;
-use ezaudio_tests::{clap_bundle, Note, PluginUnderTest};
+use ezaudio_tests::blob::busy_scene;
+use ezaudio_tests::{clap_bundle, PluginUnderTest};
 
 const CHILD: &str = "EZAUDIO_ALLOC_CHILD";
 
 fn render_notes() {
-    let x = test_clip(9600, 31);
-    let pads: Vec<_> = (0..16).map(|i| (i, pad_json(&x, 24_000, "p"))).collect();
-    let params = [
-        ("pad2_mode", enum_param("gate")),
-        ("pad3_choke", i32_param(1)),
-        ("pad4_choke", i32_param(1)),
-    ];
+    let scene = busy_scene(31);
     let mut plugin = PluginUnderTest::load(&clap_bundle()).expect("load");
-    plugin
-        .load_state(&state_blob(&pads, &params))
-        .expect("state");
-    // 48 overlapping notes: stealing, chokes, gate releases, pitch via chromatic-free pads.
-    let mut notes = Vec::new();
-    for n in 0..48u32 {
-        notes.push(Note::on(n * 37, 36 + (n % 16) as u8, 0.8));
-        notes.push(Note::off(n * 37 + 500, 36 + (n % 16) as u8));
-    }
+    plugin.load_state(&scene.state).expect("state");
     let out = plugin
-        .render(48_000.0, 256, 20_000, &notes)
+        .render(48_000.0, 256, 20_000, &scene.notes)
         .expect("render");
     assert!(out[0][0].iter().any(|&s| s != 0.0));
 }

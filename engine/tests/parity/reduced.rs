@@ -44,25 +44,20 @@ fn prepared_forward(dtype: DType, inpaint: bool) -> (Tensor, Tensor) {
     } else {
         (None, None)
     };
-    let out = model
-        .forward_prepared(
-            get(&case, "x"),
-            get(&case, "timesteps"),
-            &prepared,
-            gt,
-            mask,
-        )
-        .unwrap_or_else(|e| panic!("forward_prepared in {dtype:?}: {e}"));
+    let step = || {
+        model
+            .forward_prepared(
+                get(&case, "x"),
+                get(&case, "timesteps"),
+                &prepared,
+                gt,
+                mask,
+            )
+            .unwrap_or_else(|e| panic!("forward_prepared in {dtype:?}: {e}"))
+    };
+    let out = step();
     // The same prepared context serves a second step unchanged (it is reused by every step).
-    let again = model
-        .forward_prepared(
-            get(&case, "x"),
-            get(&case, "timesteps"),
-            &prepared,
-            gt,
-            mask,
-        )
-        .unwrap_or_else(|e| panic!("second forward_prepared: {e}"));
+    let again = step();
     assert_eq!(
         rel_error(&out, &again),
         0.0,
