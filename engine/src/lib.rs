@@ -4,6 +4,7 @@
 //! (T5 -> DiT + DDIM -> VAE) -> [`clip::Clip`] -> [`published::ClipSlot`] for realtime playback.
 //! The model code knows no threads; the engine knows no plugin.
 
+pub mod alloc;
 pub mod bench;
 pub mod cli;
 pub mod clip;

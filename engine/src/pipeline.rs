@@ -175,7 +175,7 @@ impl Pipeline {
         }
         let scheduler = Ddim::new(&config.diff)?;
         // Loading converted and packed weights through temporaries; give that memory back.
-        crate::bench::release_free_memory();
+        crate::alloc::release_free_memory();
         Ok(Self {
             model_id: folder.model_id(),
             config,

@@ -7,6 +7,6 @@ fn main() -> std::process::ExitCode {
     if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
         std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "2000");
     }
-    ezaudio_engine::bench::tune_allocator();
+    ezaudio_engine::alloc::tune_allocator();
     ezaudio_engine::cli::main()
 }
