@@ -10,7 +10,7 @@ out="${2:-dog.wav}"
 
 scripts/setup.sh
 cargo xtask bundle ezaudio-plugin --release
-cargo build --release -p ezaudio-engine --bin ezaudio
+cargo build --release -p ezaudio-cli --bin ezaudio
 
 target="${CARGO_TARGET_DIR:-target}"
 echo

@@ -25,6 +25,9 @@ pub enum Error {
     Tokenizer(String),
     #[error("cancelled")]
     Cancelled,
+    /// A bug, contained (a caught panic): the message carries its words.
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

@@ -12,6 +12,7 @@ mod convert;
 mod fixture;
 mod mapped;
 mod probe;
+mod random;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use mapped::{MappedFile, MappedTensor};
 use parking_lot::Mutex;
 
 pub use probe::LayoutProbe;
+pub use random::{random_vb, RandomWeights};
 
 use crate::error::{Error, Result};
 

@@ -9,26 +9,28 @@ use support::model_tiny;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ezaudio_engine::models::ModelSource;
-use ezaudio_engine::worker::{Engine, GenerateParams, Job, JobStatus, ModelChoice};
+use ezaudio_engine::engine::{
+    load_pipeline, Engine, Job, JobError, JobStatus, Loader, ModelChoice, ModelStatus,
+};
+use ezaudio_engine::install::ModelSource;
+use ezaudio_engine::Recipe;
 use parking_lot::Mutex;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn choice(dir: &Path) -> ModelChoice {
     let mut c = ModelChoice::new(ModelSource::Folder(dir.to_path_buf()));
-    c.device = ezaudio_engine::device::DeviceChoice::Cpu;
+    c.device = ezaudio_engine::runtime::DeviceChoice::Cpu;
     c
 }
 
-fn params(steps: u32, seed: u64) -> GenerateParams {
+fn params(steps: u32, seed: u64) -> Recipe {
     // A quarter of a second: one frame at any latent rate, and quick.
-    GenerateParams {
-        prompt: "a dog barking".into(),
+    Recipe {
         seconds: 0.25,
         steps,
         seed,
-        ..GenerateParams::default()
+        ..Recipe::new("a dog barking")
     }
 }
 
@@ -80,13 +82,14 @@ fn cancel_stops_within_one_step() {
         assert!(cancelled_at.elapsed() < WAIT, "cancel was ignored");
         std::thread::yield_now();
     }
-    assert_eq!(job.status(), JobStatus::Cancelled);
+    assert_eq!(job.status(), JobStatus::Failed(JobError::Cancelled));
+    assert!(job.status().is_cancelled());
     assert!(
         last_seen <= at_cancel + 1,
         "kept going after cancel: step {last_seen}, cancelled at {at_cancel} (first {first})"
     );
     assert!(last_seen < n, "ran to the end");
-    assert_eq!(job.wait(Duration::ZERO), Some(Err("cancelled".to_string())));
+    assert_eq!(job.wait(Duration::ZERO), Some(Err(JobError::Cancelled)));
 
     // The engine keeps serving after a cancelled job.
     let next = engine.submit(Job::Generate(params(2, 2)));
@@ -142,6 +145,9 @@ fn failed_load_is_reported_and_recoverable() {
         .wait(WAIT)
         .expect("timed out")
         .expect_err("a missing folder loaded");
+    let JobError::Failed(err) = err else {
+        panic!("a missing folder is a plain failure, got {err:?}");
+    };
     assert!(
         err.contains("model folder not found") && err.contains("model"),
         "unclear message: {err}"
@@ -163,4 +169,39 @@ fn failed_load_is_reported_and_recoverable() {
         clip.is_ok(),
         "no recovery after fixing the folder: {clip:?}"
     );
+}
+
+#[test]
+fn a_panic_while_loading_is_reported_and_the_next_job_loads_again() {
+    let _serial = SERIAL.lock();
+    let mut first = true;
+    let loader: Loader = Box::new(move |choice: &ModelChoice| {
+        if std::mem::take(&mut first) {
+            panic!("checkpoint reader tripped over tensor 42");
+        }
+        load_pipeline(choice)
+    });
+    let engine = Engine::start_with_loader(choice(&model_tiny()), None, Some(loader));
+    let job = engine.submit(Job::Generate(params(2, 1)));
+    let err = job
+        .wait(WAIT)
+        .expect("timed out")
+        .expect_err("the panicking load produced a clip");
+    assert_eq!(
+        err,
+        JobError::Internal("checkpoint reader tripped over tensor 42".into()),
+        "the panic's own words reach the caller"
+    );
+    match engine.model_status() {
+        ModelStatus::Failed(why) => assert!(
+            why.contains("tensor 42") && why.contains("retry"),
+            "model status: {why}"
+        ),
+        other => panic!("the model status stayed {other:?} after a panic while loading"),
+    }
+
+    let again = engine.submit(Job::Generate(params(2, 1)));
+    let clip = again.wait(WAIT).expect("timed out");
+    assert!(clip.is_ok(), "no retry after the panic: {clip:?}");
+    assert!(matches!(engine.model_status(), ModelStatus::Ready { .. }));
 }

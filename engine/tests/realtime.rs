@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::thread;
 
 use assert_no_alloc::{assert_no_alloc, AllocDisabler};
-use ezaudio_engine::clip::{Clip, ClipMeta};
-use ezaudio_engine::published::{ClipSlot, PlaybackBuffer, PlaybackHandle, SlotReader};
+use ezaudio_engine::audio::published::{ClipSlot, PlaybackBuffer, PlaybackHandle, SlotReader};
+use ezaudio_engine::audio::{Clip, ClipMeta};
 
 #[global_allocator]
 static A: AllocDisabler = AllocDisabler;

@@ -29,7 +29,7 @@ const NC_BYTES: usize = 512 * 1024;
 
 /// One cache line of packed data; the alignment makes every weight load a single-line load.
 #[repr(C, align(64))]
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Line([u32; 16]);
 
 /// A Linear weight packed once at load time into the panel layout the micro-kernel streams.
@@ -86,9 +86,7 @@ impl PackedBf16Weight {
         let panels = n.div_ceil(NR);
         let words = panels * kp * NR;
         let mut data = vec![Line([0; 16]); words / 16];
-        // SAFETY: `Line` is a repr(C) array of u32 with no padding.
-        let flat =
-            unsafe { std::slice::from_raw_parts_mut(data.as_mut_ptr().cast::<u32>(), words) };
+        let flat: &mut [u32] = bytemuck::cast_slice_mut(&mut data);
         if words > 0 {
             halves_mut(flat)
                 .par_chunks_mut(2 * kp * NR)
@@ -126,21 +124,18 @@ impl PackedBf16Weight {
     }
 
     fn words(&self) -> &[u32] {
-        // SAFETY: as in `pack`.
-        unsafe { std::slice::from_raw_parts(self.data.as_ptr().cast(), self.data.len() * 16) }
+        bytemuck::cast_slice(&self.data)
     }
 }
 
 /// Pair words are always accessed as two u16 in memory order: this matches the x86 kernels
 /// (low half = even element) and keeps the portable path endian-agnostic.
 fn halves(words: &[u32]) -> &[u16] {
-    // SAFETY: same memory, smaller alignment, twice the length.
-    unsafe { std::slice::from_raw_parts(words.as_ptr().cast(), words.len() * 2) }
+    bytemuck::cast_slice(words)
 }
 
 fn halves_mut(words: &mut [u32]) -> &mut [u16] {
-    // SAFETY: as in `halves`.
-    unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast(), words.len() * 2) }
+    bytemuck::cast_slice_mut(words)
 }
 
 /// Same rounding as `half::bf16::from_f32` (RNE, NaN kept quiet), written so it vectorizes.

@@ -6,8 +6,8 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::model::ddim::DdimConfig;
 use crate::model::dit::DitConfig;
-use crate::sampler::DdimConfig;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct EzAudioConfig {

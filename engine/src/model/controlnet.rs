@@ -3,7 +3,7 @@
 //! A trainable copy of the UDiT's in blocks reads the same MaskDiT-prepared input as the UDiT,
 //! plus an embedded control curve (the energy at 100 frames/s, brought to the latent's 50 Hz by
 //! strided convolutions) added to its tokens. Each in block's output goes through a zero-initialised
-//! Linear; the results are added to the UDiT's long skips (see `MaskDit::forward_model`).
+//! Linear; the results are added to the UDiT's long skips (see `MaskDit::forward`).
 //! Checkpoint keys are the bare `DiTControlNet.state_dict()` names (no `model.` prefix).
 
 use candle_core::{DType, Device, Module, Tensor};
@@ -226,86 +226,52 @@ impl DitControlNet {
         latent_frames * self.cfg.downsampling()
     }
 
-    /// The skips `(B, T, D)` for `MaskDit::forward_model`, each scaled by `conditioning_scale`.
-    ///
-    /// `unet_input`: `MaskDit::prepare_input`'s `(B, 2C+1, T)`; `timesteps`: 0-d, `(1,)` or `(B,)`;
-    /// `context` `(B, Lc, context_dim)` and `context_mask` `(B, Lc)` as for the DiT;
-    /// `condition`: `(B, cond_in, n)` with `ceil(n / 2^k) = T` (twice the latent rate for energy).
-    pub fn forward(
+    /// The condition tokens `(B, L, D)` (`controlnet_pre`) for `condition` `(B, cond_in, n)`
+    /// with `ceil(n / 2^k) = T` (twice the latent rate for energy). They do not depend on the
+    /// timestep: a sampler embeds them once per job.
+    pub fn embed_condition(
         &self,
-        unet_input: &Tensor,
-        timesteps: &Tensor,
-        context: &Tensor,
-        context_mask: &Tensor,
         condition: &Tensor,
-        conditioning_scale: f64,
-    ) -> Result<Vec<Tensor>> {
-        let cond = self.embed_condition(condition)?;
-        let ctx = self.prepare_context(context, context_mask)?;
-        self.forward_prepared(unet_input, timesteps, &ctx, &cond, conditioning_scale)
-    }
-
-    /// [`Self::forward`] that also appends the named intermediates (the names of
-    /// `controlnet/debug.safetensors`) to `record`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn forward_debug(
-        &self,
-        unet_input: &Tensor,
-        timesteps: &Tensor,
-        context: &Tensor,
-        context_mask: &Tensor,
-        condition: &Tensor,
-        conditioning_scale: f64,
-        record: &mut Vec<(String, Tensor)>,
-    ) -> Result<Vec<Tensor>> {
-        let mut rec = Recorder::new(record);
-        let cond = self.embed(condition, &mut rec)?;
-        let ctx = self.prepare(context, context_mask, &mut rec)?;
-        self.run(
-            unet_input,
-            timesteps,
-            &ctx,
-            &cond,
-            conditioning_scale,
-            &mut rec,
-        )
-    }
-
-    /// The condition tokens `(B, L, D)` (`controlnet_pre`); they do not depend on the timestep,
-    /// so a sampler computes them once and calls [`Self::forward_prepared`] per step.
-    pub fn embed_condition(&self, condition: &Tensor) -> Result<Tensor> {
-        self.embed(condition, &mut Recorder::off())
+        rec: Option<&mut Recorder>,
+    ) -> Result<Tensor> {
+        Recorder::or_off(rec, |rec| self.embed(condition, rec))
     }
 
     /// The ControlNet's own embedded text context and cross-attention keys/values, once per job
     /// (its blocks have their own weights, so the DiT's prepared context does not serve).
+    /// `context` `(B, Lc, context_dim)` and `context_mask` `(B, Lc)` as for the DiT.
     pub fn prepare_context(
         &self,
         context: &Tensor,
         context_mask: &Tensor,
+        rec: Option<&mut Recorder>,
     ) -> Result<PreparedContext> {
-        self.prepare(context, context_mask, &mut Recorder::off())
+        Recorder::or_off(rec, |rec| self.prepare(context, context_mask, rec))
     }
 
-    /// [`Self::forward`] with the condition from [`Self::embed_condition`] and the context from
-    /// [`Self::prepare_context`] (the sampler's step).
-    pub fn forward_prepared(
+    /// The skips `(B, T, D)` for [`crate::model::dit::MaskDit::forward`], each scaled by
+    /// `conditioning_scale`. `unet_input`: `MaskDit::prepare_input`'s `(B, 2C+1, T)`;
+    /// `timesteps`: 0-d, `(1,)` or `(B,)`; `cond_embed` from [`Self::embed_condition`];
+    /// `rec` receives the names of `controlnet/debug.safetensors` (parity checks only).
+    pub fn forward(
         &self,
         unet_input: &Tensor,
         timesteps: &Tensor,
         context: &PreparedContext,
         cond_embed: &Tensor,
         conditioning_scale: f64,
+        rec: Option<&mut Recorder>,
     ) -> Result<Vec<Tensor>> {
-        let rec = &mut Recorder::off();
-        self.run(
-            unet_input,
-            timesteps,
-            context,
-            cond_embed,
-            conditioning_scale,
-            rec,
-        )
+        Recorder::or_off(rec, |rec| {
+            self.run(
+                unet_input,
+                timesteps,
+                context,
+                cond_embed,
+                conditioning_scale,
+                rec,
+            )
+        })
     }
 
     fn embed(&self, condition: &Tensor, rec: &mut Recorder) -> Result<Tensor> {

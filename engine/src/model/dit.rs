@@ -48,6 +48,14 @@ impl<'a> Recorder<'a> {
             out.push((name(), t.clone()));
         }
     }
+
+    /// Runs `f` with the caller's recorder, or with one that records nothing.
+    pub fn or_off<R>(rec: Option<&mut Recorder<'_>>, f: impl FnOnce(&mut Recorder<'_>) -> R) -> R {
+        match rec {
+            Some(rec) => f(rec),
+            None => f(&mut Recorder::off()),
+        }
+    }
 }
 
 /// `MaskDiT`: keys `mask_embed` and `model.*` (the UDiT).
@@ -79,75 +87,6 @@ impl MaskDit {
         self.model.stem.dtype()
     }
 
-    /// Predicted v `(B, out_chans, T)` for the noisy latent `x` `(B, out_chans, T)`.
-    ///
-    /// `timesteps`: `(B,)`, `(1,)` or 0-d, any numeric dtype. `context`: `(B, L, context_dim)`;
-    /// `context_mask`: `(B, L)`, non-zero = attend. For inpainting pass both `gt` (the clean
-    /// latent) and `mae_mask` (non-zero = frame to generate; `(B, C, T)` or broadcastable, e.g.
-    /// `(B, 1, T)`); without them the whole clip is generated. The result has `x`'s dtype.
-    pub fn forward(
-        &self,
-        x: &Tensor,
-        timesteps: &Tensor,
-        context: &Tensor,
-        context_mask: &Tensor,
-        gt: Option<&Tensor>,
-        mae_mask: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        self.run(
-            x,
-            timesteps,
-            context,
-            context_mask,
-            gt,
-            mae_mask,
-            &mut Recorder::off(),
-        )
-    }
-
-    /// [`Self::forward`] that also appends the named intermediates to `record`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn forward_debug(
-        &self,
-        x: &Tensor,
-        timesteps: &Tensor,
-        context: &Tensor,
-        context_mask: &Tensor,
-        gt: Option<&Tensor>,
-        mae_mask: Option<&Tensor>,
-        record: &mut Vec<(String, Tensor)>,
-    ) -> Result<Tensor> {
-        self.run(
-            x,
-            timesteps,
-            context,
-            context_mask,
-            gt,
-            mae_mask,
-            &mut Recorder::new(record),
-        )
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn run(
-        &self,
-        x: &Tensor,
-        timesteps: &Tensor,
-        context: &Tensor,
-        context_mask: &Tensor,
-        gt: Option<&Tensor>,
-        mae_mask: Option<&Tensor>,
-        rec: &mut Recorder,
-    ) -> Result<Tensor> {
-        let input = self.prepare_input(x, gt, mae_mask)?;
-        rec.record(|| "model_input".into(), &input);
-        let prepared = self.model.prepare_context(context, context_mask, rec)?;
-        let out = self
-            .model
-            .forward(&input, timesteps, &prepared, None, rec)?;
-        Ok(out.to_dtype(x.dtype())?)
-    }
-
     /// Embeds the text context once per job: `context_embed`, the key-padding bias and every
     /// block's cross-attention keys/values, none of which depend on the latent or the timestep.
     /// `context`: `(B, L, context_dim)`; `context_mask`: `(B, L)`, non-zero = attend.
@@ -155,25 +94,11 @@ impl MaskDit {
         &self,
         context: &Tensor,
         context_mask: &Tensor,
+        rec: Option<&mut Recorder>,
     ) -> Result<PreparedContext> {
-        self.model
-            .prepare_context(context, context_mask, &mut Recorder::off())
-    }
-
-    /// [`Self::forward`] with the context from [`Self::prepare_context`] (the sampler's step).
-    pub fn forward_prepared(
-        &self,
-        x: &Tensor,
-        timesteps: &Tensor,
-        context: &PreparedContext,
-        gt: Option<&Tensor>,
-        mae_mask: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        let input = self.prepare_input(x, gt, mae_mask)?;
-        let out = self
-            .model
-            .forward(&input, timesteps, context, None, &mut Recorder::off())?;
-        Ok(out.to_dtype(x.dtype())?)
+        Recorder::or_off(rec, |rec| {
+            self.model.prepare_context(context, context_mask, rec)
+        })
     }
 
     /// The UDiT input `cat([x, gt_masked, mask[:, :1]], dim=1)` `(B, 2C+1, T)` in the model dtype:
@@ -244,53 +169,24 @@ impl MaskDit {
         Ok(Tensor::cat(&[&x, &gt_masked, &mask_channel], 1)?)
     }
 
-    /// Runs the UDiT on an input from [`Self::prepare_input`], optionally adding ControlNet
-    /// skips (one per out block, consumed LIFO like the in-block skips). Returns the model dtype.
-    pub fn forward_model(
-        &self,
-        input: &Tensor,
-        timesteps: &Tensor,
-        context: &Tensor,
-        context_mask: &Tensor,
-        controlnet_skips: Option<&[Tensor]>,
-    ) -> Result<Tensor> {
-        let prepared = self.prepare_context(context, context_mask)?;
-        self.forward_model_prepared(input, timesteps, &prepared, controlnet_skips)
-    }
-
-    /// [`Self::forward_model`] with the context from [`Self::prepare_context`].
-    pub fn forward_model_prepared(
+    /// Predicted v `(B, out_chans, T)`, in the model dtype, for an input from
+    /// [`Self::prepare_input`] and a context from [`Self::prepare_context`].
+    ///
+    /// `timesteps`: `(B,)`, `(1,)` or 0-d, any numeric dtype. `controlnet_skips`: one per out
+    /// block, added to the long skips (consumed LIFO like the in-block skips). `rec` receives
+    /// the named intermediates of `dit/debug.safetensors` (parity checks only).
+    pub fn forward(
         &self,
         input: &Tensor,
         timesteps: &Tensor,
         context: &PreparedContext,
         controlnet_skips: Option<&[Tensor]>,
+        rec: Option<&mut Recorder>,
     ) -> Result<Tensor> {
-        self.model.forward(
-            input,
-            timesteps,
-            context,
-            controlnet_skips,
-            &mut Recorder::off(),
-        )
-    }
-
-    /// [`Self::forward_model`] that also appends the named intermediates to `record`.
-    pub fn forward_model_debug(
-        &self,
-        input: &Tensor,
-        timesteps: &Tensor,
-        context: &Tensor,
-        context_mask: &Tensor,
-        controlnet_skips: Option<&[Tensor]>,
-        record: &mut Vec<(String, Tensor)>,
-    ) -> Result<Tensor> {
-        let mut rec = Recorder::new(record);
-        let prepared = self
-            .model
-            .prepare_context(context, context_mask, &mut rec)?;
-        self.model
-            .forward(input, timesteps, &prepared, controlnet_skips, &mut rec)
+        Recorder::or_off(rec, |rec| {
+            self.model
+                .forward(input, timesteps, context, controlnet_skips, rec)
+        })
     }
 }
 

@@ -1,8 +1,12 @@
-//! The three networks of EzAudio, one file each, plus the shared config schema.
+//! The networks of EzAudio, one file (or folder) per part, plus the shared config schema, the
+//! DDIM schedule and the energy conditioner of the ControlNet. Pure functions of tensors: no
+//! threads, no files beyond the weights handed in.
 
 pub mod config;
 pub mod controlnet;
+pub mod ddim;
 pub mod dit;
+pub mod energy;
 pub mod linear;
 pub mod t5;
 pub mod text;

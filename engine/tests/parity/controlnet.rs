@@ -5,13 +5,13 @@
 use std::collections::{BTreeMap, HashMap};
 
 use candle_core::{DType, Device, Tensor};
-use ezaudio_engine::control::{ControlInput, ControlNet, ControlNetFileConfig, ControlNetFolder};
-use ezaudio_engine::energy::{prepare_reference, EnergyConditioner};
+use ezaudio_engine::install::{ControlNetFileConfig, ControlNetFolder, ModelFolder};
 use ezaudio_engine::model::controlnet::{ControlNetConfig, DitControlNet};
-use ezaudio_engine::model::dit::{DitConfig, MaskDit};
-use ezaudio_engine::models::ModelFolder;
-use ezaudio_engine::pipeline::{Noise, Pipeline, Settings};
+use ezaudio_engine::model::dit::{DitConfig, MaskDit, Recorder};
+use ezaudio_engine::model::energy::{prepare_reference, EnergyConditioner};
+use ezaudio_engine::pipeline::{ControlInput, ControlNet, Noise, Pipeline, RunOptions};
 use ezaudio_engine::weights::{Checkpoint, LayoutProbe};
+use ezaudio_engine::{Recipe, Result};
 
 use crate::common::{
     self, assert_close, fixture, fixtures_dir, get, rel_error, TOL_FORWARD, TOL_PIPELINE,
@@ -20,6 +20,30 @@ use crate::common::{
 fn yml() -> ControlNetFileConfig {
     let p = fixture("controlnet/energy_tiny.yml");
     ControlNetFileConfig::from_file(&p).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// ControlNet skips for one call: the condition embedded and the context prepared for it alone.
+fn skips_once(
+    net: &DitControlNet,
+    (input, t, ctx, mask): (&Tensor, &Tensor, &Tensor, &Tensor),
+    cond: &Tensor,
+    scale: f64,
+    mut rec: Option<&mut Recorder>,
+) -> Result<Vec<Tensor>> {
+    let embedded = net.embed_condition(cond, rec.as_deref_mut())?;
+    let prepared = net.prepare_context(ctx, mask, rec.as_deref_mut())?;
+    net.forward(input, t, &prepared, &embedded, scale, rec)
+}
+
+/// The UDiT for one call, on a prepared input, with optional ControlNet skips.
+fn unet_once(
+    dit: &MaskDit,
+    (input, t, ctx, mask): (&Tensor, &Tensor, &Tensor, &Tensor),
+    skips: Option<&[Tensor]>,
+    mut rec: Option<&mut Recorder>,
+) -> Result<Tensor> {
+    let prepared = dit.prepare_context(ctx, mask, rec.as_deref_mut())?;
+    dit.forward(input, t, &prepared, skips, rec)
 }
 
 fn check(what: &str, port: &Tensor, reference: &Tensor, tol: f32) {
@@ -138,8 +162,7 @@ fn controlnet_forward_matches() {
     ] {
         let net = controlnet(file);
         assert_eq!(net.num_skips(), n_skips, "{file}: number of skips");
-        let skips = net
-            .forward(input, t, ctx, mask, cond, 1.0)
+        let skips = skips_once(&net, (input, t, ctx, mask), cond, 1.0, None)
             .unwrap_or_else(|e| panic!("{e}"));
         for (i, s) in skips.iter().enumerate() {
             check(
@@ -149,16 +172,12 @@ fn controlnet_forward_matches() {
                 TOL_FORWARD,
             );
         }
-        let out = dit
-            .forward_model(input, t, ctx, mask, Some(&skips))
-            .unwrap();
+        let out = unet_once(&dit, (input, t, ctx, mask), Some(&skips), None).unwrap();
         check(&format!("{file}: out"), &out, get(&f, "out"), TOL_FORWARD);
 
         let scale = vec1(get(&f, "conditioning_scale_alt"))[0] as f64;
-        let skips_alt = net.forward(input, t, ctx, mask, cond, scale).unwrap();
-        let out_alt = dit
-            .forward_model(input, t, ctx, mask, Some(&skips_alt))
-            .unwrap();
+        let skips_alt = skips_once(&net, (input, t, ctx, mask), cond, scale, None).unwrap();
+        let out_alt = unet_once(&dit, (input, t, ctx, mask), Some(&skips_alt), None).unwrap();
         check(
             &format!("{file}: out_cscale_alt"),
             &out_alt,
@@ -168,14 +187,12 @@ fn controlnet_forward_matches() {
 
         // A 0-d timestep, broadcast to the batch by both networks.
         let t0 = get(&f, "timestep_scalar").reshape(()).unwrap();
-        let skips0 = net.forward(input, &t0, ctx, mask, cond, 1.0).unwrap();
+        let skips0 = skips_once(&net, (input, &t0, ctx, mask), cond, 1.0, None).unwrap();
         for (i, s) in skips0.iter().enumerate() {
             let name = format!("scalar_t.controlnet_skips.{i}");
             check(&format!("{file}: {name}"), s, get(&f, &name), TOL_FORWARD);
         }
-        let out0 = dit
-            .forward_model(input, &t0, ctx, mask, Some(&skips0))
-            .unwrap();
+        let out0 = unet_once(&dit, (input, &t0, ctx, mask), Some(&skips0), None).unwrap();
         check(
             &format!("{file}: scalar_t.out"),
             &out0,
@@ -184,19 +201,19 @@ fn controlnet_forward_matches() {
         );
 
         // Embedding the condition and preparing the context once, then reusing both for two
-        // steps, gives the same skips as the one-shot forward.
-        let embedded = net.embed_condition(cond).unwrap();
-        let prepared = net.prepare_context(ctx, mask).unwrap();
+        // steps, gives the same skips as a call of its own.
+        let embedded = net.embed_condition(cond, None).unwrap();
+        let prepared = net.prepare_context(ctx, mask, None).unwrap();
         for _ in 0..2 {
             let again = net
-                .forward_prepared(input, t, &prepared, &embedded, 1.0)
+                .forward(input, t, &prepared, &embedded, 1.0, None)
                 .unwrap();
             assert_eq!(again.len(), skips.len());
             for (a, b) in again.iter().zip(&skips) {
                 assert_eq!(
                     rel_error(a, b),
                     0.0,
-                    "{file}: forward_prepared differs from forward"
+                    "{file}: a reused prepared context differs from a fresh one"
                 );
             }
         }
@@ -205,15 +222,16 @@ fn controlnet_forward_matches() {
             .prepare_context(
                 &ctx.narrow(0, 0, 1).unwrap(),
                 &mask.narrow(0, 0, 1).unwrap(),
+                None,
             )
             .unwrap();
         if ctx.dim(0).unwrap() > 1 {
             assert!(net
-                .forward_prepared(input, t, &single, &embedded, 1.0)
+                .forward(input, t, &single, &embedded, 1.0, None)
                 .is_err());
         }
     }
-    let out = dit.forward_model(input, t, ctx, mask, None).unwrap();
+    let out = unet_once(&dit, (input, t, ctx, mask), None, None).unwrap();
     check(
         "out_no_control",
         &out,
@@ -235,12 +253,22 @@ fn controlnet_debug_intermediates_match() {
         get(&f, "context_mask"),
     );
     let mut rec = Vec::new();
-    let skips = net
-        .forward_debug(input, t, ctx, mask, get(&f, "condition"), 1.0, &mut rec)
-        .unwrap();
+    let skips = skips_once(
+        &net,
+        (input, t, ctx, mask),
+        get(&f, "condition"),
+        1.0,
+        Some(&mut Recorder::new(&mut rec)),
+    )
+    .unwrap();
     let mut rec_unet = Vec::new();
-    dit.forward_model_debug(input, t, ctx, mask, Some(&skips), &mut rec_unet)
-        .unwrap();
+    unet_once(
+        &dit,
+        (input, t, ctx, mask),
+        Some(&skips),
+        Some(&mut Recorder::new(&mut rec_unet)),
+    )
+    .unwrap();
     let ours: HashMap<String, Tensor> = rec.into_iter().collect();
     let ours_unet: HashMap<String, Tensor> = rec_unet.into_iter().collect();
     let mut names: Vec<&String> = debug.keys().collect();
@@ -261,19 +289,20 @@ fn controlnet_debug_intermediates_match() {
     }
 }
 
-fn settings(run: &serde_json::Value) -> Settings {
+fn settings(run: &serde_json::Value) -> Recipe {
     let num = |k: &str| {
         run[k]
             .as_f64()
             .unwrap_or_else(|| panic!("generate.json has no numeric '{k}'"))
     };
-    Settings {
+    Recipe {
         prompt: run["prompt"].as_str().expect("prompt").to_string(),
         negative: run["negative_prompt"].as_str().unwrap_or("").to_string(),
-        steps: num("ddim_steps") as usize,
-        guidance: num("guidance_scale"),
-        rescale: num("guidance_rescale"),
-        eta: num("eta"),
+        seconds: num("seconds") as f32,
+        steps: num("ddim_steps") as u32,
+        guidance: num("guidance_scale") as f32,
+        rescale: num("guidance_rescale") as f32,
+        eta: num("eta") as f32,
         seed: num("seed") as u64,
     }
 }
@@ -333,10 +362,14 @@ fn controlnet_generation_matches_the_reference() {
     )
     .unwrap();
     let cond2 = Tensor::cat(&[&condition, &condition], 0).unwrap();
-    let skips = cn
-        .net()
-        .forward(&input, &t0, &ctx, &ctx_mask, &cond2, scale)
-        .unwrap();
+    let skips = skips_once(
+        cn.net(),
+        (&input, &t0, &ctx, &ctx_mask),
+        &cond2,
+        scale,
+        None,
+    )
+    .unwrap();
     for (i, s) in skips.iter().enumerate() {
         let name = format!("step0.controlnet_skips.{i}");
         check(&name, s, get(&g, &name), TOL_FORWARD);
@@ -344,20 +377,19 @@ fn controlnet_generation_matches_the_reference() {
 
     // End to end with the recorded initial noise.
     let init = get(&g, "init_noise");
-    let steps: Vec<Tensor> = (0..settings.steps)
+    let steps: Vec<Tensor> = (0..settings.steps as usize)
         .filter_map(|i| g.get(&format!("step{i}.variance_noise")).cloned())
         .collect();
     let out = pipe
         .generate_controlled(
             &cn,
             &settings,
-            seconds,
             &control,
             scale,
-            Noise::Recorded {
+            &RunOptions::traced(Noise::Recorded {
                 init,
                 steps: &steps,
-            },
+            }),
             &mut |_| true,
         )
         .unwrap_or_else(|e| panic!("{e}"));
@@ -366,7 +398,7 @@ fn controlnet_generation_matches_the_reference() {
         .map(|&t| t as i64)
         .collect();
     assert_eq!(
-        pipe.scheduler().timesteps(settings.steps).unwrap(),
+        pipe.scheduler().timesteps(settings.steps as usize).unwrap(),
         timesteps,
         "timesteps"
     );
@@ -439,12 +471,21 @@ fn controlnet_envelope_generation_runs() {
         &pipe,
     )
     .unwrap();
-    let mut s = Settings::new("rain");
-    s.steps = 2;
+    let s = Recipe {
+        steps: 2,
+        seconds: 0.6,
+        ..Recipe::new("rain")
+    };
     let control = ControlInput::Envelope(vec![(0.0, 0.0), (0.3, 1.0), (0.6, 0.2)]);
     let out = pipe
-        .generate_controlled(&cn, &s, 0.6, &control, 1.0, Noise::Seeded, &mut |_| true)
+        .generate_controlled(&cn, &s, &control, 1.0, &RunOptions::default(), &mut |_| {
+            true
+        })
         .unwrap();
+    assert!(
+        out.trace.is_empty(),
+        "a production run keeps no per-step trace"
+    );
     assert_eq!(
         out.samples.len(),
         (0.6 * pipe.sample_rate() as f64).round() as usize

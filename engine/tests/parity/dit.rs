@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use candle_core::{DType, Device, Tensor};
-use ezaudio_engine::model::dit::{rope_inv_freq, DitConfig, MaskDit};
+use ezaudio_engine::model::dit::{rope_inv_freq, DitConfig, MaskDit, Recorder};
 use ezaudio_engine::weights::{Checkpoint, LayoutProbe};
 use ezaudio_engine::Error;
 
@@ -54,17 +54,23 @@ fn case(map: &HashMap<String, Tensor>, inpaint: bool) -> Case {
     }
 }
 
+/// One whole forward as the reference's `MaskDiT.forward` does it (input, context, UDiT),
+/// recording into `rec` when given; the result in `x`'s dtype.
+fn run_recorded(model: &MaskDit, c: &Case, mut rec: Option<&mut Recorder>) -> Tensor {
+    let forward = || -> ezaudio_engine::Result<Tensor> {
+        let input = model.prepare_input(&c.x, c.gt.as_ref(), c.mae_mask.as_ref())?;
+        if let Some(rec) = rec.as_deref_mut() {
+            rec.record(|| "model_input".into(), &input);
+        }
+        let context = model.prepare_context(&c.context, &c.context_mask, rec.as_deref_mut())?;
+        let out = model.forward(&input, &c.timesteps, &context, None, rec)?;
+        Ok(out.to_dtype(c.x.dtype())?)
+    };
+    forward().unwrap_or_else(|e| panic!("DiT forward: {e}"))
+}
+
 fn run(model: &MaskDit, c: &Case) -> Tensor {
-    model
-        .forward(
-            &c.x,
-            &c.timesteps,
-            &c.context,
-            &c.context_mask,
-            c.gt.as_ref(),
-            c.mae_mask.as_ref(),
-        )
-        .unwrap_or_else(|e| panic!("DiT forward: {e}"))
+    run_recorded(model, c, None)
 }
 
 fn check(what: &str, port: &Tensor, reference: &Tensor) {
@@ -196,17 +202,7 @@ fn dit_debug_intermediates() {
         let inputs = common::load(file);
         let c = case(&inputs, inpaint);
         let mut rec = Vec::new();
-        model
-            .forward_debug(
-                &c.x,
-                &c.timesteps,
-                &c.context,
-                &c.context_mask,
-                c.gt.as_ref(),
-                c.mae_mask.as_ref(),
-                &mut rec,
-            )
-            .unwrap_or_else(|e| panic!("DiT forward_debug: {e}"));
+        run_recorded(&model, &c, Some(&mut Recorder::new(&mut rec)));
         // Compare in the order the port computed them, so the first failure is the earliest.
         let names: Vec<&String> = debug.keys().filter(|k| k.starts_with(prefix)).collect();
         assert!(

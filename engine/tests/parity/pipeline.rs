@@ -4,13 +4,15 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
+use ezaudio_engine::install::ModelFolder;
 use ezaudio_engine::model::config::EzAudioConfig;
-use ezaudio_engine::models::ModelFolder;
-use ezaudio_engine::pipeline::{Noise, Output, Pipeline, Settings};
+use ezaudio_engine::pipeline::{Noise, Output, Pipeline, RunOptions};
+use ezaudio_engine::Recipe;
 
 use crate::common::{assert_close, fixture, fixtures_dir, get, load, read_json, TOL_PIPELINE};
 
-fn settings_from(run: &serde_json::Value) -> Settings {
+/// The run's recipe; `seconds` only where the run names it (the `pipeline/` runs give frames).
+fn settings_from(run: &serde_json::Value) -> Recipe {
     let num = |k: &str| {
         run[k]
             .as_f64()
@@ -22,13 +24,14 @@ fn settings_from(run: &serde_json::Value) -> Settings {
             .unwrap_or("")
             .to_string()
     };
-    Settings {
+    Recipe {
         prompt: text(&["prompt"]),
         negative: text(&["neg", "negative_prompt"]),
-        steps: num("ddim_steps") as usize,
-        guidance: num("guidance_scale"),
-        rescale: num("guidance_rescale"),
-        eta: num("eta"),
+        seconds: run["seconds"].as_f64().unwrap_or(10.0) as f32,
+        steps: num("ddim_steps") as u32,
+        guidance: num("guidance_scale") as f32,
+        rescale: num("guidance_rescale") as f32,
+        eta: num("eta") as f32,
         seed: num("seed") as u64,
     }
 }
@@ -70,6 +73,7 @@ fn check_run(
             "{name}: number of steps"
         );
     }
+    assert!(!out.trace.is_empty(), "{name}: the run kept no trace");
     for (i, step) in out.trace.iter().enumerate() {
         let s = |k: &str| key(&format!("step{i}.{k}"));
         assert_close(
@@ -156,7 +160,7 @@ fn pipeline_runs_match_the_reference() {
     for (name, run) in runs {
         let rec = load(&format!("pipeline/{name}.safetensors"));
         let settings = settings_from(run);
-        let steps = recorded_step_noise(&rec, "", settings.steps);
+        let steps = recorded_step_noise(&rec, "", settings.steps as usize);
         let init = get(&rec, "init_noise");
         let frames = init.dims()[2];
         let inpaint = run["inpaint"].as_bool().unwrap_or(false);
@@ -171,11 +175,12 @@ fn pipeline_runs_match_the_reference() {
                 &settings,
                 frames,
                 gt.as_ref().map(|(g, m)| (g, m)),
-                Noise::Recorded {
+                &RunOptions::traced(Noise::Recorded {
                     init,
                     steps: &steps,
-                },
+                }),
                 &mut |_| true,
+                None,
             )
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         check_run(name, &rec, "", &pipe, &out, &settings.prompt);
@@ -196,17 +201,16 @@ fn model_folder_generation_matches_the_reference() {
     for (name, run) in runs {
         let prefix = run["prefix"].as_str().unwrap_or("");
         let settings = settings_from(run);
-        let seconds = run["seconds"].as_f64().expect("seconds");
-        let steps = recorded_step_noise(&rec, prefix, settings.steps);
+        assert!(run["seconds"].is_number(), "{name}: run has no 'seconds'");
+        let steps = recorded_step_noise(&rec, prefix, settings.steps as usize);
         let init = get(&rec, &format!("{prefix}init_noise"));
         let out = pipe
             .generate(
                 &settings,
-                seconds,
-                Noise::Recorded {
+                &RunOptions::traced(Noise::Recorded {
                     init,
                     steps: &steps,
-                },
+                }),
                 &mut |_| true,
             )
             .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -222,7 +226,7 @@ fn model_folder_generation_matches_the_reference() {
             .map(|t| t.as_i64().expect("int"))
             .collect();
         assert_eq!(
-            pipe.scheduler().timesteps(settings.steps).unwrap(),
+            pipe.scheduler().timesteps(settings.steps as usize).unwrap(),
             timesteps,
             "{name}: timesteps"
         );

@@ -1,4 +1,4 @@
-//! The sampler's DiT path (context prepared once per job, `MaskDit::forward_prepared`) against
+//! The sampler's DiT path (context prepared once per job, `MaskDit::forward`) against
 //! the f32 fixtures, in f32 and in reduced precision.
 //!
 //! Reduced precision is no parity target of the official code; its tolerances are documented
@@ -37,7 +37,7 @@ fn prepared_forward(dtype: DType, inpaint: bool) -> (Tensor, Tensor) {
     let model = MaskDit::new(&config(), ckpt.var_builder(dtype, &Device::Cpu))
         .unwrap_or_else(|e| panic!("building the DiT in {dtype:?}: {e}"));
     let prepared = model
-        .prepare_context(get(&case, "context"), get(&case, "context_mask"))
+        .prepare_context(get(&case, "context"), get(&case, "context_mask"), None)
         .unwrap_or_else(|e| panic!("prepare_context: {e}"));
     let (gt, mask) = if inpaint {
         (Some(get(&case, "gt")), Some(get(&case, "mae_mask_infer")))
@@ -45,15 +45,13 @@ fn prepared_forward(dtype: DType, inpaint: bool) -> (Tensor, Tensor) {
         (None, None)
     };
     let step = || {
+        let input = model
+            .prepare_input(get(&case, "x"), gt, mask)
+            .unwrap_or_else(|e| panic!("prepare_input in {dtype:?}: {e}"));
         model
-            .forward_prepared(
-                get(&case, "x"),
-                get(&case, "timesteps"),
-                &prepared,
-                gt,
-                mask,
-            )
-            .unwrap_or_else(|e| panic!("forward_prepared in {dtype:?}: {e}"))
+            .forward(&input, get(&case, "timesteps"), &prepared, None, None)
+            .and_then(|out| Ok(out.to_dtype(get(&case, "x").dtype())?))
+            .unwrap_or_else(|e| panic!("forward in {dtype:?}: {e}"))
     };
     let out = step();
     // The same prepared context serves a second step unchanged (it is reused by every step).

@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use candle_core::{DType, Device, Tensor};
-use ezaudio_engine::sampler::{guide, rescale_noise_cfg, Ddim, DdimConfig};
+use ezaudio_engine::model::ddim::{guide, rescale_noise_cfg, Ddim, DdimConfig};
 use rand::{Rng, SeedableRng};
 
 use crate::common::{assert_close, get, load, read_json, rel_error, TOL_STEP};

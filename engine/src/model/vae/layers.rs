@@ -755,7 +755,7 @@ mod tests {
                 channels,
                 dilation,
                 true,
-                crate::bench::random_vb(DType::F32, &dev),
+                crate::weights::random_vb(DType::F32, &dev),
             )?;
             let x = Tensor::randn(0f32, 1.0, (2, channels, len), &dev)?;
             let tiled = unit.forward(&x)?;
