@@ -1,9 +1,14 @@
 //! Writing a pad's clip to a WAV file (32-bit float, mono): at the model's own rate, so the
-//! file holds exactly the generated samples, or resampled to the host's rate.
+//! file holds exactly the generated samples, or resampled to the host's rate. The file is
+//! written by the engine's WAV writer (the one the CLI uses); this room only picks the folder
+//! and a name that is free, and claims it so that no existing file is ever overwritten.
 
+use std::fs::OpenOptions;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use ezaudio_engine::clip::{Clip, ClipMeta};
+use ezaudio_engine::clip::{resample, Clip, ClipMeta};
+use ezaudio_engine::wav::{write_mono, SampleFormat};
 
 /// `~/Music/EzAudio` (or the system temp folder when there is no home).
 pub fn default_export_dir() -> PathBuf {
@@ -43,45 +48,47 @@ pub fn export_wav_at(clip: &Clip, dir: &Path, stem: &str, rate: u32) -> Result<P
     if clip.sample_rate == 0 || rate == 0 {
         return Err("clip has no sample rate".into());
     }
-    if rate != clip.sample_rate {
-        let samples = ezaudio_engine::clip::resample(&clip.samples, clip.sample_rate, rate)
-            .map_err(|e| e.to_string())?;
-        let resampled = Clip::new(samples, rate, clip.meta.clone());
-        return export_wav_at(&resampled, dir, stem, rate);
-    }
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let path = (1..1000)
-        .map(|k| {
-            if k == 1 {
-                dir.join(format!("{stem}.wav"))
-            } else {
-                dir.join(format!("{stem}-{k}.wav"))
-            }
-        })
-        .find(|p| !p.exists())
-        .ok_or("too many files with this name")?;
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: clip.sample_rate,
-        bits_per_sample: 32,
-        sample_format: hound::SampleFormat::Float,
+    let resampled;
+    let samples = if rate == clip.sample_rate {
+        &clip.samples
+    } else {
+        resampled = resample(&clip.samples, clip.sample_rate, rate).map_err(|e| e.to_string())?;
+        &resampled
     };
-    let mut writer =
-        hound::WavWriter::create(&path, spec).map_err(|e| format!("{}: {e}", path.display()))?;
-    for &s in &clip.samples {
-        writer
-            .write_sample(s)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    writer
-        .finalize()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = claim_name(dir, stem)?;
+    write_mono(&path, samples, rate, SampleFormat::Float32).map_err(|e| {
+        // Do not leave the claimed, empty or partly written file behind.
+        let _ = std::fs::remove_file(&path);
+        e.to_string()
+    })?;
     Ok(path)
+}
+
+/// Creates the first free file of `stem.wav`, `stem-2.wav`, ... `stem-999.wav` in `dir` and
+/// returns its path. The name is claimed by creating the file (create-new: it fails if the
+/// file exists), so two exports racing for one name, or a file that appears meanwhile, can
+/// never be overwritten.
+fn claim_name(dir: &Path, stem: &str) -> Result<PathBuf, String> {
+    for k in 1..1000 {
+        let path = if k == 1 {
+            dir.join(format!("{stem}.wav"))
+        } else {
+            dir.join(format!("{stem}-{k}.wav"))
+        };
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(_) => return Ok(path),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        }
+    }
+    Err("too many files with this name".into())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ezaudio_engine::wav::read_mono;
 
     #[test]
     fn names_and_writes_bit_exact_float_wavs() {
@@ -98,10 +105,9 @@ mod tests {
         let b = export_wav(&clip, &dir, "x").unwrap();
         assert_eq!(a.file_name().unwrap(), "x.wav");
         assert_eq!(b.file_name().unwrap(), "x-2.wav");
-        let mut reader = hound::WavReader::open(&a).unwrap();
-        assert_eq!(reader.spec().sample_rate, 24_000);
-        let back: Vec<f32> = reader.samples::<f32>().map(|s| s.unwrap()).collect();
-        assert_eq!(back, clip.samples);
+        let back = read_mono(&a).unwrap();
+        assert_eq!((back.sample_rate, back.channels), (24_000, 1));
+        assert_eq!(back.samples, clip.samples);
         let c = export_wav_at(
             &Clip::new(vec![0.1; 2400], 24_000, ClipMeta::default()),
             &dir,
@@ -109,8 +115,14 @@ mod tests {
             48_000,
         )
         .unwrap();
-        let reader = hound::WavReader::open(&c).unwrap();
-        assert_eq!((reader.spec().sample_rate, reader.len()), (48_000, 4800));
+        let back = read_mono(&c).unwrap();
+        assert_eq!((back.sample_rate, back.samples.len()), (48_000, 4800));
+        // A file that is already there (even an empty one) is never overwritten.
+        std::fs::write(dir.join("z.wav"), b"").unwrap();
+        std::fs::write(dir.join("z-2.wav"), b"mine").unwrap();
+        let d = export_wav(&clip, &dir, "z").unwrap();
+        assert_eq!(d.file_name().unwrap(), "z-3.wav");
+        assert_eq!(std::fs::read(dir.join("z-2.wav")).unwrap(), b"mine");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,6 +1,8 @@
-//! The plugin's audio ports: a stereo main mix plus one stereo stem output per pad, so every
-//! pad can be recorded to its own track, and a stereo sidechain input to capture a track whose
-//! loudness a pad's next generation follows. The layout is fixed so that projects stay routable.
+//! The plugin's fixed shape, which every other room builds on: the audio ports (a stereo main
+//! mix plus one stereo stem output per pad, so every pad can be recorded to its own track, and a
+//! stereo sidechain input to capture a track whose loudness a pad's next generation follows),
+//! the number of pads, the sample-rate bound and the capture length. The layout is fixed so
+//! that projects stay routable; it depends on nothing else in the crate.
 
 use nice_plug::prelude::*;
 
@@ -16,8 +18,18 @@ const STEM_NAMES: [&str; PAD_COUNT] = [
     "Stem 10", "Stem 11", "Stem 12", "Stem 13", "Stem 14", "Stem 15", "Stem 16",
 ];
 
-/// The one input: a stereo sidechain whose loudness a pad can follow (see [`crate::capture`]).
+/// The one input: a stereo sidechain whose loudness a pad can follow (recorded by
+/// [`crate::audio::recorder`], turned into jobs by [`crate::generation::follow`]).
 pub const SIDECHAIN_PORT: usize = 0;
+
+/// Highest sample rate the plugin accepts: a host rate in `activate`, a clip's rate in a saved
+/// state (the engine's resampler has the same bound).
+pub const MAX_RATE: u32 = 1_536_000;
+
+/// Longest sidechain capture: the ControlNet's training length.
+pub const CAPTURE_SECONDS: f32 = 10.0;
+/// Shortest capture that starts a generation.
+pub const MIN_CAPTURE_SECONDS: f32 = 0.1;
 
 pub const LAYOUTS: &[AudioIOLayout] = &[AudioIOLayout {
     main_input_channels: None,

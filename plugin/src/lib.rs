@@ -1,7 +1,21 @@
 //! EzAudio as a DAW instrument: pads hold generated clips and play them from MIDI.
 //!
-//! The audio thread only reads published clips (see [`pads`], [`voice`]); generation and
-//! resampling happen on the generation thread ([`generation`]) and on activate ([`shared`]).
+//! This file is the plugin itself: ports, activate, and `process()`, which turns MIDI and the
+//! pads' parameters into voices. The rooms, each depending only on those listed before it
+//! (`plugin/tests/layering.rs` checks that no arrow points back):
+//!
+//! * [`layout`]: the fixed shape (ports, pad count, rate bound, capture length).
+//! * [`audio`]: the realtime path (voices, sidechain recorder); reads only published clips.
+//! * [`state`], [`store`]: the persisted format, and the live pads behind a lock.
+//! * [`params`]: the host-automatable parameters (and the store, persisted with them).
+//! * [`status`]: what the editor sees of jobs, the model and downloads.
+//! * [`jobs`]: what each action submits to the engine, and its seed.
+//! * [`shared`]: what the threads share, and the publisher (resample, hand to the audio thread).
+//! * [`generation`]: the generation thread (runner, engine backend, sidechain follow, download).
+//! * [`export`], [`editor`]: WAV export and the UI.
+//!
+//! Generation and resampling happen on the generation thread and on activate; the audio thread
+//! only reads what the publisher handed over.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -9,29 +23,27 @@ use std::sync::Arc;
 use ezaudio_engine::published::SlotReader;
 use nice_plug::prelude::*;
 
-pub mod capture;
+pub mod audio;
 pub mod editor;
 pub mod export;
 pub mod generation;
+pub mod jobs;
 pub mod layout;
-pub mod pads;
 pub mod params;
 pub mod shared;
 pub mod state;
+pub mod status;
 pub mod store;
-pub mod voice;
 
-use capture::{CaptureBuffer, Recorder};
-use generation::{EngineBackend, Generator};
-use layout::PAD_COUNT;
-use pads::{pan_gains, PadGains, Sampler};
+use audio::recorder::{CaptureBuffer, Recorder};
+use audio::voice::{VoiceStart, FADE_MS, NO_KEY};
+use audio::voices::{pan_gains, PadGains, Voices};
+use generation::backend::EngineBackend;
+use generation::{follow, Generator};
+use layout::{MAX_RATE, PAD_COUNT};
 use params::{EzAudioParams, PlayMode};
 use shared::Shared;
 use store::PadStore;
-use voice::{VoiceStart, FADE_MS, NO_KEY};
-
-/// Highest host sample rate accepted by `activate`.
-const MAX_HOST_RATE: f32 = 1_536_000.0;
 
 /// Largest gain a (pad or main) gain parameter can ask for: +12 dB.
 const MAX_GAIN: f32 = 3.982;
@@ -51,7 +63,7 @@ pub struct EzAudio {
     shared: Arc<Shared>,
     /// The audio thread's side of each pad's clip slot.
     readers: Vec<SlotReader>,
-    sampler: Sampler,
+    voices: Voices,
     gains: PadGains,
     sample_rate: f32,
     /// Records the sidechain into the preallocated capture buffer (audio thread).
@@ -73,7 +85,7 @@ impl Default for EzAudio {
             params,
             shared,
             readers,
-            sampler: Sampler::default(),
+            voices: Voices::default(),
             gains: [[0.0; 2]; PAD_COUNT],
             sample_rate: 48_000.0,
             recorder: Recorder::default(),
@@ -118,7 +130,7 @@ impl EzAudio {
             fade_len,
             release_len,
         };
-        self.sampler.note_on(start, buffer);
+        self.voices.note_on(start, buffer);
     }
 
     fn handle_event(&mut self, event: NoteEvent<()>) {
@@ -126,7 +138,7 @@ impl EzAudio {
             NoteEvent::NoteOn { key, velocity, .. } => {
                 let Some(k) = key.number() else { return };
                 if velocity <= 0.0 {
-                    self.sampler.note_off(Some(k));
+                    self.voices.note_off(Some(k));
                 } else if self.params.chromatic.value() {
                     let pad = (self.params.chromatic_pad.value() - 1).clamp(0, PAD_COUNT as i32 - 1)
                         as usize;
@@ -140,8 +152,8 @@ impl EzAudio {
                     }
                 }
             }
-            NoteEvent::NoteOff { key, .. } => self.sampler.note_off(key.number()),
-            NoteEvent::Choke { key, .. } => self.sampler.choke(key.number()),
+            NoteEvent::NoteOff { key, .. } => self.voices.note_off(key.number()),
+            NoteEvent::Choke { key, .. } => self.voices.choke(key.number()),
             _ => {}
         }
     }
@@ -193,7 +205,7 @@ impl Plugin for EzAudio {
         _context: &mut impl ActivateContext<Self>,
     ) -> bool {
         let rate = buffer_config.sample_rate;
-        if !(1.0..=MAX_HOST_RATE).contains(&rate) {
+        if !(1.0..=MAX_RATE as f32).contains(&rate) {
             return false;
         }
         self.sample_rate = rate;
@@ -211,25 +223,14 @@ impl Plugin for EzAudio {
                 None => slot.insert(CaptureBuffer::new(rate.round() as u32)).clone(),
             }
         };
-        let longest = self.shared.store.with(|b| {
-            b.pads
-                .iter()
-                .filter(|p| p.control.follow_sidechain)
-                .map(|p| p.settings.seconds)
-                .fold(0.0f32, f32::max)
-        });
-        capture.set_limit_seconds(if longest > 0.0 {
-            longest
-        } else {
-            capture::CAPTURE_SECONDS
-        });
+        capture.set_limit_seconds(self.shared.store.with(|b| follow::capture_seconds(&b.pads)));
         self.recorder.set_buffer(capture);
         self.shared.publish_all();
         true
     }
 
     fn reset(&mut self) {
-        self.sampler.reset();
+        self.voices.reset();
     }
 
     fn process(
@@ -271,7 +272,7 @@ impl Plugin for EzAudio {
             }
             let main_gain = self.step_gains();
             let (mut main, mut stems) = ([0.0f32; 2], [[0.0f32; 2]; PAD_COUNT]);
-            self.sampler.tick(&self.gains, &mut main, &mut stems);
+            self.voices.tick(&self.gains, &mut main, &mut stems);
 
             for (channel, value) in buffer.as_slice().iter_mut().zip(main) {
                 channel[i] = value * main_gain;

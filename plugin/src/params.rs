@@ -4,7 +4,7 @@
 //! Per pad N (1..=16): `padN_gain`, `padN_pan`, `padN_pitch`, `padN_start`, `padN_end`,
 //! `padN_mode`, `padN_release`, `padN_choke`, `padN_output`, `padN_note`.
 //! Everything that is not a number a host could automate (prompts, clips, history) is in
-//! [`crate::state::PadStore`], persisted alongside these.
+//! [`crate::store::PadStore`], persisted alongside these.
 
 use std::sync::Arc;
 

@@ -1,8 +1,9 @@
 //! What the plugin's threads share: the pad store, the clip slots' writer side, the host
-//! rate, the editor's audition requests and the generation progress. The publisher lives
-//! here: it resamples each pad's 24 kHz clip to the host rate and publishes it into the
-//! pad's slot. It runs on the main thread (activate) or the generation thread, never on the
-//! audio thread.
+//! rate, the editor's audition requests, the capture buffer and the generation status (the
+//! view types are in [`crate::status`]). The publisher lives here: it resamples each pad's
+//! 24 kHz clip to the host rate and publishes it into the pad's slot. It runs on the main
+//! thread (activate) or the generation thread, never on the audio thread, which holds only
+//! the slots' readers and its own handle on the capture buffer.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -11,47 +12,10 @@ use ezaudio_engine::clip::Clip;
 use ezaudio_engine::published::{ClipSlot, SlotReader};
 use parking_lot::Mutex;
 
-use crate::capture::CaptureBuffer;
-use crate::generation::Progress;
+use crate::audio::recorder::CaptureBuffer;
 use crate::layout::PAD_COUNT;
+use crate::status::{JobView, ModelView, Progress};
 use crate::store::PadStore;
-
-/// More about a pad's running work than [`Progress`] says (for the editor).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct JobView {
-    /// Estimated seconds until the pad's work is done (from the step timing).
-    pub eta_s: Option<f32>,
-    /// While variations run: (finished, total).
-    pub variations: Option<(usize, usize)>,
-}
-
-/// The model as the editor shows it: a status line, and what to do when it is missing.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ModelView {
-    /// `Model: <ModelStatus>` (not loaded / loading / ready on device / error).
-    pub line: String,
-    /// The model is not installed: the install instructions.
-    pub missing: Option<String>,
-    /// The official model the Download button fetches (None: a custom folder is configured).
-    pub downloadable: Option<ezaudio_engine::models::Official>,
-    pub download: Download,
-}
-
-#[derive(Debug, Clone, Default, PartialEq)]
-pub enum Download {
-    #[default]
-    Idle,
-    /// File `index` of `files`, its name and bytes.
-    Running {
-        file: String,
-        index: usize,
-        files: usize,
-        done: u64,
-        total: u64,
-    },
-    Done(String),
-    Failed(String),
-}
 
 #[derive(Default)]
 struct Published {

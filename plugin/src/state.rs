@@ -1,6 +1,7 @@
 //! The persisted format of everything a user made: per pad the prompt, negative prompt,
-//! generation settings, the current clip (the model's own samples, bit-exact) and a short
-//! history of earlier generations.
+//! generation settings, the current clip (the model's own samples, bit-exact), a short
+//! history of earlier generations and the loudness-control settings (with their bounds).
+//! Only the format and its decoding live here; the live pads are [`crate::store`].
 //!
 //! Layout inside nice-plug's state (`PluginState::fields`, each value a JSON string):
 //! * `ezaudio_version`: [`STATE_VERSION`] as a JSON number.
@@ -13,7 +14,9 @@
 //!
 //! Loading is tolerant: every pad and every field is read on its own; what cannot be read is
 //! left at its default and described in a message the editor shows. Nothing here panics on
-//! input.
+//! input. A state saved by an earlier release is kept as test data
+//! (`tests/data/state-v2-release.bin`, checked by `tests/tests/state_compat.rs`): change the
+//! format only in ways that still load it.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -21,7 +24,7 @@ use ezaudio_engine::clip::{Clip, ClipMeta};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::layout::PAD_COUNT;
+use crate::layout::MAX_RATE;
 
 /// Version of the persisted pad format. 0: states without `ezaudio_version` (the skeleton,
 /// parameters only). 1: pads with clips and history. 2: plus each pad's `control` (follow
@@ -29,8 +32,12 @@ use crate::layout::PAD_COUNT;
 pub const STATE_VERSION: u32 = 2;
 pub const VERSION_KEY: &str = "ezaudio_version";
 
-/// Highest clip sample rate accepted from a state (same bound as the resampler).
-const MAX_RATE: u32 = 1_536_000;
+/// Frames per second of the loudness views (the ControlNet condition's rate).
+pub const VIEW_HZ: f32 = 100.0;
+/// Longest stored view (30 s).
+pub const VIEW_MAX: usize = 3000;
+/// Most points of a drawn envelope.
+pub const MAX_POINTS: usize = 64;
 
 pub fn pad_key(index: usize) -> String {
     format!("pad{}", index + 1)
@@ -80,7 +87,7 @@ pub struct ControlSettings {
     pub capture_start: Option<i64>,
     /// Host rate of `capture_start`.
     pub capture_rate: u32,
-    /// Loudness of the last capture for display: RMS per [`crate::capture::VIEW_HZ`]-th of a second.
+    /// Loudness of the last capture for display: see [`loudness_view`].
     pub capture_view: Vec<f32>,
 }
 
@@ -107,7 +114,7 @@ impl ControlSettings {
             .iter_mut()
             .for_each(|p| p.1 = p.1.clamp(0.0, 1.0));
         self.envelope.sort_by(|a, b| a.0.total_cmp(&b.0));
-        self.envelope.truncate(crate::capture::MAX_POINTS);
+        self.envelope.truncate(MAX_POINTS);
         self.scale = if self.scale.is_finite() {
             self.scale.clamp(0.0, 2.0)
         } else {
@@ -119,9 +126,20 @@ impl ControlSettings {
             0.0
         };
         self.capture_view.retain(|v| v.is_finite());
-        self.capture_view.truncate(crate::capture::VIEW_MAX);
+        self.capture_view.truncate(VIEW_MAX);
         self
     }
+}
+
+/// RMS per `1 / VIEW_HZ` s, for display (at most [`VIEW_MAX`] values): the stored
+/// `capture_view`, and the editor's view of a clip's loudness.
+pub fn loudness_view(samples: &[f32], rate: u32) -> Vec<f32> {
+    let hop = ((rate as f32 / VIEW_HZ).round() as usize).max(1);
+    samples
+        .chunks(hop)
+        .take(VIEW_MAX)
+        .map(|c| (c.iter().map(|s| s * s).sum::<f32>() / c.len() as f32).sqrt())
+        .collect()
 }
 
 /// A clip as stored: rate, sample count, base64 of the little-endian `f32` samples, recipe.
@@ -344,37 +362,6 @@ pub fn decode_version(text: Option<&String>, messages: &mut Vec<String>) -> u32 
     }
 }
 
-/// Builds a complete CLAP state blob (nice-plug's 8-byte little-endian length prefix plus
-/// its JSON) from pads and parameter values, exactly as the plugin would save it. Used by
-/// tests and tools to put known clips into a plugin without running the model.
-///
-/// `pads[i]` fills pad `i`; `params` are plain (unnormalised) values by parameter id.
-pub fn build_clap_state(
-    pads: &[PadRecord],
-    params: &[(&str, nice_plug::plugin::ParamValue)],
-) -> Vec<u8> {
-    let mut state = nice_plug::plugin::PluginState {
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        params: params
-            .iter()
-            .map(|(id, v)| (id.to_string(), v.clone()))
-            .collect(),
-        fields: Default::default(),
-    };
-    state
-        .fields
-        .insert(VERSION_KEY.into(), STATE_VERSION.to_string());
-    for (i, pad) in pads.iter().enumerate().take(PAD_COUNT) {
-        if let Ok(json) = serde_json::to_string(pad) {
-            state.fields.insert(pad_key(i), json);
-        }
-    }
-    let json = serde_json::to_vec(&state).unwrap_or_default();
-    let mut blob = (json.len() as u64).to_le_bytes().to_vec();
-    blob.extend_from_slice(&json);
-    blob
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,15 +491,11 @@ mod tests {
     }
 
     #[test]
-    fn clap_blob_has_length_prefix_and_fields() {
-        let blob = build_clap_state(
-            &[PadRecord::default()],
-            &[("pad1_pitch", nice_plug::plugin::ParamValue::F32(12.0))],
-        );
-        let len = u64::from_le_bytes(blob[..8].try_into().unwrap()) as usize;
-        assert_eq!(len, blob.len() - 8);
-        let state: nice_plug::plugin::PluginState = serde_json::from_slice(&blob[8..]).unwrap();
-        assert!(state.fields.contains_key("pad1") && state.fields.contains_key(VERSION_KEY));
-        assert!(state.params.contains_key("pad1_pitch"));
+    fn loudness_view_is_rms_per_hundredth() {
+        let mut x = vec![0.0f32; 4800];
+        x[2400..2640].fill(0.5);
+        let v = loudness_view(&x, 24_000);
+        assert_eq!(v.len(), 20);
+        assert_eq!((v[9], v[10], v[11]), (0.0, 0.5, 0.0));
     }
 }

@@ -3,9 +3,14 @@
 //! The format, as the plugin saves it through CLAP (see `plugin/src/state.rs`):
 //! an 8-byte little-endian length, then nice-plug's JSON state
 //! `{"version": "...", "params": {id: {"f32"|"i32"|"bool"|"string": value}}, "fields": {...}}`
-//! whose `fields` hold `"ezaudio_version": "1"` and `"padN": "<JSON of the pad>"` with
+//! whose `fields` hold `"ezaudio_version"` and `"padN": "<JSON of the pad>"` with
 //! `{"prompt", "negative", "settings", "clip": {"sample_rate", "len", "samples", "meta"},
-//! "history": [{"meta", "clip"}]}`; `samples` is base64 of the little-endian f32 samples.
+//! "history": [{"meta", "clip"}], "control"}` (`control` since version 2); `samples` is base64
+//! of the little-endian f32 samples. The blobs here say version 1 unless a test sets more.
+//!
+//! This is the one builder of whole states. It is written from the format, not from the
+//! plugin's code, on purpose: the end-to-end tests check the format from outside, so a change
+//! to it in the plugin shows up here (and this crate needs only the bundle, not the plugin crate).
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;

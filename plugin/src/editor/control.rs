@@ -9,10 +9,12 @@ use crossbeam_channel::Sender;
 use ezaudio_engine::clip::{Clip, ClipKind};
 use nice_plug::prelude::*;
 
-use crate::capture::{self, VIEW_HZ};
 use crate::generation::Command;
+use crate::jobs::{envelope_job, random_seed};
+use crate::layout::{CAPTURE_SECONDS, MIN_CAPTURE_SECONDS};
 use crate::params::EzAudioParams;
 use crate::shared::Shared;
+use crate::state::{loudness_view, MAX_POINTS, VIEW_HZ};
 
 /// Range of the normalised views, as the energy conditioner's `min_db`.
 const RANGE_DB: f32 = 60.0;
@@ -34,12 +36,12 @@ pub fn normalised_db(rms: &[f32]) -> Vec<f32> {
 }
 
 fn clip_view(clip: &Clip) -> Vec<f32> {
-    normalised_db(&capture::loudness_view(&clip.samples, clip.sample_rate))
+    normalised_db(&loudness_view(&clip.samples, clip.sample_rate))
 }
 
 /// Inserts a point keeping the envelope sorted by time; returns its index.
 pub fn insert_point(points: &mut Vec<(f32, f32)>, t: f32, level: f32) -> Option<usize> {
-    if points.len() >= capture::MAX_POINTS {
+    if points.len() >= MAX_POINTS {
         return None;
     }
     let i = points.partition_point(|p| p.0 <= t);
@@ -99,7 +101,7 @@ impl ControlView {
         let seconds = data
             .settings
             .seconds
-            .clamp(capture::MIN_CAPTURE_SECONDS, capture::CAPTURE_SECONDS);
+            .clamp(MIN_CAPTURE_SECONDS, CAPTURE_SECONDS);
         let width = ui.available_width().clamp(200.0, 620.0);
         let (rect, response) =
             ui.allocate_exact_size(egui::vec2(width, 90.0), egui::Sense::click_and_drag());
@@ -209,8 +211,8 @@ impl ControlView {
                 .add_enabled(can, egui::Button::new("Generate from envelope"))
                 .clicked()
             {
-                let seed = crate::editor::model::random_seed();
-                if let Some(job) = capture::envelope_job(&data, seed) {
+                let seed = random_seed();
+                if let Some(job) = envelope_job(&data, seed) {
                     if let ezaudio_engine::worker::Job::GenerateControlled(c) = &job {
                         data.settings.seed = c.gen.seed;
                     }

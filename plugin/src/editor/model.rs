@@ -1,45 +1,12 @@
-//! The editor's logic, apart from drawing: what a Generate click submits, how progress and
-//! clips are described, the waveform envelope. Pure functions, unit-tested.
-
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
-
-use std::sync::Arc;
+//! The editor's logic, apart from drawing: when Generate is possible, how progress, clips and
+//! the model are described, the waveform envelope, the span a drag selects. Pure functions,
+//! unit-tested. (What an action submits is [`crate::jobs`].)
 
 use ezaudio_engine::clip::Clip;
 
-use crate::generation::worker::{EditParams, GenerateParams};
-use crate::generation::Progress;
-use crate::shared::{Download, JobView, ModelView};
+use crate::jobs::MIN_EDIT_S;
+use crate::status::{Download, JobView, ModelView, Progress};
 use crate::store::PadData;
-
-/// A fresh random seed (std's per-process random keys, mixed with the clock).
-pub fn random_seed() -> u64 {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish() >> 32 // short enough to read, type and note down
-}
-
-/// The job for a Generate click, and the seed it uses. A locked seed is reused; otherwise
-/// `fresh_seed` is taken (and should be stored back so the user sees and can lock it).
-pub fn generate_request(pad: &PadData, fresh_seed: u64) -> GenerateParams {
-    let s = &pad.settings;
-    GenerateParams {
-        prompt: pad.prompt.trim().to_string(),
-        negative: pad.negative.trim().to_string(),
-        seconds: s.seconds.clamp(0.5, 30.0),
-        steps: s.steps.clamp(1, 1000),
-        guidance: s.guidance.clamp(0.0, 50.0),
-        rescale: s.rescale.clamp(0.0, 1.0),
-        eta: s.eta.clamp(0.0, 1.0),
-        seed: if s.seed_locked { s.seed } else { fresh_seed },
-    }
-}
 
 /// Why Generate is not possible right now, if it isn't.
 pub fn generate_blocker(pad: &PadData, progress: &Progress) -> Option<&'static str> {
@@ -124,47 +91,6 @@ pub fn waveform_envelope(samples: &[f32], columns: usize) -> Vec<(f32, f32)> {
         .collect()
 }
 
-/// Learns how long a denoising step takes, to estimate the time left. Fed with the step
-/// counter of the running job and a clock reading (seconds, any origin).
-#[derive(Debug, Clone, Default)]
-pub struct StepClock {
-    /// First and latest step seen of the current job, with their times.
-    first: Option<(u32, f64)>,
-    last: Option<(u32, f64)>,
-    /// Seconds per step, kept across jobs (variations run one after another).
-    per_step: Option<f64>,
-}
-
-impl StepClock {
-    /// A new job is running: its steps are timed from its first step seen.
-    pub fn start_job(&mut self) {
-        self.first = None;
-        self.last = None;
-    }
-
-    pub fn observe(&mut self, k: u32, now: f64) {
-        let Some((k0, t0)) = self.first else {
-            self.first = Some((k, now));
-            return;
-        };
-        if self.last.is_some_and(|(kl, _)| k <= kl) || k <= k0 {
-            return;
-        }
-        self.last = Some((k, now));
-        let rate = (now - t0) / (k - k0) as f64;
-        if rate.is_finite() && rate >= 0.0 {
-            self.per_step = Some(rate);
-        }
-    }
-
-    /// Seconds left: the rest of this job (at step `k` of `n`) plus `queued` jobs of `n`
-    /// steps. None until two steps were timed.
-    pub fn remaining_s(&self, k: u32, n: u32, queued: usize) -> Option<f32> {
-        let steps = n.saturating_sub(k) as f64 + queued as f64 * n as f64;
-        self.per_step.map(|s| (s * steps) as f32)
-    }
-}
-
 /// "12 s left", "3 min 5 s left".
 pub fn eta_text(seconds: f32) -> String {
     let s = seconds.max(0.0).round() as u64;
@@ -189,27 +115,6 @@ pub fn progress_caption(p: &Progress, job: &JobView) -> (Option<f32>, String) {
     (fraction, caption)
 }
 
-/// The seeds of `count` variations: the pad's seed and the following ones when locked (so
-/// they are reproducible), fresh random ones otherwise.
-pub fn variation_requests(
-    pad: &PadData,
-    count: usize,
-    mut fresh: impl FnMut() -> u64,
-) -> Vec<GenerateParams> {
-    (0..count)
-        .map(|i| {
-            let seed = if pad.settings.seed_locked {
-                pad.settings.seed.wrapping_add(i as u64)
-            } else {
-                fresh()
-            };
-            let mut r = generate_request(pad, seed);
-            r.seed = seed;
-            r
-        })
-        .collect()
-}
-
 /// A span of the clip in seconds from a drag between two x positions on a waveform of
 /// `width` points showing `duration` seconds. None when too short to edit.
 pub fn span_from_drag(x0: f32, x1: f32, width: f32, duration: f32) -> Option<(f32, f32)> {
@@ -220,43 +125,6 @@ pub fn span_from_drag(x0: f32, x1: f32, width: f32, duration: f32) -> Option<(f3
     let to_s = |x: f32| (x / width).clamp(0.0, 1.0) * duration;
     let (a, b) = (to_s(x0.min(x1)), to_s(x0.max(x1)));
     (b - a >= MIN_EDIT_S).then_some((a, b))
-}
-
-/// Shortest span the editor sends for editing (seconds).
-pub const MIN_EDIT_S: f32 = 0.05;
-/// Context kept on each side of an edited span (the official UI's default).
-pub const EDIT_BOUNDARY_S: f32 = 2.0;
-
-/// The job for "Regenerate selection": the span of `clip` from `prompt` (the pad's prompt
-/// when empty), with the pad's settings; `seed` is used unless the pad's seed is locked.
-pub fn edit_request(
-    pad: &PadData,
-    clip: Arc<Clip>,
-    span: (f32, f32),
-    prompt: &str,
-    seed: u64,
-) -> Result<EditParams, &'static str> {
-    let (start, end) = span;
-    let long_enough = end - start >= MIN_EDIT_S; // false for NaN too
-    if !long_enough || start < 0.0 {
-        return Err("Select a span on the waveform first (drag across it)");
-    }
-    let mut gen = generate_request(pad, seed);
-    let prompt = prompt.trim();
-    if !prompt.is_empty() {
-        gen.prompt = prompt.to_string();
-    }
-    if gen.prompt.is_empty() {
-        return Err("Type a prompt for the edit");
-    }
-    gen.seconds = clip.duration_s();
-    Ok(EditParams {
-        source: clip,
-        start_s: start,
-        length_s: end - start,
-        boundary_s: EDIT_BOUNDARY_S,
-        gen,
-    })
 }
 
 /// What the model strip shows: the status line, and whether to offer a download.
@@ -299,23 +167,6 @@ pub fn model_strip(view: &ModelView) -> (String, Option<String>, bool) {
 mod tests {
     use super::*;
     use ezaudio_engine::clip::ClipMeta;
-
-    #[test]
-    fn seed_lock_and_request() {
-        let mut pad = PadData {
-            prompt: "  rain on a tin roof ".into(),
-            ..Default::default()
-        };
-        pad.settings.seed = 5;
-        assert_eq!(generate_request(&pad, 99).seed, 99);
-        pad.settings.seed_locked = true;
-        let r = generate_request(&pad, 99);
-        assert_eq!(
-            (r.seed, r.prompt.as_str(), r.steps),
-            (5, "rain on a tin roof", 50)
-        );
-        assert_ne!(random_seed(), random_seed());
-    }
 
     #[test]
     fn blockers_and_progress() {
@@ -365,21 +216,7 @@ mod tests {
     }
 
     #[test]
-    fn step_clock_estimates_time_left() {
-        let mut c = StepClock::default();
-        c.observe(1, 10.0);
-        assert_eq!(c.remaining_s(1, 11, 0), None);
-        c.observe(3, 11.0); // 0.5 s per step
-        assert_eq!(c.remaining_s(3, 11, 0), Some(4.0));
-        assert_eq!(c.remaining_s(3, 11, 2), Some(15.0));
-        c.observe(3, 50.0); // same step again: ignored
-        assert_eq!(c.remaining_s(3, 11, 0), Some(4.0));
-        // The next job keeps the rate until it has its own.
-        c.start_job();
-        c.observe(1, 60.0);
-        assert_eq!(c.remaining_s(1, 11, 0), Some(5.0));
-        c.observe(2, 61.0);
-        assert_eq!(c.remaining_s(2, 11, 0), Some(9.0));
+    fn time_left_and_variation_captions() {
         assert_eq!(eta_text(125.4), "2 min 5 s left");
         let view = JobView {
             eta_s: Some(3.0),
@@ -390,53 +227,11 @@ mod tests {
     }
 
     #[test]
-    fn variations_and_edit_requests() {
-        let mut pad = PadData {
-            prompt: "glass".into(),
-            ..Default::default()
-        };
-        let mut n = 100;
-        let seeds: Vec<u64> = variation_requests(&pad, 4, || {
-            n += 1;
-            n
-        })
-        .iter()
-        .map(|r| r.seed)
-        .collect();
-        assert_eq!(seeds, vec![101, 102, 103, 104]);
-        pad.settings.seed = 7;
-        pad.settings.seed_locked = true;
-        let seeds: Vec<u64> = variation_requests(&pad, 3, || 0)
-            .iter()
-            .map(|r| r.seed)
-            .collect();
-        assert_eq!(seeds, vec![7, 8, 9]);
-
+    fn spans_from_drags() {
         assert_eq!(span_from_drag(300.0, 100.0, 400.0, 8.0), Some((2.0, 6.0)));
         assert_eq!(span_from_drag(-50.0, 500.0, 400.0, 8.0), Some((0.0, 8.0)));
         assert_eq!(span_from_drag(10.0, 11.0, 400.0, 1.0), None);
         assert_eq!(span_from_drag(10.0, 100.0, 0.0, 1.0), None);
-
-        let clip = Arc::new(Clip::new(vec![0.0; 48_000], 24_000, ClipMeta::default()));
-        let e = edit_request(&pad, clip.clone(), (0.5, 1.25), " a cat ", 3).unwrap();
-        assert_eq!(
-            (
-                e.start_s,
-                e.length_s,
-                e.gen.prompt.as_str(),
-                e.gen.seed,
-                e.gen.seconds
-            ),
-            (0.5, 0.75, "a cat", 7, 2.0)
-        );
-        assert_eq!(
-            edit_request(&pad, clip.clone(), (0.5, 1.0), "", 3)
-                .unwrap()
-                .gen
-                .prompt,
-            "glass"
-        );
-        assert!(edit_request(&pad, clip, (0.5, 0.5), "", 3).is_err());
     }
 
     #[test]

@@ -5,7 +5,10 @@ use crossbeam_channel::Sender;
 use nice_plug::prelude::*;
 use nice_plug_egui::widgets::ParamSlider;
 
-use crate::generation::{worker, Command};
+use ezaudio_engine::worker::Job;
+
+use crate::generation::Command;
+use crate::jobs;
 use crate::params::{EzAudioParams, PadParams};
 use crate::shared::Shared;
 
@@ -65,7 +68,7 @@ pub fn prompt_and_settings(ui: &mut egui::Ui, shared: &Shared, pad: usize) {
         ui.add(egui::DragValue::new(&mut s.seed)).labelled_by(l.id);
         ui.checkbox(&mut s.seed_locked, "Lock");
         if ui.button("Randomise").clicked() {
-            s.seed = model::random_seed();
+            s.seed = jobs::random_seed();
         }
         ui.end_row();
     });
@@ -96,12 +99,12 @@ pub fn generate_controls(
     ui.horizontal(|ui| {
         let generate = ui.add_enabled(blocker.is_none(), egui::Button::new("Generate"));
         if generate.clicked() {
-            let job = model::generate_request(&data, model::random_seed());
+            let job = jobs::generate_request(&data, jobs::random_seed());
             // Show the seed actually used, so it can be locked.
             shared.store.with(|b| b.pads[pad].settings.seed = job.seed);
             let _ = commands.send(Command::Generate {
                 pad,
-                job: worker::Job::Generate(job),
+                job: Job::Generate(job),
             });
         }
         if let Some(why) = blocker {
@@ -112,9 +115,8 @@ pub fn generate_controls(
             egui::Button::new(format!("Variations x{}", super::tools::VARIATIONS)),
         );
         if variations.clicked() {
-            let jobs =
-                model::variation_requests(&data, super::tools::VARIATIONS, model::random_seed);
-            let jobs = jobs.into_iter().map(worker::Job::Generate).collect();
+            let jobs = jobs::variation_requests(&data, super::tools::VARIATIONS, jobs::random_seed);
+            let jobs = jobs.into_iter().map(Job::Generate).collect();
             let _ = commands.send(Command::Variations { pad, jobs });
         }
         variations.on_hover_text(

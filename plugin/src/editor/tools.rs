@@ -9,7 +9,10 @@ use crossbeam_channel::Sender;
 use ezaudio_engine::clip::Clip;
 use parking_lot::Mutex;
 
-use crate::generation::{worker, Command};
+use ezaudio_engine::worker::Job;
+
+use crate::generation::Command;
+use crate::jobs;
 use crate::shared::Shared;
 
 use super::model;
@@ -85,9 +88,7 @@ pub fn edit(
         .labelled_by(l.id);
         let request = span
             .ok_or("Select a span on the waveform first (drag across it)")
-            .and_then(|s| {
-                model::edit_request(&data, clip.clone(), s, prompt, model::random_seed())
-            });
+            .and_then(|s| jobs::edit_request(&data, clip.clone(), s, prompt, jobs::random_seed()));
         let button = ui.add_enabled(
             request.is_ok() && !running,
             egui::Button::new("Regenerate selection"),
@@ -96,7 +97,7 @@ pub fn edit(
             Ok(job) if button.clicked() => {
                 let _ = commands.send(Command::Generate {
                     pad,
-                    job: worker::Job::Edit(job),
+                    job: Job::Edit(job),
                 });
             }
             Err(why) => {

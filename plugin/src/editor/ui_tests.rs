@@ -8,11 +8,13 @@ use crossbeam_channel::Receiver;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use ezaudio_engine::clip::{Clip, ClipMeta};
+use ezaudio_engine::worker::Job;
 
 use super::EditorApp;
-use crate::generation::{worker, Command, Progress};
+use crate::generation::Command;
 use crate::params::EzAudioParams;
-use crate::shared::{JobView, Shared};
+use crate::shared::Shared;
+use crate::status::{JobView, Progress};
 use crate::store::PadStore;
 
 fn app() -> (EditorApp, Arc<Shared>, Receiver<Command>) {
@@ -84,7 +86,7 @@ fn empty_editor_shows_every_generation_control() {
     match rx.try_recv() {
         Ok(Command::Generate {
             pad: 0,
-            job: worker::Job::Generate(p),
+            job: Job::Generate(p),
         }) => assert_eq!(p.prompt, "rain on a tin roof"),
         _ => panic!("Generate sent no job"),
     }
@@ -142,7 +144,7 @@ fn clip_tools_variations_history_and_progress() {
     match rx.try_recv() {
         Ok(Command::Generate {
             pad: 0,
-            job: worker::Job::Edit(e),
+            job: Job::Edit(e),
         }) => {
             assert!(
                 (e.start_s - 0.25).abs() < 0.01 && e.length_s > 0.2,

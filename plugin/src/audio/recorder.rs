@@ -1,5 +1,5 @@
-//! "Foley that follows the track": the sidechain capture and the controlled generations it
-//! starts.
+//! "Foley that follows the track", the audio thread's half: the sidechain capture. (The
+//! generation thread's half, which turns a finished capture into jobs, is `generation/follow.rs`.)
 //!
 //! The audio thread records the sidechain's mono mix into a [`CaptureBuffer`] allocated in
 //! `activate()` (10 s at the host rate): no allocation, lock or syscall in `process()`, only
@@ -13,23 +13,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use ezaudio_engine::clip::{Clip, ClipMeta};
-use ezaudio_engine::worker::{ControlParams, ControlSource, Job};
-
-use crate::layout::PAD_COUNT;
-use crate::shared::Shared;
-use crate::store::PadData;
-
-/// Longest capture: the ControlNet's training length.
-pub const CAPTURE_SECONDS: f32 = 10.0;
-/// Shortest capture that starts a generation.
-pub const MIN_CAPTURE_SECONDS: f32 = 0.1;
-/// Frames per second of the loudness views (the ControlNet condition's rate).
-pub const VIEW_HZ: f32 = 100.0;
-/// Longest stored view (30 s).
-pub const VIEW_MAX: usize = 3000;
-/// Most points of a drawn envelope.
-pub const MAX_POINTS: usize = 64;
+use crate::layout::{CAPTURE_SECONDS, MIN_CAPTURE_SECONDS};
 
 const IDLE: u8 = 0;
 const RECORDING: u8 = 1;
@@ -195,121 +179,6 @@ impl Recorder {
     }
 }
 
-/// RMS per `1 / VIEW_HZ` s, for display (at most [`VIEW_MAX`] values).
-pub fn loudness_view(samples: &[f32], rate: u32) -> Vec<f32> {
-    let hop = ((rate as f32 / VIEW_HZ).round() as usize).max(1);
-    samples
-        .chunks(hop)
-        .take(VIEW_MAX)
-        .map(|c| (c.iter().map(|s| s * s).sum::<f32>() / c.len() as f32).sqrt())
-        .collect()
-}
-
-/// The controlled job for `pad` following `control`, with the pad's prompt and settings.
-pub fn controlled_job(pad: &PadData, control: ControlSource, seconds: f32, seed: u64) -> Job {
-    let mut gen = crate::editor::model::generate_request(pad, seed);
-    gen.seconds = seconds.clamp(MIN_CAPTURE_SECONDS, CAPTURE_SECONDS);
-    Job::GenerateControlled(ControlParams {
-        gen,
-        control,
-        conditioning_scale: pad.control.scale,
-        surpass_noise: pad.control.gate,
-        controlnet: None,
-    })
-}
-
-/// The job for a pad's drawn envelope (`None` without points), as long as the pad's length.
-pub fn envelope_job(pad: &PadData, seed: u64) -> Option<Job> {
-    if pad.control.envelope.is_empty() {
-        return None;
-    }
-    let seconds = pad
-        .settings
-        .seconds
-        .clamp(MIN_CAPTURE_SECONDS, CAPTURE_SECONDS);
-    Some(controlled_job(
-        pad,
-        ControlSource::Envelope(pad.control.envelope.clone()),
-        seconds,
-        seed,
-    ))
-}
-
-/// Generation thread, every tick: keeps the capture length at the following pads' length, and
-/// turns a finished capture into one controlled job per pad that follows the sidechain (which
-/// also records the capture's start and loudness view in those pads).
-pub fn poll(shared: &Shared, fresh_seed: impl Fn() -> u64) -> Vec<(usize, Job)> {
-    let Some(buffer) = shared.capture.lock().clone() else {
-        return Vec::new();
-    };
-    let followers: Vec<(usize, PadData)> = shared.store.with(|b| {
-        b.pads
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.control.follow_sidechain)
-            .map(|(i, p)| (i, p.clone()))
-            .collect()
-    });
-    let longest = followers
-        .iter()
-        .map(|(_, p)| p.settings.seconds)
-        .fold(0.0f32, f32::max);
-    buffer.set_limit_seconds(if followers.is_empty() {
-        CAPTURE_SECONDS
-    } else {
-        longest
-    });
-    let Some(captured) = buffer.take() else {
-        return Vec::new();
-    };
-    let seconds = captured.samples.len() as f32 / captured.rate.max(1) as f32;
-    if followers.is_empty() {
-        *shared.capture_note.lock() = "Sidechain captured, but no pad follows the sidechain".into();
-        return Vec::new();
-    }
-    if seconds < MIN_CAPTURE_SECONDS {
-        *shared.capture_note.lock() =
-            format!("Capture too short ({seconds:.2} s): play at least {MIN_CAPTURE_SECONDS} s");
-        return Vec::new();
-    }
-    let view = loudness_view(&captured.samples, captured.rate);
-    let meta = ClipMeta {
-        prompt: "sidechain capture".into(),
-        seconds,
-        ..Default::default()
-    };
-    let clip = Arc::new(Clip::new(captured.samples, captured.rate, meta));
-    *shared.capture_note.lock() = format!("Captured {seconds:.2} s of sidechain");
-    let mut jobs = Vec::new();
-    for (pad, data) in followers.into_iter().filter(|(p, _)| *p < PAD_COUNT) {
-        if data.prompt.trim().is_empty() {
-            *shared.capture_note.lock() =
-                format!("Pad {}: follows the sidechain but has no prompt", pad + 1);
-            continue;
-        }
-        let seed = fresh_seed();
-        let job = controlled_job(
-            &data,
-            ControlSource::Reference(clip.clone()),
-            seconds.min(data.settings.seconds),
-            seed,
-        );
-        let used_seed = match &job {
-            Job::GenerateControlled(c) => c.gen.seed,
-            _ => seed,
-        };
-        shared.store.with(|b| {
-            let c = &mut b.pads[pad].control;
-            c.capture_start = captured.start;
-            c.capture_rate = captured.rate;
-            c.capture_view = view.clone();
-            b.pads[pad].settings.seed = used_seed;
-        });
-        jobs.push((pad, job));
-    }
-    jobs
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,14 +223,5 @@ mod tests {
         run(&mut rec, false, 1.0, 10, true, Some(4810)); // disarm stops it
         let c = buf.take().expect("ready");
         assert_eq!((c.samples.len(), c.start), (10, Some(4800)));
-    }
-
-    #[test]
-    fn loudness_view_is_rms_per_hundredth() {
-        let mut x = vec![0.0f32; 4800];
-        x[2400..2640].fill(0.5);
-        let v = loudness_view(&x, 24_000);
-        assert_eq!(v.len(), 20);
-        assert_eq!((v[9], v[10], v[11]), (0.0, 0.5, 0.0));
     }
 }

@@ -23,7 +23,8 @@ pub enum Stage {
     Fading,
 }
 
-/// Everything a voice needs to start; computed by the pad bank at note-on.
+/// Everything a voice needs to start; computed from the pad's parameters at note-on (the
+/// plugin's `trigger`).
 #[derive(Debug, Clone)]
 pub struct VoiceStart {
     pub pad: u8,

@@ -3,8 +3,8 @@
 
 use ezaudio_engine::published::PlaybackHandle;
 
+use crate::audio::voice::{Stage, Voice, VoiceStart};
 use crate::layout::PAD_COUNT;
-use crate::voice::{Stage, Voice, VoiceStart};
 
 /// Voices that may sound at once (playing or releasing).
 pub const POLYPHONY: usize = 32;
@@ -26,12 +26,13 @@ pub fn pan_gains(gain: f32, pan: f32) -> [f32; 2] {
     [gain * (1.0 - pan).min(1.0), gain * (1.0 + pan).min(1.0)]
 }
 
-pub struct Sampler {
+/// The pool of voices every pad plays through.
+pub struct Voices {
     voices: [Voice; POOL],
     next_age: u64,
 }
 
-impl Default for Sampler {
+impl Default for Voices {
     fn default() -> Self {
         Self {
             voices: std::array::from_fn(|_| Voice::default()),
@@ -40,7 +41,7 @@ impl Default for Sampler {
     }
 }
 
-impl Sampler {
+impl Voices {
     /// Starts a voice. A choke group silences the group's voices first; beyond
     /// [`POLYPHONY`] the oldest released voice (else the oldest voice) is faded out.
     pub fn note_on(&mut self, start: VoiceStart, buffer: PlaybackHandle) {
@@ -156,7 +157,7 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::voice::NO_KEY;
+    use crate::audio::voice::NO_KEY;
     use ezaudio_engine::published::{ClipSlot, PlaybackBuffer, SlotReader};
     use std::sync::Arc;
 
@@ -184,7 +185,7 @@ mod tests {
 
     const UNITY: PadGains = [[1.0, 1.0]; PAD_COUNT];
 
-    fn frame(s: &mut Sampler) -> ([f32; 2], [[f32; 2]; PAD_COUNT]) {
+    fn frame(s: &mut Voices) -> ([f32; 2], [[f32; 2]; PAD_COUNT]) {
         let (mut main, mut stems) = ([0.0; 2], [[0.0; 2]; PAD_COUNT]);
         s.tick(&UNITY, &mut main, &mut stems);
         (main, stems)
@@ -193,7 +194,7 @@ mod tests {
     #[test]
     fn mixes_to_main_and_own_stem_only() {
         let (_w, mut r) = slot(vec![0.25; 1000]);
-        let mut s = Sampler::default();
+        let mut s = Voices::default();
         s.note_on(start(2, 38, 0, false), r.acquire().unwrap());
         let (main, stems) = frame(&mut s);
         assert_eq!(main, [0.25, 0.25]);
@@ -207,7 +208,7 @@ mod tests {
     #[test]
     fn steals_released_voices_first_then_oldest() {
         let (_w, mut r) = slot(vec![0.1; 1000]);
-        let mut s = Sampler::default();
+        let mut s = Voices::default();
         for k in 0..POLYPHONY as u8 {
             s.note_on(start(0, k, 0, true), r.acquire().unwrap());
         }
@@ -217,7 +218,7 @@ mod tests {
         s.note_on(start(0, 100, 0, true), r.acquire().unwrap());
         assert_eq!(s.sounding(), POLYPHONY);
         let stage_of =
-            |s: &Sampler, key: u8| s.voices().iter().find(|v| v.key == key).map(|v| v.stage);
+            |s: &Voices, key: u8| s.voices().iter().find(|v| v.key == key).map(|v| v.stage);
         assert_eq!(stage_of(&s, 5), Some(Stage::Fading));
         assert_eq!(stage_of(&s, 0), Some(Stage::Playing));
         // Next steal takes the oldest playing voice (key 0).
@@ -234,7 +235,7 @@ mod tests {
     #[test]
     fn pool_exhaustion_never_fails_a_note() {
         let (_w, mut r) = slot(vec![0.1; 1000]);
-        let mut s = Sampler::default();
+        let mut s = Voices::default();
         for k in 0..200u32 {
             s.note_on(start(0, (k % 128) as u8, 0, false), r.acquire().unwrap());
         }
@@ -249,7 +250,7 @@ mod tests {
     #[test]
     fn choke_group_fades_its_members_only() {
         let (_w, mut r) = slot(vec![1.0; 1000]);
-        let mut s = Sampler::default();
+        let mut s = Voices::default();
         s.note_on(start(0, 36, 1, false), r.acquire().unwrap()); // open hat, group 1
         s.note_on(start(3, 40, 0, false), r.acquire().unwrap()); // kick, no group
         frame(&mut s);
@@ -267,7 +268,7 @@ mod tests {
     #[test]
     fn one_shot_ignores_note_off_gate_releases() {
         let (_w, mut r) = slot(vec![1.0; 1000]);
-        let mut s = Sampler::default();
+        let mut s = Voices::default();
         s.note_on(start(0, 36, 0, false), r.acquire().unwrap());
         s.note_on(start(1, 37, 0, true), r.acquire().unwrap());
         s.note_off(Some(36));

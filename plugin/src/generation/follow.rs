@@ -1,0 +1,116 @@
+//! "Foley that follows the track", the generation thread's half: a finished sidechain capture
+//! (recorded by [`crate::audio::recorder`]) becomes one controlled job per pad that follows
+//! the sidechain. Here rather than in the recorder so that the audio room never sees the pads,
+//! and here rather than in the runner because it is its own policy: how long a capture may
+//! run, what a too-short one does, what the following pads remember of it.
+
+use std::sync::Arc;
+
+use ezaudio_engine::clip::{Clip, ClipMeta};
+use ezaudio_engine::worker::{ControlSource, Job};
+
+use crate::jobs::controlled_job;
+use crate::layout::{CAPTURE_SECONDS, MIN_CAPTURE_SECONDS, PAD_COUNT};
+use crate::shared::Shared;
+use crate::state::loudness_view;
+use crate::store::PadData;
+
+/// How long the next capture may run (seconds): as long as the longest pad that follows the
+/// sidechain, or the whole buffer when no pad follows it. (The buffer clamps the value to
+/// `MIN_CAPTURE_SECONDS..=CAPTURE_SECONDS`.)
+pub fn capture_seconds<'a>(pads: impl IntoIterator<Item = &'a PadData>) -> f32 {
+    let mut followers = pads
+        .into_iter()
+        .filter(|p| p.control.follow_sidechain)
+        .peekable();
+    if followers.peek().is_none() {
+        return CAPTURE_SECONDS;
+    }
+    followers.map(|p| p.settings.seconds).fold(0.0f32, f32::max)
+}
+
+/// Generation thread, every tick: keeps the capture length at the following pads' length, and
+/// turns a finished capture into one controlled job per pad that follows the sidechain (which
+/// also records the capture's start and loudness view in those pads).
+pub fn poll(shared: &Shared, fresh_seed: impl Fn() -> u64) -> Vec<(usize, Job)> {
+    let Some(buffer) = shared.capture.lock().clone() else {
+        return Vec::new();
+    };
+    let followers: Vec<(usize, PadData)> = shared.store.with(|b| {
+        b.pads
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.control.follow_sidechain)
+            .map(|(i, p)| (i, p.clone()))
+            .collect()
+    });
+    buffer.set_limit_seconds(capture_seconds(followers.iter().map(|(_, p)| p)));
+    let Some(captured) = buffer.take() else {
+        return Vec::new();
+    };
+    let seconds = captured.samples.len() as f32 / captured.rate.max(1) as f32;
+    if followers.is_empty() {
+        *shared.capture_note.lock() = "Sidechain captured, but no pad follows the sidechain".into();
+        return Vec::new();
+    }
+    if seconds < MIN_CAPTURE_SECONDS {
+        *shared.capture_note.lock() =
+            format!("Capture too short ({seconds:.2} s): play at least {MIN_CAPTURE_SECONDS} s");
+        return Vec::new();
+    }
+    let view = loudness_view(&captured.samples, captured.rate);
+    let meta = ClipMeta {
+        prompt: "sidechain capture".into(),
+        seconds,
+        ..Default::default()
+    };
+    let clip = Arc::new(Clip::new(captured.samples, captured.rate, meta));
+    *shared.capture_note.lock() = format!("Captured {seconds:.2} s of sidechain");
+    let mut jobs = Vec::new();
+    for (pad, data) in followers.into_iter().filter(|(p, _)| *p < PAD_COUNT) {
+        if data.prompt.trim().is_empty() {
+            *shared.capture_note.lock() =
+                format!("Pad {}: follows the sidechain but has no prompt", pad + 1);
+            continue;
+        }
+        let seed = fresh_seed();
+        let job = controlled_job(
+            &data,
+            ControlSource::Reference(clip.clone()),
+            seconds.min(data.settings.seconds),
+            seed,
+        );
+        let used_seed = match &job {
+            Job::GenerateControlled(c) => c.gen.seed,
+            _ => seed,
+        };
+        shared.store.with(|b| {
+            let c = &mut b.pads[pad].control;
+            c.capture_start = captured.start;
+            c.capture_rate = captured.rate;
+            c.capture_view = view.clone();
+            b.pads[pad].settings.seed = used_seed;
+        });
+        jobs.push((pad, job));
+    }
+    jobs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_length_follows_the_longest_follower() {
+        let mut pads: Vec<PadData> = (0..3).map(|_| PadData::default()).collect();
+        pads[0].settings.seconds = 4.0;
+        assert_eq!(capture_seconds(&pads), CAPTURE_SECONDS, "nobody follows");
+        pads[1].control.follow_sidechain = true;
+        pads[1].settings.seconds = 2.5;
+        pads[2].control.follow_sidechain = true;
+        pads[2].settings.seconds = 6.0;
+        assert_eq!(capture_seconds(&pads), 6.0);
+        pads[2].settings.seconds = f32::NAN;
+        assert_eq!(capture_seconds(&pads), 2.5, "a NaN length is ignored");
+    }
+}

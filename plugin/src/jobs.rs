@@ -1,0 +1,199 @@
+//! From a pad to a job: what each action submits to the engine, with the pad's prompt and
+//! settings clamped to what the model accepts, and the seeds it uses. Generate, Variations,
+//! Edit (regenerate a span), a drawn envelope and a followed sidechain all start here, whether
+//! the editor or the generation thread asks; the runner ([`crate::generation`]) only carries
+//! the jobs out. Pure functions of the pad's data, unit-tested.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+
+use ezaudio_engine::clip::Clip;
+use ezaudio_engine::worker::{ControlParams, ControlSource, EditParams, GenerateParams, Job};
+
+use crate::layout::{CAPTURE_SECONDS, MIN_CAPTURE_SECONDS};
+use crate::store::PadData;
+
+/// A fresh random seed (std's per-process random keys, mixed with the clock).
+pub fn random_seed() -> u64 {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish() >> 32 // short enough to read, type and note down
+}
+
+/// The job for a Generate click, and the seed it uses. A locked seed is reused; otherwise
+/// `fresh_seed` is taken (and should be stored back so the user sees and can lock it).
+pub fn generate_request(pad: &PadData, fresh_seed: u64) -> GenerateParams {
+    let s = &pad.settings;
+    GenerateParams {
+        prompt: pad.prompt.trim().to_string(),
+        negative: pad.negative.trim().to_string(),
+        seconds: s.seconds.clamp(0.5, 30.0),
+        steps: s.steps.clamp(1, 1000),
+        guidance: s.guidance.clamp(0.0, 50.0),
+        rescale: s.rescale.clamp(0.0, 1.0),
+        eta: s.eta.clamp(0.0, 1.0),
+        seed: if s.seed_locked { s.seed } else { fresh_seed },
+    }
+}
+
+/// The seeds of `count` variations: the pad's seed and the following ones when locked (so
+/// they are reproducible), fresh random ones otherwise.
+pub fn variation_requests(
+    pad: &PadData,
+    count: usize,
+    mut fresh: impl FnMut() -> u64,
+) -> Vec<GenerateParams> {
+    (0..count)
+        .map(|i| {
+            let seed = if pad.settings.seed_locked {
+                pad.settings.seed.wrapping_add(i as u64)
+            } else {
+                fresh()
+            };
+            let mut r = generate_request(pad, seed);
+            r.seed = seed;
+            r
+        })
+        .collect()
+}
+
+/// Shortest span the editor sends for editing (seconds).
+pub const MIN_EDIT_S: f32 = 0.05;
+/// Context kept on each side of an edited span (the official UI's default).
+pub const EDIT_BOUNDARY_S: f32 = 2.0;
+
+/// The job for "Regenerate selection": the span of `clip` from `prompt` (the pad's prompt
+/// when empty), with the pad's settings; `seed` is used unless the pad's seed is locked.
+pub fn edit_request(
+    pad: &PadData,
+    clip: Arc<Clip>,
+    span: (f32, f32),
+    prompt: &str,
+    seed: u64,
+) -> Result<EditParams, &'static str> {
+    let (start, end) = span;
+    let long_enough = end - start >= MIN_EDIT_S; // false for NaN too
+    if !long_enough || start < 0.0 {
+        return Err("Select a span on the waveform first (drag across it)");
+    }
+    let mut gen = generate_request(pad, seed);
+    let prompt = prompt.trim();
+    if !prompt.is_empty() {
+        gen.prompt = prompt.to_string();
+    }
+    if gen.prompt.is_empty() {
+        return Err("Type a prompt for the edit");
+    }
+    gen.seconds = clip.duration_s();
+    Ok(EditParams {
+        source: clip,
+        start_s: start,
+        length_s: end - start,
+        boundary_s: EDIT_BOUNDARY_S,
+        gen,
+    })
+}
+
+/// The controlled job for `pad` following `control`, with the pad's prompt and settings.
+pub fn controlled_job(pad: &PadData, control: ControlSource, seconds: f32, seed: u64) -> Job {
+    let mut gen = generate_request(pad, seed);
+    gen.seconds = seconds.clamp(MIN_CAPTURE_SECONDS, CAPTURE_SECONDS);
+    Job::GenerateControlled(ControlParams {
+        gen,
+        control,
+        conditioning_scale: pad.control.scale,
+        surpass_noise: pad.control.gate,
+        controlnet: None,
+    })
+}
+
+/// The job for a pad's drawn envelope (`None` without points), as long as the pad's length.
+pub fn envelope_job(pad: &PadData, seed: u64) -> Option<Job> {
+    if pad.control.envelope.is_empty() {
+        return None;
+    }
+    let seconds = pad
+        .settings
+        .seconds
+        .clamp(MIN_CAPTURE_SECONDS, CAPTURE_SECONDS);
+    Some(controlled_job(
+        pad,
+        ControlSource::Envelope(pad.control.envelope.clone()),
+        seconds,
+        seed,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ezaudio_engine::clip::ClipMeta;
+
+    #[test]
+    fn seed_lock_and_request() {
+        let mut pad = PadData {
+            prompt: "  rain on a tin roof ".into(),
+            ..Default::default()
+        };
+        pad.settings.seed = 5;
+        assert_eq!(generate_request(&pad, 99).seed, 99);
+        pad.settings.seed_locked = true;
+        let r = generate_request(&pad, 99);
+        assert_eq!(
+            (r.seed, r.prompt.as_str(), r.steps),
+            (5, "rain on a tin roof", 50)
+        );
+        assert_ne!(random_seed(), random_seed());
+    }
+
+    #[test]
+    fn variations_and_edit_requests() {
+        let mut pad = PadData {
+            prompt: "glass".into(),
+            ..Default::default()
+        };
+        let mut n = 100;
+        let seeds: Vec<u64> = variation_requests(&pad, 4, || {
+            n += 1;
+            n
+        })
+        .iter()
+        .map(|r| r.seed)
+        .collect();
+        assert_eq!(seeds, vec![101, 102, 103, 104]);
+        pad.settings.seed = 7;
+        pad.settings.seed_locked = true;
+        let seeds: Vec<u64> = variation_requests(&pad, 3, || 0)
+            .iter()
+            .map(|r| r.seed)
+            .collect();
+        assert_eq!(seeds, vec![7, 8, 9]);
+
+        let clip = Arc::new(Clip::new(vec![0.0; 48_000], 24_000, ClipMeta::default()));
+        let e = edit_request(&pad, clip.clone(), (0.5, 1.25), " a cat ", 3).unwrap();
+        assert_eq!(
+            (
+                e.start_s,
+                e.length_s,
+                e.gen.prompt.as_str(),
+                e.gen.seed,
+                e.gen.seconds
+            ),
+            (0.5, 0.75, "a cat", 7, 2.0)
+        );
+        assert_eq!(
+            edit_request(&pad, clip.clone(), (0.5, 1.0), "", 3)
+                .unwrap()
+                .gen
+                .prompt,
+            "glass"
+        );
+        assert!(edit_request(&pad, clip, (0.5, 0.5), "", 3).is_err());
+    }
+}

@@ -1,0 +1,154 @@
+//! What the editor reads about work it does not do itself: each pad's job ([`Progress`],
+//! [`JobView`] and the [`StepClock`] behind its time estimate), the model ([`ModelView`]) and
+//! its download ([`Download`]). The generation thread writes these into [`crate::shared`];
+//! the editor only reads them. Plain data, so both sides and the tests can build them.
+
+use ezaudio_engine::models::Official;
+use ezaudio_engine::worker::JobStatus;
+
+/// A pad's generation state, as the editor shows it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Progress {
+    #[default]
+    Idle,
+    Queued,
+    LoadingModel,
+    EncodingText,
+    Step {
+        k: u32,
+        n: u32,
+    },
+    Decoding,
+    Done,
+    Failed(String),
+    Cancelled,
+}
+
+impl Progress {
+    /// The engine's status of a job, as the editor shows it.
+    pub fn from_status(s: JobStatus) -> Self {
+        use JobStatus as S;
+        match s {
+            S::Queued => Self::Queued,
+            S::LoadingModel => Self::LoadingModel,
+            S::EncodingText => Self::EncodingText,
+            S::Step { k, n } => Self::Step { k, n },
+            S::Decoding => Self::Decoding,
+            S::Done => Self::Done,
+            S::Failed(e) => Self::Failed(e),
+            S::Cancelled => Self::Cancelled,
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        matches!(
+            self,
+            Self::Queued
+                | Self::LoadingModel
+                | Self::EncodingText
+                | Self::Step { .. }
+                | Self::Decoding
+        )
+    }
+}
+
+/// More about a pad's running work than [`Progress`] says (for the editor).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobView {
+    /// Estimated seconds until the pad's work is done (from the step timing).
+    pub eta_s: Option<f32>,
+    /// While variations run: (finished, total).
+    pub variations: Option<(usize, usize)>,
+}
+
+/// The model as the editor shows it: a status line, and what to do when it is missing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelView {
+    /// `Model: <ModelStatus>` (not loaded / loading / ready on device / error).
+    pub line: String,
+    /// The model is not installed: the install instructions.
+    pub missing: Option<String>,
+    /// The official model the Download button fetches (None: a custom folder is configured).
+    pub downloadable: Option<Official>,
+    pub download: Download,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Download {
+    #[default]
+    Idle,
+    /// File `index` of `files`, its name and bytes.
+    Running {
+        file: String,
+        index: usize,
+        files: usize,
+        done: u64,
+        total: u64,
+    },
+    Done(String),
+    Failed(String),
+}
+
+/// Learns how long a denoising step takes, to estimate the time left. Fed with the step
+/// counter of the running job and a clock reading (seconds, any origin).
+#[derive(Debug, Clone, Default)]
+pub struct StepClock {
+    /// First and latest step seen of the current job, with their times.
+    first: Option<(u32, f64)>,
+    last: Option<(u32, f64)>,
+    /// Seconds per step, kept across jobs (variations run one after another).
+    per_step: Option<f64>,
+}
+
+impl StepClock {
+    /// A new job is running: its steps are timed from its first step seen.
+    pub fn start_job(&mut self) {
+        self.first = None;
+        self.last = None;
+    }
+
+    pub fn observe(&mut self, k: u32, now: f64) {
+        let Some((k0, t0)) = self.first else {
+            self.first = Some((k, now));
+            return;
+        };
+        if self.last.is_some_and(|(kl, _)| k <= kl) || k <= k0 {
+            return;
+        }
+        self.last = Some((k, now));
+        let rate = (now - t0) / (k - k0) as f64;
+        if rate.is_finite() && rate >= 0.0 {
+            self.per_step = Some(rate);
+        }
+    }
+
+    /// Seconds left: the rest of this job (at step `k` of `n`) plus `queued` jobs of `n`
+    /// steps. None until two steps were timed.
+    pub fn remaining_s(&self, k: u32, n: u32, queued: usize) -> Option<f32> {
+        let steps = n.saturating_sub(k) as f64 + queued as f64 * n as f64;
+        self.per_step.map(|s| (s * steps) as f32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_clock_estimates_time_left() {
+        let mut c = StepClock::default();
+        c.observe(1, 10.0);
+        assert_eq!(c.remaining_s(1, 11, 0), None);
+        c.observe(3, 11.0); // 0.5 s per step
+        assert_eq!(c.remaining_s(3, 11, 0), Some(4.0));
+        assert_eq!(c.remaining_s(3, 11, 2), Some(15.0));
+        c.observe(3, 50.0); // same step again: ignored
+        assert_eq!(c.remaining_s(3, 11, 0), Some(4.0));
+        // The next job keeps the rate until it has its own.
+        c.start_job();
+        c.observe(1, 60.0);
+        assert_eq!(c.remaining_s(1, 11, 0), Some(5.0));
+        c.observe(2, 61.0);
+        assert_eq!(c.remaining_s(2, 11, 0), Some(9.0));
+    }
+}
