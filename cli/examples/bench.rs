@@ -1,7 +1,7 @@
 //! Stand-alone benchmark runner (the CLI's `ezaudio bench` calls the same `bench::run`):
 //!
 //! ```sh
-//! CARGO_TARGET_DIR=/work/target-perf cargo run --release -p ezaudio-engine --example bench -- \
+//! CARGO_TARGET_DIR=/work/target-perf cargo run --release -p ezaudio-cli --example bench -- \
 //!     --part dit --shape l --runs 3 --warmup 1 --dtype f32 --threads 2
 //! ```
 //! `--part` and `--shape` take comma lists (`--part dit,t5,vae --shape l,xl`); one JSON object

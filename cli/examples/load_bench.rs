@@ -3,7 +3,7 @@
 //! `Checkpoint::from_tensors`), on a random fp16 file with the real EzAudio-XL DiT layout.
 //!
 //! ```sh
-//! CARGO_TARGET_DIR=/work/target-perf cargo run --release -p ezaudio-engine --example load_bench -- \
+//! CARGO_TARGET_DIR=/work/target-perf cargo run --release -p ezaudio-cli --example load_bench -- \
 //!     /tmp/dit-xl-f16.safetensors [--runs 3] [--keep]
 //! ```
 //! Writes the file (about 1.7 GB; deleted at the end unless `--keep`, reused if `--keep` left it),

@@ -7,8 +7,8 @@ use std::fs::OpenOptions;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use ezaudio_engine::clip::{resample, Clip, ClipMeta};
-use ezaudio_engine::wav::{write_mono, SampleFormat};
+use ezaudio_engine::audio::wav::{write_mono, SampleFormat};
+use ezaudio_engine::audio::{resample, Clip, ClipMeta};
 
 /// `~/Music/EzAudio` (or the system temp folder when there is no home).
 pub fn default_export_dir() -> PathBuf {
@@ -21,7 +21,7 @@ pub fn default_export_dir() -> PathBuf {
 /// `pad03_dog-barking-in-the_seed42` (no extension): pad, a slug of the prompt, the seed.
 pub fn file_stem(pad: usize, meta: &ClipMeta) -> String {
     let mut slug = String::new();
-    for c in meta.prompt.chars().flat_map(char::to_lowercase) {
+    for c in meta.recipe.prompt.chars().flat_map(char::to_lowercase) {
         if c.is_ascii_alphanumeric() {
             slug.push(c);
         } else if !slug.ends_with('-') && !slug.is_empty() {
@@ -33,7 +33,7 @@ pub fn file_stem(pad: usize, meta: &ClipMeta) -> String {
     }
     let slug = slug.trim_end_matches('-');
     let slug = if slug.is_empty() { "clip" } else { slug };
-    format!("pad{:02}_{slug}_seed{}", pad + 1, meta.seed)
+    format!("pad{:02}_{slug}_seed{}", pad + 1, meta.recipe.seed)
 }
 
 /// Writes `clip` into `dir` (created if needed) without overwriting: `stem.wav`, `stem-2.wav`...
@@ -88,13 +88,16 @@ fn claim_name(dir: &Path, stem: &str) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ezaudio_engine::wav::read_mono;
+    use ezaudio_engine::audio::wav::read_mono;
+    use ezaudio_engine::Recipe;
 
     #[test]
     fn names_and_writes_bit_exact_float_wavs() {
         let meta = ClipMeta {
-            prompt: "A dog, barking!  loud".into(),
-            seed: 42,
+            recipe: Recipe {
+                seed: 42,
+                ..Recipe::new("A dog, barking!  loud")
+            },
             ..Default::default()
         };
         assert_eq!(file_stem(2, &meta), "pad03_a-dog-barking-loud_seed42");

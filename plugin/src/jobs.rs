@@ -8,8 +8,9 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
-use ezaudio_engine::clip::Clip;
-use ezaudio_engine::worker::{ControlParams, ControlSource, EditParams, GenerateParams, Job};
+use ezaudio_engine::audio::Clip;
+use ezaudio_engine::engine::{ControlParams, ControlSource, EditParams, Job};
+use ezaudio_engine::Recipe;
 
 use crate::layout::{CAPTURE_SECONDS, MIN_CAPTURE_SECONDS};
 use crate::store::PadData;
@@ -28,17 +29,17 @@ pub fn random_seed() -> u64 {
 
 /// The job for a Generate click, and the seed it uses. A locked seed is reused; otherwise
 /// `fresh_seed` is taken (and should be stored back so the user sees and can lock it).
-pub fn generate_request(pad: &PadData, fresh_seed: u64) -> GenerateParams {
-    let s = &pad.settings;
-    GenerateParams {
-        prompt: pad.prompt.trim().to_string(),
-        negative: pad.negative.trim().to_string(),
+pub fn generate_request(pad: &PadData, fresh_seed: u64) -> Recipe {
+    let s = &pad.recipe;
+    Recipe {
+        prompt: s.prompt.trim().to_string(),
+        negative: s.negative.trim().to_string(),
         seconds: s.seconds.clamp(0.5, 30.0),
         steps: s.steps.clamp(1, 1000),
         guidance: s.guidance.clamp(0.0, 50.0),
         rescale: s.rescale.clamp(0.0, 1.0),
         eta: s.eta.clamp(0.0, 1.0),
-        seed: if s.seed_locked { s.seed } else { fresh_seed },
+        seed: if pad.seed_locked { s.seed } else { fresh_seed },
     }
 }
 
@@ -48,11 +49,11 @@ pub fn variation_requests(
     pad: &PadData,
     count: usize,
     mut fresh: impl FnMut() -> u64,
-) -> Vec<GenerateParams> {
+) -> Vec<Recipe> {
     (0..count)
         .map(|i| {
-            let seed = if pad.settings.seed_locked {
-                pad.settings.seed.wrapping_add(i as u64)
+            let seed = if pad.seed_locked {
+                pad.recipe.seed.wrapping_add(i as u64)
             } else {
                 fresh()
             };
@@ -96,7 +97,7 @@ pub fn edit_request(
         start_s: start,
         length_s: end - start,
         boundary_s: EDIT_BOUNDARY_S,
-        gen,
+        recipe: gen,
     })
 }
 
@@ -105,7 +106,7 @@ pub fn controlled_job(pad: &PadData, control: ControlSource, seconds: f32, seed:
     let mut gen = generate_request(pad, seed);
     gen.seconds = seconds.clamp(MIN_CAPTURE_SECONDS, CAPTURE_SECONDS);
     Job::GenerateControlled(ControlParams {
-        gen,
+        recipe: gen,
         control,
         conditioning_scale: pad.control.scale,
         surpass_noise: pad.control.gate,
@@ -119,7 +120,7 @@ pub fn envelope_job(pad: &PadData, seed: u64) -> Option<Job> {
         return None;
     }
     let seconds = pad
-        .settings
+        .recipe
         .seconds
         .clamp(MIN_CAPTURE_SECONDS, CAPTURE_SECONDS);
     Some(controlled_job(
@@ -133,17 +134,15 @@ pub fn envelope_job(pad: &PadData, seed: u64) -> Option<Job> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ezaudio_engine::clip::ClipMeta;
+    use ezaudio_engine::audio::ClipMeta;
 
     #[test]
     fn seed_lock_and_request() {
-        let mut pad = PadData {
-            prompt: "  rain on a tin roof ".into(),
-            ..Default::default()
-        };
-        pad.settings.seed = 5;
+        let mut pad = PadData::default();
+        pad.recipe.prompt = "  rain on a tin roof ".into();
+        pad.recipe.seed = 5;
         assert_eq!(generate_request(&pad, 99).seed, 99);
-        pad.settings.seed_locked = true;
+        pad.seed_locked = true;
         let r = generate_request(&pad, 99);
         assert_eq!(
             (r.seed, r.prompt.as_str(), r.steps),
@@ -154,10 +153,8 @@ mod tests {
 
     #[test]
     fn variations_and_edit_requests() {
-        let mut pad = PadData {
-            prompt: "glass".into(),
-            ..Default::default()
-        };
+        let mut pad = PadData::default();
+        pad.recipe.prompt = "glass".into();
         let mut n = 100;
         let seeds: Vec<u64> = variation_requests(&pad, 4, || {
             n += 1;
@@ -167,8 +164,8 @@ mod tests {
         .map(|r| r.seed)
         .collect();
         assert_eq!(seeds, vec![101, 102, 103, 104]);
-        pad.settings.seed = 7;
-        pad.settings.seed_locked = true;
+        pad.recipe.seed = 7;
+        pad.seed_locked = true;
         let seeds: Vec<u64> = variation_requests(&pad, 3, || 0)
             .iter()
             .map(|r| r.seed)
@@ -181,16 +178,16 @@ mod tests {
             (
                 e.start_s,
                 e.length_s,
-                e.gen.prompt.as_str(),
-                e.gen.seed,
-                e.gen.seconds
+                e.recipe.prompt.as_str(),
+                e.recipe.seed,
+                e.recipe.seconds
             ),
             (0.5, 0.75, "a cat", 7, 2.0)
         );
         assert_eq!(
             edit_request(&pad, clip.clone(), (0.5, 1.0), "", 3)
                 .unwrap()
-                .gen
+                .recipe
                 .prompt,
             "glass"
         );

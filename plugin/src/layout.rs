@@ -23,8 +23,8 @@ const STEM_NAMES: [&str; PAD_COUNT] = [
 pub const SIDECHAIN_PORT: usize = 0;
 
 /// Highest sample rate the plugin accepts: a host rate in `activate`, a clip's rate in a saved
-/// state (the engine's resampler has the same bound).
-pub const MAX_RATE: u32 = 1_536_000;
+/// state. The engine's bound, so whatever the plugin accepts can be resampled.
+pub const MAX_RATE: u32 = ezaudio_engine::audio::MAX_RATE;
 
 /// Longest sidechain capture: the ControlNet's training length.
 pub const CAPTURE_SECONDS: f32 = 10.0;

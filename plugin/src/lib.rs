@@ -20,7 +20,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use ezaudio_engine::published::SlotReader;
+use ezaudio_engine::audio::published::SlotReader;
 use nice_plug::prelude::*;
 
 pub mod audio;

@@ -8,8 +8,8 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use ezaudio_engine::clip::Clip;
-use ezaudio_engine::published::{ClipSlot, SlotReader};
+use ezaudio_engine::audio::published::{ClipSlot, SlotReader};
+use ezaudio_engine::audio::Clip;
 use parking_lot::Mutex;
 
 use crate::audio::recorder::CaptureBuffer;

@@ -20,7 +20,8 @@
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use ezaudio_engine::clip::{Clip, ClipMeta};
+use ezaudio_engine::audio::{Clip, ClipMeta};
+use ezaudio_engine::Recipe;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -43,31 +44,80 @@ pub fn pad_key(index: usize) -> String {
     format!("pad{}", index + 1)
 }
 
-/// How the next generation of a pad will run (EzAudio's defaults).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct GenSettings {
-    pub seconds: f32,
-    pub steps: u32,
-    pub guidance: f32,
-    pub rescale: f32,
-    pub eta: f32,
-    pub seed: u64,
+/// The recipe a new pad starts from: EzAudio's defaults at 50 steps (a quicker first take than
+/// the official 100).
+pub fn default_recipe() -> Recipe {
+    Recipe {
+        steps: 50,
+        ..Recipe::default()
+    }
+}
+
+/// A pad's recipe as saved under `settings`: every key of the [`Recipe`] but the prompts (the
+/// pad keeps `prompt` and `negative` at its top level), plus `seed_locked`. Keys a state lacks
+/// take [`default_recipe`]'s values, so a setting added to the recipe later loads from older
+/// states. The recipe's fields are not listed here: it is serialised as it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedSettings {
+    pub recipe: Recipe,
     /// Keep the seed for the next generation (otherwise a new random one is drawn).
     pub seed_locked: bool,
 }
 
-impl Default for GenSettings {
+const PROMPT_KEYS: [&str; 2] = ["prompt", "negative"];
+const SEED_LOCKED: &str = "seed_locked";
+
+impl Default for SavedSettings {
     fn default() -> Self {
         Self {
-            seconds: 10.0,
-            steps: 50,
-            guidance: 5.0,
-            rescale: 0.75,
-            eta: 1.0,
-            seed: 0,
+            recipe: default_recipe(),
             seed_locked: false,
         }
+    }
+}
+
+impl Serialize for SavedSettings {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = match serde_json::to_value(&self.recipe) {
+            Ok(Value::Object(map)) => map,
+            _ => return Err(serde::ser::Error::custom("a recipe is not a JSON object")),
+        };
+        PROMPT_KEYS.iter().for_each(|k| {
+            map.remove(*k);
+        });
+        map.insert(SEED_LOCKED.into(), Value::Bool(self.seed_locked));
+        map.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for SavedSettings {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let Value::Object(saved) = Value::deserialize(deserializer)? else {
+            return Err(D::Error::custom("settings are not an object"));
+        };
+        let Ok(Value::Object(mut merged)) = serde_json::to_value(default_recipe()) else {
+            return Err(D::Error::custom("a recipe is not a JSON object"));
+        };
+        let mut seed_locked = false;
+        for (key, value) in saved {
+            match key.as_str() {
+                SEED_LOCKED => {
+                    seed_locked = value
+                        .as_bool()
+                        .ok_or_else(|| D::Error::custom("seed_locked is not true or false"))?
+                }
+                k if PROMPT_KEYS.contains(&k) => {}
+                _ => {
+                    merged.insert(key, value);
+                }
+            }
+        }
+        let recipe = serde_json::from_value(Value::Object(merged)).map_err(D::Error::custom)?;
+        Ok(Self {
+            recipe,
+            seed_locked,
+        })
     }
 }
 
@@ -165,7 +215,7 @@ pub struct HistoryRecord {
 pub struct PadRecord {
     pub prompt: String,
     pub negative: String,
-    pub settings: GenSettings,
+    pub settings: SavedSettings,
     pub clip: Option<ClipRecord>,
     pub history: Vec<HistoryRecord>,
     pub control: ControlSettings,
@@ -249,9 +299,8 @@ pub fn decode_clip(value: &Value, notes: &mut Vec<String>) -> Result<Clip, Strin
 /// A pad as loaded: the clip and history decoded, plus what went wrong.
 #[derive(Debug, Clone, Default)]
 pub struct LoadedPad {
-    pub prompt: String,
-    pub negative: String,
-    pub settings: GenSettings,
+    /// The pad's prompts and settings (`prompt`/`negative` from the pad's top level).
+    pub settings: SavedSettings,
     pub clip: Option<Clip>,
     pub history: Vec<(ClipMeta, Option<Clip>)>,
     pub control: ControlSettings,
@@ -281,14 +330,14 @@ pub fn decode_pad(index: usize, text: &str, messages: &mut Vec<String>) -> Loade
             String::new()
         }
     };
-    pad.prompt = text_field("prompt", messages);
-    pad.negative = text_field("negative", messages);
     if let Some(s) = obj.get("settings") {
-        match serde_json::from_value::<GenSettings>(s.clone()) {
+        match serde_json::from_value::<SavedSettings>(s.clone()) {
             Ok(s) => pad.settings = s,
             Err(e) => messages.push(format!("{name}: settings unreadable ({e}); defaults used")),
         }
     }
+    pad.settings.recipe.prompt = text_field("prompt", messages);
+    pad.settings.recipe.negative = text_field("negative", messages);
     if let Some(c) = obj.get("control").filter(|c| !c.is_null()) {
         match serde_json::from_value::<ControlSettings>(c.clone()) {
             Ok(c) => pad.control = c.sanitized(),
@@ -371,8 +420,10 @@ mod tests {
             samples,
             24_000,
             ClipMeta {
-                prompt: "dog bark".into(),
-                seed: 7,
+                recipe: Recipe {
+                    seed: 7,
+                    ..Recipe::new("dog bark")
+                },
                 ..Default::default()
             },
         )
@@ -398,15 +449,20 @@ mod tests {
         let record = PadRecord {
             prompt: "rain".into(),
             negative: "music".into(),
-            settings: GenSettings {
-                seed: 42,
+            settings: SavedSettings {
+                recipe: Recipe {
+                    seed: 42,
+                    ..default_recipe()
+                },
                 seed_locked: true,
-                ..Default::default()
             },
             clip: Some(ClipRecord::from_clip(&clip(samples.clone()))),
             history: vec![HistoryRecord {
                 meta: ClipMeta {
-                    seed: 1,
+                    recipe: Recipe {
+                        seed: 1,
+                        ..Recipe::default()
+                    },
                     ..Default::default()
                 },
                 clip: None,
@@ -423,18 +479,61 @@ mod tests {
         let got = pad.clip.unwrap();
         let bits = |v: &[f32]| v.iter().map(|s| s.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&got.samples), bits(&samples));
-        assert_eq!(got.meta.prompt, "dog bark");
+        assert_eq!(got.meta.recipe.prompt, "dog bark");
+        let r = &pad.settings.recipe;
         assert_eq!(
-            (
-                pad.prompt.as_str(),
-                pad.negative.as_str(),
-                pad.settings.seed
-            ),
+            (r.prompt.as_str(), r.negative.as_str(), r.seed),
             ("rain", "music", 42)
         );
+        assert!(pad.settings.seed_locked);
         assert_eq!(pad.history.len(), 1);
-        assert_eq!(pad.history[0].0.seed, 1);
+        assert_eq!(pad.history[0].0.recipe.seed, 1);
         assert_eq!(pad.control, record.control);
+    }
+
+    #[test]
+    fn settings_are_saved_as_the_recipe_without_its_prompts() {
+        let saved = SavedSettings {
+            recipe: Recipe {
+                prompt: "kept at the pad's top level".into(),
+                negative: "so not here".into(),
+                seconds: 3.5,
+                steps: 12,
+                seed: 77,
+                ..default_recipe()
+            },
+            seed_locked: true,
+        };
+        let v = serde_json::to_value(&saved).unwrap();
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        keys.sort_unstable();
+        // The keys of release 0.1.0's `settings`, nothing more, nothing less.
+        assert_eq!(
+            keys,
+            [
+                "eta",
+                "guidance",
+                "rescale",
+                "seconds",
+                "seed",
+                "seed_locked",
+                "steps"
+            ]
+        );
+        assert_eq!(
+            (v["steps"].as_u64(), v["seed"].as_u64()),
+            (Some(12), Some(77))
+        );
+        let back: SavedSettings = serde_json::from_value(v).unwrap();
+        assert_eq!(back.recipe.steps, 12);
+        assert_eq!(back.recipe.prompt, "", "prompts are not read from settings");
+        assert!(back.seed_locked);
+        assert!(
+            serde_json::from_value::<SavedSettings>(serde_json::json!({"steps": "many"})).is_err()
+        );
+        assert!(
+            serde_json::from_value::<SavedSettings>(serde_json::json!({"seed_locked": 1})).is_err()
+        );
     }
 
     #[test]
@@ -447,6 +546,14 @@ mod tests {
         );
         assert!(msgs.is_empty(), "{msgs:?}");
         assert_eq!(pad.control, ControlSettings::default());
+        // Settings a state lacks take the pad defaults; the prompt comes from the top level.
+        let expected = Recipe {
+            prompt: "rain".into(),
+            seconds: 4.0,
+            ..default_recipe()
+        };
+        assert_eq!(pad.settings.recipe, expected);
+        assert!(!pad.settings.seed_locked);
         let bad = r#"{"control": {"envelope": [[1.0, 3.0], [0.5, 0.2]], "scale": 1e9}}"#;
         let pad = decode_pad(0, bad, &mut msgs);
         assert_eq!(pad.control.envelope, vec![(0.5, 0.2), (1.0, 1.0)]);
@@ -457,6 +564,8 @@ mod tests {
     fn damaged_pads_load_what_they_can() {
         let mut msgs = Vec::new();
         assert!(decode_pad(2, "{\"prompt\": \"ha", &mut msgs)
+            .settings
+            .recipe
             .prompt
             .is_empty());
         assert!(msgs[0].starts_with("Pad 3: unreadable"), "{msgs:?}");
@@ -469,8 +578,10 @@ mod tests {
         let text = serde_json::json!({"prompt": "wind", "settings": "fast", "clip": c}).to_string();
         let mut msgs = Vec::new();
         let pad = decode_pad(0, &text, &mut msgs);
-        assert_eq!(pad.prompt, "wind");
-        assert_eq!(pad.settings, GenSettings::default());
+        assert_eq!(pad.settings.recipe.prompt, "wind");
+        let defaults = SavedSettings::default();
+        assert_eq!(pad.settings.recipe.steps, defaults.recipe.steps);
+        assert_eq!(pad.settings.seed_locked, defaults.seed_locked);
         assert_eq!(pad.clip.unwrap().samples, vec![0.5, 0.0]);
         assert_eq!(msgs.len(), 4, "{msgs:?}"); // settings, stray bytes, length, NaN
 

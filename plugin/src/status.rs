@@ -3,52 +3,32 @@
 //! its download ([`Download`]). The generation thread writes these into [`crate::shared`];
 //! the editor only reads them. Plain data, so both sides and the tests can build them.
 
-use ezaudio_engine::models::Official;
-use ezaudio_engine::worker::JobStatus;
+use ezaudio_engine::engine::{JobError, JobStatus};
+use ezaudio_engine::install::Official;
 
-/// A pad's generation state, as the editor shows it.
+/// A pad's generation state, as the editor shows it: idle, or the status of its latest job as
+/// the engine reports it (the engine's own type, so the two cannot drift apart).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum Progress {
     #[default]
     Idle,
-    Queued,
-    LoadingModel,
-    EncodingText,
-    Step {
-        k: u32,
-        n: u32,
-    },
-    Decoding,
-    Done,
-    Failed(String),
-    Cancelled,
+    Job(JobStatus),
 }
 
 impl Progress {
-    /// The engine's status of a job, as the editor shows it.
-    pub fn from_status(s: JobStatus) -> Self {
-        use JobStatus as S;
-        match s {
-            S::Queued => Self::Queued,
-            S::LoadingModel => Self::LoadingModel,
-            S::EncodingText => Self::EncodingText,
-            S::Step { k, n } => Self::Step { k, n },
-            S::Decoding => Self::Decoding,
-            S::Done => Self::Done,
-            S::Failed(e) => Self::Failed(e),
-            S::Cancelled => Self::Cancelled,
-        }
+    pub fn is_running(&self) -> bool {
+        matches!(self, Self::Job(s) if !s.is_finished())
     }
 
-    pub fn is_running(&self) -> bool {
-        matches!(
-            self,
-            Self::Queued
-                | Self::LoadingModel
-                | Self::EncodingText
-                | Self::Step { .. }
-                | Self::Decoding
-        )
+    /// A job that could not even be submitted (its message says why).
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self::Job(JobStatus::Failed(JobError::Failed(message.into())))
+    }
+}
+
+impl From<JobStatus> for Progress {
+    fn from(status: JobStatus) -> Self {
+        Self::Job(status)
     }
 }
 

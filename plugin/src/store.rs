@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use ezaudio_engine::clip::{Clip, ClipMeta};
+use ezaudio_engine::audio::{Clip, ClipMeta};
+use ezaudio_engine::Recipe;
 use nice_plug::prelude::*;
 use parking_lot::Mutex;
 
 use crate::layout::PAD_COUNT;
-use crate::state::{self, ClipRecord, ControlSettings, GenSettings, HistoryRecord, PadRecord};
+use crate::state::{self, ClipRecord, ControlSettings, HistoryRecord, PadRecord, SavedSettings};
 
 /// Earlier generations kept per pad.
 pub const HISTORY_LEN: usize = 8;
@@ -27,11 +28,12 @@ pub struct HistoryItem {
     pub serial: u64,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PadData {
-    pub prompt: String,
-    pub negative: String,
-    pub settings: GenSettings,
+    /// What the pad's next generation makes (prompts included).
+    pub recipe: Recipe,
+    /// Keep the seed for the next generation (otherwise a new random one is drawn).
+    pub seed_locked: bool,
     pub clip: Option<Arc<Clip>>,
     /// Newest first.
     pub history: Vec<HistoryItem>,
@@ -39,6 +41,19 @@ pub struct PadData {
     pub control: ControlSettings,
     /// Changes whenever `clip` changes; the publisher compares it.
     pub serial: u64,
+}
+
+impl Default for PadData {
+    fn default() -> Self {
+        Self {
+            recipe: state::default_recipe(),
+            seed_locked: false,
+            clip: None,
+            history: Vec::new(),
+            control: ControlSettings::default(),
+            serial: 0,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -152,9 +167,12 @@ impl PadStore {
 
     fn to_record(p: &PadData) -> PadRecord {
         PadRecord {
-            prompt: p.prompt.clone(),
-            negative: p.negative.clone(),
-            settings: p.settings.clone(),
+            prompt: p.recipe.prompt.clone(),
+            negative: p.recipe.negative.clone(),
+            settings: SavedSettings {
+                recipe: p.recipe.clone(),
+                seed_locked: p.seed_locked,
+            },
             clip: p.clip.as_deref().map(ClipRecord::from_clip),
             history: p
                 .history
@@ -249,9 +267,8 @@ unsafe impl Params for PadStore {
                 }
                 next += 1;
                 *slot = PadData {
-                    prompt: pad.prompt,
-                    negative: pad.negative,
-                    settings: pad.settings,
+                    recipe: pad.settings.recipe,
+                    seed_locked: pad.settings.seed_locked,
                     clip: pad.clip.map(Arc::new),
                     history,
                     control: pad.control,
@@ -275,7 +292,10 @@ mod tests {
             vec![seed as f32 / 100.0; len],
             24_000,
             ClipMeta {
-                seed,
+                recipe: Recipe {
+                    seed,
+                    ..Recipe::default()
+                },
                 ..Default::default()
             },
         )
@@ -289,16 +309,16 @@ mod tests {
         store.set_clip(3, clip(2, 10));
         assert_eq!(store.clip_changes(), c0 + 2);
         let (s2, cur) = store.clip(3);
-        assert_eq!(cur.unwrap().meta.seed, 2);
+        assert_eq!(cur.unwrap().meta.recipe.seed, 2);
         assert_eq!(store.with(|b| b.pads[3].history.len()), 1);
         assert!(store.restore(3, 0));
         let (s1, cur) = store.clip(3);
-        assert_eq!(cur.unwrap().meta.seed, 1);
+        assert_eq!(cur.unwrap().meta.recipe.seed, 1);
         assert_ne!(
             s1, s2,
             "restoring changes the serial so it gets republished"
         );
-        assert_eq!(store.with(|b| b.pads[3].history[0].meta.seed), 2);
+        assert_eq!(store.with(|b| b.pads[3].history[0].meta.recipe.seed), 2);
         assert!(!store.restore(3, 5));
     }
 
@@ -309,7 +329,7 @@ mod tests {
             store.set_clip(0, clip(s, 1000));
         }
         assert_eq!(store.with(|b| b.pads[0].history.len()), HISTORY_LEN);
-        assert_eq!(store.with(|b| b.pads[0].history[0].meta.seed), 10);
+        assert_eq!(store.with(|b| b.pads[0].history[0].meta.recipe.seed), 10);
         // Big clips: only the newest history audio fits the budget, recipes stay.
         let big = HISTORY_AUDIO_BUDGET / 3 + 1;
         for s in 0..4 {
@@ -324,7 +344,7 @@ mod tests {
     #[test]
     fn fields_roundtrip_through_nice_plug_format() {
         let store = PadStore::default();
-        store.with(|b| b.pads[5].prompt = "thunder".into());
+        store.with(|b| b.pads[5].recipe.prompt = "thunder".into());
         store.set_clip(5, clip(3, 100));
         store.set_clip(5, clip(4, 50));
         let fields = store.serialize_fields();
@@ -336,7 +356,7 @@ mod tests {
             other.load_messages()
         );
         assert_eq!(other.clip(5).1.unwrap().samples, vec![0.04; 50]);
-        assert_eq!(other.with(|b| b.pads[5].prompt.clone()), "thunder");
+        assert_eq!(other.with(|b| b.pads[5].recipe.prompt.clone()), "thunder");
         assert_eq!(
             other.with(|b| b.pads[5].history[0].clip.as_ref().unwrap().samples.len()),
             100

@@ -3,7 +3,7 @@
 //! atomics only, no allocation, no lock, no syscall.
 //!
 //! The wall: this room knows only [`crate::layout`] (the fixed shape) and the engine's
-//! published reader (`ezaudio_engine::published`), never the editor, the generation thread,
+//! published reader (`ezaudio_engine::audio::published`), never the editor, the generation thread,
 //! the store or the state (`plugin/tests/layering.rs` checks it). Clips reach it only as
 //! published, already resampled buffers; what it records leaves it only through the capture
 //! buffer's atomics.

@@ -4,7 +4,7 @@
 //! Plain data, no allocation: a voice holds a [`PlaybackHandle`] (dropping it on the audio
 //! thread only decrements a count; the slot's keeper frees buffers elsewhere).
 
-use ezaudio_engine::published::PlaybackHandle;
+use ezaudio_engine::audio::published::PlaybackHandle;
 
 /// Length of the anti-click fades (trimmed start, clip end, choke, steal), in milliseconds.
 pub const FADE_MS: f32 = 1.5;
@@ -233,7 +233,7 @@ pub fn hermite(x: &[f32], i: usize, t: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ezaudio_engine::published::{ClipSlot, PlaybackBuffer};
+    use ezaudio_engine::audio::published::{ClipSlot, PlaybackBuffer};
     use std::sync::Arc;
 
     pub(crate) fn handle(samples: Vec<f32>) -> (ClipSlot, PlaybackHandle) {

@@ -1,7 +1,7 @@
 //! The voice pool: note-on/off, choke groups, stealing and per-frame mixing to the main bus
 //! and the stems. Audio-thread code: fixed-size arrays, no allocation, no locks.
 
-use ezaudio_engine::published::PlaybackHandle;
+use ezaudio_engine::audio::published::PlaybackHandle;
 
 use crate::audio::voice::{Stage, Voice, VoiceStart};
 use crate::layout::PAD_COUNT;
@@ -158,7 +158,7 @@ impl Voices {
 mod tests {
     use super::*;
     use crate::audio::voice::NO_KEY;
-    use ezaudio_engine::published::{ClipSlot, PlaybackBuffer, SlotReader};
+    use ezaudio_engine::audio::published::{ClipSlot, PlaybackBuffer, SlotReader};
     use std::sync::Arc;
 
     fn slot(samples: Vec<f32>) -> (ClipSlot, SlotReader) {

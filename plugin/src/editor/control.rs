@@ -6,7 +6,7 @@
 //! frame is 1 and -60 dB below it is 0.
 
 use crossbeam_channel::Sender;
-use ezaudio_engine::clip::{Clip, ClipKind};
+use ezaudio_engine::audio::{Clip, ClipKind};
 use nice_plug::prelude::*;
 
 use crate::generation::Command;
@@ -99,7 +99,7 @@ impl ControlView {
         });
 
         let seconds = data
-            .settings
+            .recipe
             .seconds
             .clamp(MIN_CAPTURE_SECONDS, CAPTURE_SECONDS);
         let width = ui.available_width().clamp(200.0, 620.0);
@@ -206,15 +206,15 @@ impl ControlView {
             ui.small("orange: captured  blue: clip  green: control used  white: drawn (click, drag, right-click)");
         });
         ui.horizontal(|ui| {
-            let can = !data.control.envelope.is_empty() && !data.prompt.trim().is_empty();
+            let can = !data.control.envelope.is_empty() && !data.recipe.prompt.trim().is_empty();
             if ui
                 .add_enabled(can, egui::Button::new("Generate from envelope"))
                 .clicked()
             {
                 let seed = random_seed();
                 if let Some(job) = envelope_job(&data, seed) {
-                    if let ezaudio_engine::worker::Job::GenerateControlled(c) = &job {
-                        data.settings.seed = c.gen.seed;
+                    if let ezaudio_engine::engine::Job::GenerateControlled(c) = &job {
+                        data.recipe.seed = c.recipe.seed;
                     }
                     let _ = commands.send(Command::Generate { pad, job });
                 }
@@ -230,7 +230,7 @@ impl ControlView {
                 ));
             }
         });
-        let seed_changed = data.settings.seed != shared.store.with(|b| b.pads[pad].settings.seed);
+        let seed_changed = data.recipe.seed != shared.store.with(|b| b.pads[pad].recipe.seed);
         if data.control != before || seed_changed {
             // Only what this panel edits: the generation thread writes the capture fields.
             let edited = data.control.sanitized();
@@ -240,7 +240,7 @@ impl ControlView {
                 c.envelope = edited.envelope;
                 c.scale = edited.scale;
                 c.gate = edited.gate;
-                b.pads[pad].settings.seed = data.settings.seed;
+                b.pads[pad].recipe.seed = data.recipe.seed;
             });
         }
     }

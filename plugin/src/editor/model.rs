@@ -2,7 +2,8 @@
 //! the model are described, the waveform envelope, the span a drag selects. Pure functions,
 //! unit-tested. (What an action submits is [`crate::jobs`].)
 
-use ezaudio_engine::clip::Clip;
+use ezaudio_engine::audio::Clip;
+use ezaudio_engine::engine::{JobError, JobStatus};
 
 use crate::jobs::MIN_EDIT_S;
 use crate::status::{Download, JobView, ModelView, Progress};
@@ -10,7 +11,7 @@ use crate::store::PadData;
 
 /// Why Generate is not possible right now, if it isn't.
 pub fn generate_blocker(pad: &PadData, progress: &Progress) -> Option<&'static str> {
-    if pad.prompt.trim().is_empty() {
+    if pad.recipe.prompt.trim().is_empty() {
         Some("Type a prompt first")
     } else if progress.is_running() {
         Some("Generating...")
@@ -23,10 +24,10 @@ pub fn generate_blocker(pad: &PadData, progress: &Progress) -> Option<&'static s
 pub fn progress_view(p: &Progress) -> (Option<f32>, String) {
     match p {
         Progress::Idle => (None, String::new()),
-        Progress::Queued => (Some(0.0), "Queued".into()),
-        Progress::LoadingModel => (Some(0.0), "Loading model...".into()),
-        Progress::EncodingText => (Some(0.02), "Encoding prompt...".into()),
-        Progress::Step { k, n } => {
+        Progress::Job(JobStatus::Queued) => (Some(0.0), "Queued".into()),
+        Progress::Job(JobStatus::LoadingModel) => (Some(0.0), "Loading model...".into()),
+        Progress::Job(JobStatus::EncodingText) => (Some(0.02), "Encoding prompt...".into()),
+        Progress::Job(JobStatus::Step { k, n }) => {
             let f = if *n == 0 {
                 0.0
             } else {
@@ -34,10 +35,10 @@ pub fn progress_view(p: &Progress) -> (Option<f32>, String) {
             };
             (Some(0.05 + 0.9 * f), format!("Step {k}/{n}"))
         }
-        Progress::Decoding => (Some(0.97), "Decoding audio...".into()),
-        Progress::Done => (Some(1.0), "Done".into()),
-        Progress::Failed(e) => (None, format!("Failed: {e}")),
-        Progress::Cancelled => (None, "Cancelled".into()),
+        Progress::Job(JobStatus::Decoding) => (Some(0.97), "Decoding audio...".into()),
+        Progress::Job(JobStatus::Done) => (Some(1.0), "Done".into()),
+        Progress::Job(JobStatus::Failed(JobError::Cancelled)) => (None, "Cancelled".into()),
+        Progress::Job(JobStatus::Failed(e)) => (None, format!("Failed: {e}")),
     }
 }
 
@@ -46,9 +47,9 @@ pub fn clip_summary(clip: &Clip) -> String {
     format!(
         "{:.2} s, seed {}, {} steps, guidance {}",
         clip.duration_s(),
-        clip.meta.seed,
-        clip.meta.steps,
-        clip.meta.guidance
+        clip.meta.recipe.seed,
+        clip.meta.recipe.steps,
+        clip.meta.recipe.guidance
     )
 }
 
@@ -60,8 +61,8 @@ pub fn pad_caption(index: usize, pad: &PadData) -> String {
     let prompt = pad
         .clip
         .as_ref()
-        .map(|c| c.meta.prompt.as_str())
-        .unwrap_or(pad.prompt.as_str());
+        .map(|c| c.meta.recipe.prompt.as_str())
+        .unwrap_or(pad.recipe.prompt.as_str());
     let short: String = prompt.chars().take(CAPTION_CHARS).collect();
     let ellipsis = if prompt.chars().count() > CAPTION_CHARS {
         "..."
@@ -166,7 +167,8 @@ pub fn model_strip(view: &ModelView) -> (String, Option<String>, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ezaudio_engine::clip::ClipMeta;
+    use ezaudio_engine::audio::ClipMeta;
+    use ezaudio_engine::Recipe;
 
     #[test]
     fn blockers_and_progress() {
@@ -175,19 +177,17 @@ mod tests {
             generate_blocker(&pad, &Progress::Idle),
             Some("Type a prompt first")
         );
-        let pad = PadData {
-            prompt: "x".into(),
-            ..Default::default()
-        };
+        let mut pad = PadData::default();
+        pad.recipe.prompt = "x".into();
         assert_eq!(
-            generate_blocker(&pad, &Progress::Step { k: 1, n: 2 }),
+            generate_blocker(&pad, &JobStatus::Step { k: 1, n: 2 }.into()),
             Some("Generating...")
         );
-        assert_eq!(generate_blocker(&pad, &Progress::Failed("x".into())), None);
-        let (f, t) = progress_view(&Progress::Step { k: 25, n: 50 });
+        assert_eq!(generate_blocker(&pad, &Progress::failed("x")), None);
+        let (f, t) = progress_view(&JobStatus::Step { k: 25, n: 50 }.into());
         assert_eq!((f, t.as_str()), (Some(0.5), "Step 25/50"));
         assert_eq!(
-            progress_view(&Progress::Failed("engine not available".into())).1,
+            progress_view(&Progress::failed("engine not available")).1,
             "Failed: engine not available"
         );
     }
@@ -197,18 +197,19 @@ mod tests {
         let env = waveform_envelope(&[0.0, 1.0, -1.0, 0.5, 0.25, -0.25], 3);
         assert_eq!(env, vec![(0.0, 1.0), (-1.0, 0.5), (-0.25, 0.25)]);
         assert_eq!(waveform_envelope(&[0.5], 4), vec![(0.5, 0.5); 4]);
-        let pad = PadData {
-            prompt: "a very long prompt about thunder".into(),
-            ..Default::default()
-        };
+        let mut pad = PadData::default();
+        pad.recipe.prompt = "a very long prompt about thunder".into();
         assert_eq!(pad_caption(0, &pad), "1\na very lo...");
         let clip = Clip::new(
             vec![0.0; 24_000],
             24_000,
             ClipMeta {
-                seed: 3,
-                steps: 50,
-                guidance: 5.0,
+                recipe: Recipe {
+                    seed: 3,
+                    steps: 50,
+                    guidance: 5.0,
+                    ..Recipe::default()
+                },
                 ..Default::default()
             },
         );
@@ -222,7 +223,7 @@ mod tests {
             eta_s: Some(3.0),
             variations: Some((1, 4)),
         };
-        let (_, text) = progress_caption(&Progress::Step { k: 2, n: 4 }, &view);
+        let (_, text) = progress_caption(&JobStatus::Step { k: 2, n: 4 }.into(), &view);
         assert_eq!(text, "Variation 2/4: Step 2/4 - 3 s left");
     }
 
@@ -245,7 +246,7 @@ mod tests {
             ("Model: not loaded".to_string(), None, false)
         );
         v.missing = Some("ezaudio-l is not installed".into());
-        v.downloadable = Some(ezaudio_engine::models::Official::L);
+        v.downloadable = Some(ezaudio_engine::install::Official::L);
         assert!(model_strip(&v).2);
         v.download = Download::Running {
             file: "ckpts/vae/1m.pt".into(),

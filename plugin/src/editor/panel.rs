@@ -5,7 +5,7 @@ use crossbeam_channel::Sender;
 use nice_plug::prelude::*;
 use nice_plug_egui::widgets::ParamSlider;
 
-use ezaudio_engine::worker::Job;
+use ezaudio_engine::engine::Job;
 
 use crate::generation::Command;
 use crate::jobs;
@@ -16,14 +16,10 @@ use super::model;
 
 pub fn prompt_and_settings(ui: &mut egui::Ui, shared: &Shared, pad: usize) {
     let mut data = shared.store.with(|b| b.pads[pad].clone());
-    let before = (
-        data.prompt.clone(),
-        data.negative.clone(),
-        data.settings.clone(),
-    );
+    let before = (data.recipe.clone(), data.seed_locked);
     let l = ui.label("Prompt");
     ui.add(
-        egui::TextEdit::multiline(&mut data.prompt)
+        egui::TextEdit::multiline(&mut data.recipe.prompt)
             .desired_rows(2)
             .desired_width(f32::INFINITY)
             .hint_text("a dog barking in the distance"),
@@ -31,12 +27,12 @@ pub fn prompt_and_settings(ui: &mut egui::Ui, shared: &Shared, pad: usize) {
     .labelled_by(l.id);
     let l = ui.label("Negative prompt");
     ui.add(
-        egui::TextEdit::singleline(&mut data.negative)
+        egui::TextEdit::singleline(&mut data.recipe.negative)
             .desired_width(f32::INFINITY)
             .hint_text("low quality, noise"),
     )
     .labelled_by(l.id);
-    let s = &mut data.settings;
+    let s = &mut data.recipe;
     egui::Grid::new("settings").num_columns(4).show(ui, |ui| {
         let l = ui.label("Seconds");
         ui.add(
@@ -66,23 +62,17 @@ pub fn prompt_and_settings(ui: &mut egui::Ui, shared: &Shared, pad: usize) {
         ui.end_row();
         let l = ui.label("Seed");
         ui.add(egui::DragValue::new(&mut s.seed)).labelled_by(l.id);
-        ui.checkbox(&mut s.seed_locked, "Lock");
+        ui.checkbox(&mut data.seed_locked, "Lock");
         if ui.button("Randomise").clicked() {
             s.seed = jobs::random_seed();
         }
         ui.end_row();
     });
-    if (
-        data.prompt.clone(),
-        data.negative.clone(),
-        data.settings.clone(),
-    ) != before
-    {
+    if (data.recipe.clone(), data.seed_locked) != before {
         shared.store.with(|b| {
             let p = &mut b.pads[pad];
-            p.prompt = data.prompt;
-            p.negative = data.negative;
-            p.settings = data.settings;
+            p.recipe = data.recipe;
+            p.seed_locked = data.seed_locked;
         });
     }
 }
@@ -101,7 +91,7 @@ pub fn generate_controls(
         if generate.clicked() {
             let job = jobs::generate_request(&data, jobs::random_seed());
             // Show the seed actually used, so it can be locked.
-            shared.store.with(|b| b.pads[pad].settings.seed = job.seed);
+            shared.store.with(|b| b.pads[pad].recipe.seed = job.seed);
             let _ = commands.send(Command::Generate {
                 pad,
                 job: Job::Generate(job),
@@ -149,7 +139,7 @@ pub fn history(ui: &mut egui::Ui, shared: &Shared, pad: usize) {
             .iter()
             .map(|h| {
                 (
-                    format!("{} (seed {})", h.meta.prompt, h.meta.seed),
+                    format!("{} (seed {})", h.meta.recipe.prompt, h.meta.recipe.seed),
                     h.clip.is_some(),
                 )
             })

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
-use ezaudio_engine::clip::Clip;
+use ezaudio_engine::audio::Clip;
 use parking_lot::Mutex;
 
-use ezaudio_engine::worker::Job;
+use ezaudio_engine::engine::Job;
 
 use crate::generation::Command;
 use crate::jobs;
@@ -37,7 +37,7 @@ pub fn variations(ui: &mut egui::Ui, shared: &Shared, commands: &Sender<Command>
                     let label = format!(
                         "{}. seed {} ({:.1} s)",
                         i + 1,
-                        clip.meta.seed,
+                        clip.meta.recipe.seed,
                         clip.duration_s()
                     );
                     let picked = ui.selectable_label(previewing == Some(i), label).clicked();

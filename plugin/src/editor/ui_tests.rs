@@ -7,14 +7,15 @@ use std::sync::Arc;
 use crossbeam_channel::Receiver;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
-use ezaudio_engine::clip::{Clip, ClipMeta};
-use ezaudio_engine::worker::Job;
+use ezaudio_engine::audio::{Clip, ClipMeta};
+use ezaudio_engine::engine::{Job, JobStatus};
+use ezaudio_engine::Recipe;
 
 use super::EditorApp;
 use crate::generation::Command;
 use crate::params::EzAudioParams;
 use crate::shared::Shared;
-use crate::status::{JobView, Progress};
+use crate::status::JobView;
 use crate::store::PadStore;
 
 fn app() -> (EditorApp, Arc<Shared>, Receiver<Command>) {
@@ -39,10 +40,12 @@ fn clip(seed: u64, prompt: &str) -> Clip {
         samples,
         24_000,
         ClipMeta {
-            prompt: prompt.into(),
-            seed,
-            steps: 50,
-            guidance: 5.0,
+            recipe: Recipe {
+                seed,
+                steps: 50,
+                guidance: 5.0,
+                ..Recipe::new(prompt)
+            },
             ..Default::default()
         },
     )
@@ -79,7 +82,7 @@ fn empty_editor_shows_every_generation_control() {
 
     shared
         .store
-        .with(|b| b.pads[0].prompt = "rain on a tin roof".into());
+        .with(|b| b.pads[0].recipe.prompt = "rain on a tin roof".into());
     h.run();
     h.get_by_label("Generate").click();
     h.run();
@@ -98,11 +101,13 @@ fn empty_editor_shows_every_generation_control() {
 #[test]
 fn clip_tools_variations_history_and_progress() {
     let (app, shared, rx) = app();
-    shared.store.with(|b| b.pads[0].prompt = "glass".into());
+    shared
+        .store
+        .with(|b| b.pads[0].recipe.prompt = "glass".into());
     shared.store.set_clip(0, clip(1, "glass"));
     shared.store.set_clip(0, clip(2, "glass"));
     shared.candidates.lock()[0] = vec![Some(Arc::new(clip(7, "glass"))), None];
-    shared.progress.lock()[0] = Progress::Step { k: 10, n: 50 };
+    shared.progress.lock()[0] = JobStatus::Step { k: 10, n: 50 }.into();
     shared.jobs.lock()[0] = JobView {
         eta_s: Some(12.0),
         variations: Some((1, 2)),
@@ -125,7 +130,7 @@ fn clip_tools_variations_history_and_progress() {
     h.get_by_label_contains("Drag on the waveform");
 
     // Select a span by dragging across the waveform, then regenerate it.
-    shared.progress.lock()[0] = Progress::Done;
+    shared.progress.lock()[0] = JobStatus::Done.into();
     shared.jobs.lock()[0] = JobView::default();
     h.run();
     let wave = h.get_by_label("Waveform").rect();
@@ -152,7 +157,7 @@ fn clip_tools_variations_history_and_progress() {
                 e.start_s,
                 e.length_s
             );
-            assert_eq!(e.source.meta.seed, 2);
+            assert_eq!(e.source.meta.recipe.seed, 2);
         }
         other => panic!(
             "no edit job: {:?}",
@@ -174,7 +179,7 @@ fn clip_tools_variations_history_and_progress() {
     h.get_by_label("Undo").click();
     h.run();
     assert_eq!(
-        shared.store.clip(0).1.unwrap().meta.seed,
+        shared.store.clip(0).1.unwrap().meta.recipe.seed,
         1,
         "undo restores the previous clip"
     );
@@ -187,7 +192,7 @@ fn missing_model_offers_download_and_instructions() {
         let mut m = shared.model.lock();
         m.line = "Model: error: ezaudio-l is not installed".into();
         m.missing = Some("ezaudio-l is not installed (about 4 GB).".into());
-        m.downloadable = Some(ezaudio_engine::models::Official::L);
+        m.downloadable = Some(ezaudio_engine::install::Official::L);
     }
     let mut h = harness(app);
     h.get_by_label("The model is not installed: how to install it");

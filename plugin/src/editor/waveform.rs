@@ -1,7 +1,7 @@
 //! Waveform display of a pad's clip (min/max per pixel column). Dragging across it selects
 //! the span to regenerate; a click clears the selection.
 
-use ezaudio_engine::clip::Clip;
+use ezaudio_engine::audio::Clip;
 
 use super::model;
 

@@ -4,9 +4,11 @@
 
 use std::path::PathBuf;
 
-use ezaudio_engine::clip::Clip;
-use ezaudio_engine::models::{fetch_official, resolve_model, FetchProgress, ModelSource, Official};
-use ezaudio_engine::worker::{Engine, Job, JobHandle, ModelChoice, ModelStatus};
+use ezaudio_engine::audio::Clip;
+use ezaudio_engine::engine::{Engine, Job, JobError, JobHandle, ModelChoice, ModelStatus};
+use ezaudio_engine::install::{
+    fetch_official, resolve_model, FetchProgress, ModelSource, Official,
+};
 
 use crate::status::Progress;
 
@@ -14,7 +16,7 @@ use crate::status::Progress;
 pub trait PendingJob: Send {
     fn progress(&self) -> Progress;
     fn cancel(&self);
-    fn try_take(&self) -> Option<Result<Clip, String>>;
+    fn try_take(&self) -> Option<Result<Clip, JobError>>;
 }
 
 /// Downloads the model, reporting progress; returns where it was installed.
@@ -34,12 +36,12 @@ pub trait Backend: Send {
 
 impl PendingJob for JobHandle {
     fn progress(&self) -> Progress {
-        Progress::from_status(self.status())
+        self.status().into()
     }
     fn cancel(&self) {
         JobHandle::cancel(self)
     }
-    fn try_take(&self) -> Option<Result<Clip, String>> {
+    fn try_take(&self) -> Option<Result<Clip, JobError>> {
         JobHandle::try_take(self)
     }
 }
@@ -114,6 +116,7 @@ mod tests {
     use crate::generation::{Command, Generator};
     use crate::shared::Shared;
     use crate::store::PadStore;
+    use ezaudio_engine::engine::JobStatus;
 
     /// The fixture folder (env `EZAUDIO_FIXTURES`, else `../shared/fixtures/ezaudio-ref`
     /// beside the repository); the test fails when it is missing.
@@ -161,21 +164,19 @@ mod tests {
         let model_rate = reference["sample_rate"].as_u64().expect("sample_rate") as u32;
         let seconds = run["seconds"].as_f64().expect("seconds") as f32;
         let mut choice = ModelChoice::new(ModelSource::Folder(dir));
-        choice.device = ezaudio_engine::device::DeviceChoice::Cpu;
+        choice.device = ezaudio_engine::runtime::DeviceChoice::Cpu;
         let (shared, mut readers) = Shared::new(Arc::new(PadStore::default()));
         let host_rate = 44_100;
         shared.host_rate.store(host_rate, Ordering::SeqCst);
         let generator = Generator::spawn(shared.clone(), Box::new(EngineBackend::new(choice)));
         let pad = 6;
-        let mut data = crate::store::PadData {
-            prompt: run["prompt"].as_str().expect("prompt").into(),
-            ..Default::default()
-        };
-        data.settings.seconds = seconds;
-        data.settings.steps = run["ddim_steps"].as_u64().expect("ddim_steps") as u32;
-        data.settings.guidance = run["guidance_scale"].as_f64().expect("guidance_scale") as f32;
-        data.settings.seed = run["seed"].as_u64().expect("seed");
-        data.settings.seed_locked = true;
+        let mut data = crate::store::PadData::default();
+        data.recipe.prompt = run["prompt"].as_str().expect("prompt").into();
+        data.recipe.seconds = seconds;
+        data.recipe.steps = run["ddim_steps"].as_u64().expect("ddim_steps") as u32;
+        data.recipe.guidance = run["guidance_scale"].as_f64().expect("guidance_scale") as f32;
+        data.recipe.seed = run["seed"].as_u64().expect("seed");
+        data.seed_locked = true;
         let job = crate::jobs::generate_request(&data, 0);
         generator
             .sender()
@@ -199,14 +200,14 @@ mod tests {
         assert!(clip.samples.iter().all(|s| s.is_finite()) && clip.peak() > 0.0);
         let m = &clip.meta;
         assert_eq!(
-            (m.prompt.as_str(), m.seed, m.steps),
+            (m.recipe.prompt.as_str(), m.recipe.seed, m.recipe.steps),
             (
-                data.prompt.as_str(),
-                data.settings.seed,
-                data.settings.steps
+                data.recipe.prompt.as_str(),
+                data.recipe.seed,
+                data.recipe.steps
             )
         );
-        assert_eq!(m.kind, ezaudio_engine::clip::ClipKind::Generate);
+        assert_eq!(m.kind, ezaudio_engine::audio::ClipKind::Generate);
         assert!(!m.model_id.is_empty() && m.created > 0);
         let buf = readers[pad].read().unwrap();
         assert_eq!(buf.sample_rate(), host_rate);
@@ -216,7 +217,7 @@ mod tests {
             "{} vs {host_len}",
             buf.len()
         );
-        assert!(wait_for(5, || shared.progress.lock()[pad] == Progress::Done));
+        assert!(wait_for(5, || shared.progress.lock()[pad] == JobStatus::Done.into()));
         assert!(
             wait_for(5, || shared.model.lock().line.contains("ready on")),
             "{}",
@@ -241,18 +242,18 @@ mod tests {
             })
             .unwrap();
         assert!(
-            wait_for(300, || shared
-                .store
-                .clip(pad)
-                .1
-                .is_some_and(|c| c.meta.prompt == "a cat")),
+            wait_for(300, || shared.store.clip(pad).1.is_some_and(|c| c
+                .meta
+                .recipe
+                .prompt
+                == "a cat")),
             "{:?}",
             shared.progress.lock()[pad]
         );
         let edited = shared.store.clip(pad).1.unwrap();
         assert!(matches!(
             edited.meta.kind,
-            ezaudio_engine::clip::ClipKind::Edit { .. }
+            ezaudio_engine::audio::ClipKind::Edit { .. }
         ));
         assert_eq!(edited.samples.len(), clip.samples.len());
         assert_eq!(

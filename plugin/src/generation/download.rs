@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use ezaudio_engine::models::FetchProgress;
+use ezaudio_engine::install::FetchProgress;
 
 use super::backend::Backend;
 use crate::shared::Shared;
@@ -60,8 +60,8 @@ mod tests {
     use std::path::PathBuf;
     use std::time::Duration;
 
-    use ezaudio_engine::models::Official;
-    use ezaudio_engine::worker::Job;
+    use ezaudio_engine::engine::Job;
+    use ezaudio_engine::install::Official;
 
     use super::*;
     use crate::generation::backend::{Downloader, PendingJob};

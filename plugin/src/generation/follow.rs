@@ -6,8 +6,9 @@
 
 use std::sync::Arc;
 
-use ezaudio_engine::clip::{Clip, ClipMeta};
-use ezaudio_engine::worker::{ControlSource, Job};
+use ezaudio_engine::audio::{Clip, ClipMeta};
+use ezaudio_engine::engine::{ControlSource, Job};
+use ezaudio_engine::Recipe;
 
 use crate::jobs::controlled_job;
 use crate::layout::{CAPTURE_SECONDS, MIN_CAPTURE_SECONDS, PAD_COUNT};
@@ -26,7 +27,7 @@ pub fn capture_seconds<'a>(pads: impl IntoIterator<Item = &'a PadData>) -> f32 {
     if followers.peek().is_none() {
         return CAPTURE_SECONDS;
     }
-    followers.map(|p| p.settings.seconds).fold(0.0f32, f32::max)
+    followers.map(|p| p.recipe.seconds).fold(0.0f32, f32::max)
 }
 
 /// Generation thread, every tick: keeps the capture length at the following pads' length, and
@@ -60,15 +61,17 @@ pub fn poll(shared: &Shared, fresh_seed: impl Fn() -> u64) -> Vec<(usize, Job)> 
     }
     let view = loudness_view(&captured.samples, captured.rate);
     let meta = ClipMeta {
-        prompt: "sidechain capture".into(),
-        seconds,
+        recipe: Recipe {
+            seconds,
+            ..Recipe::new("sidechain capture")
+        },
         ..Default::default()
     };
     let clip = Arc::new(Clip::new(captured.samples, captured.rate, meta));
     *shared.capture_note.lock() = format!("Captured {seconds:.2} s of sidechain");
     let mut jobs = Vec::new();
     for (pad, data) in followers.into_iter().filter(|(p, _)| *p < PAD_COUNT) {
-        if data.prompt.trim().is_empty() {
+        if data.recipe.prompt.trim().is_empty() {
             *shared.capture_note.lock() =
                 format!("Pad {}: follows the sidechain but has no prompt", pad + 1);
             continue;
@@ -77,11 +80,11 @@ pub fn poll(shared: &Shared, fresh_seed: impl Fn() -> u64) -> Vec<(usize, Job)> 
         let job = controlled_job(
             &data,
             ControlSource::Reference(clip.clone()),
-            seconds.min(data.settings.seconds),
+            seconds.min(data.recipe.seconds),
             seed,
         );
         let used_seed = match &job {
-            Job::GenerateControlled(c) => c.gen.seed,
+            Job::GenerateControlled(c) => c.recipe.seed,
             _ => seed,
         };
         shared.store.with(|b| {
@@ -89,7 +92,7 @@ pub fn poll(shared: &Shared, fresh_seed: impl Fn() -> u64) -> Vec<(usize, Job)> 
             c.capture_start = captured.start;
             c.capture_rate = captured.rate;
             c.capture_view = view.clone();
-            b.pads[pad].settings.seed = used_seed;
+            b.pads[pad].recipe.seed = used_seed;
         });
         jobs.push((pad, job));
     }
@@ -103,14 +106,14 @@ mod tests {
     #[test]
     fn capture_length_follows_the_longest_follower() {
         let mut pads: Vec<PadData> = (0..3).map(|_| PadData::default()).collect();
-        pads[0].settings.seconds = 4.0;
+        pads[0].recipe.seconds = 4.0;
         assert_eq!(capture_seconds(&pads), CAPTURE_SECONDS, "nobody follows");
         pads[1].control.follow_sidechain = true;
-        pads[1].settings.seconds = 2.5;
+        pads[1].recipe.seconds = 2.5;
         pads[2].control.follow_sidechain = true;
-        pads[2].settings.seconds = 6.0;
+        pads[2].recipe.seconds = 6.0;
         assert_eq!(capture_seconds(&pads), 6.0);
-        pads[2].settings.seconds = f32::NAN;
+        pads[2].recipe.seconds = f32::NAN;
         assert_eq!(capture_seconds(&pads), 2.5, "a NaN length is ignored");
     }
 }

@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use ezaudio_engine::worker::Job;
+use ezaudio_engine::engine::{Job, JobError, JobStatus};
 
 use crate::jobs::random_seed;
 use crate::layout::PAD_COUNT;
@@ -186,7 +186,7 @@ impl Runner {
                     target: Target::Pad,
                     job,
                 });
-                shared.progress.lock()[pad] = Progress::Queued;
+                shared.progress.lock()[pad] = JobStatus::Queued.into();
             }
             Command::Variations { pad, jobs } if pad < PAD_COUNT && !jobs.is_empty() => {
                 self.cancel_where(pad, |t| t != Target::Pad);
@@ -200,14 +200,14 @@ impl Runner {
                         job,
                     });
                 }
-                shared.progress.lock()[pad] = Progress::Queued;
+                shared.progress.lock()[pad] = JobStatus::Queued.into();
             }
             Command::Preview { pad, index } if pad < PAD_COUNT => {
                 let clip = shared.candidates.lock()[pad].get(index).cloned().flatten();
                 if let Some(clip) = clip {
                     if let Err(e) = shared.preview(pad, index, &clip) {
                         shared.progress.lock()[pad] =
-                            Progress::Failed(format!("cannot audition: {e}"));
+                            Progress::failed(format!("cannot audition: {e}"));
                     }
                 }
             }
@@ -227,7 +227,7 @@ impl Runner {
             Command::Cancel { pad } if pad < PAD_COUNT && !self.pending[pad].is_empty() => {
                 self.cancel_where(pad, |_| true);
                 shared.candidates.lock()[pad].retain(Option::is_some);
-                shared.progress.lock()[pad] = Progress::Cancelled;
+                shared.progress.lock()[pad] = JobStatus::Failed(JobError::Cancelled).into();
                 shared.jobs.lock()[pad] = JobView::default();
             }
             Command::Download => download::start(&self.shared, self.backend.as_ref()),
@@ -288,17 +288,16 @@ impl Runner {
         let progress = match list.first() {
             Some(p) => {
                 let progress = p.job.progress();
-                if let Progress::Step { k, n } = progress {
+                if let Progress::Job(JobStatus::Step { k, n }) = progress {
                     clock.observe(k, self.started.elapsed().as_secs_f64());
                     view.eta_s = clock.remaining_s(k, n, list.len() - 1);
                 }
                 progress
             }
-            None => match failure {
-                Some(e) if e == "cancelled" => Progress::Cancelled,
-                Some(e) => Progress::Failed(e),
-                None => Progress::Done,
-            },
+            None => Progress::Job(match failure {
+                Some(e) => JobStatus::Failed(e),
+                None => JobStatus::Done,
+            }),
         };
         let candidates_left = list.iter().filter(|p| p.target != Target::Pad).count();
         if candidates_left > 0 {
@@ -318,17 +317,17 @@ impl Runner {
 mod tests {
     use super::*;
     use crate::store::PadStore;
-    use ezaudio_engine::clip::{Clip, ClipMeta};
-    use ezaudio_engine::worker::GenerateParams;
+    use ezaudio_engine::audio::{Clip, ClipMeta};
+    use ezaudio_engine::Recipe;
 
     struct Instant24k;
     struct Ready(Clip);
     impl PendingJob for Ready {
         fn progress(&self) -> Progress {
-            Progress::Step { k: 1, n: 2 }
+            JobStatus::Step { k: 1, n: 2 }.into()
         }
         fn cancel(&self) {}
-        fn try_take(&self) -> Option<Result<Clip, String>> {
+        fn try_take(&self) -> Option<Result<Clip, JobError>> {
             Some(Ok(self.0.clone()))
         }
     }
@@ -338,8 +337,7 @@ mod tests {
                 unreachable!()
             };
             let meta = ClipMeta {
-                prompt: p.prompt,
-                seed: p.seed,
+                recipe: p,
                 ..Default::default()
             };
             Box::new(Ready(Clip::new(vec![0.5; 2400], 24_000, meta)))
@@ -349,8 +347,8 @@ mod tests {
         }
     }
 
-    fn params(seed: u64) -> GenerateParams {
-        GenerateParams {
+    fn params(seed: u64) -> Recipe {
+        Recipe {
             prompt: "beep".into(),
             negative: String::new(),
             seconds: 0.1,
@@ -388,8 +386,8 @@ mod tests {
         assert!(wait(|| readers[4].read().is_some()), "clip never published");
         let buf = readers[4].read().unwrap();
         assert_eq!((buf.len(), buf.sample_rate()), (4800, 48_000));
-        assert_eq!(shared.store.clip(4).1.unwrap().meta.seed, 9);
-        assert_eq!(shared.progress.lock()[4], Progress::Done);
+        assert_eq!(shared.store.clip(4).1.unwrap().meta.recipe.seed, 9);
+        assert_eq!(shared.progress.lock()[4], JobStatus::Done.into());
         // A second result moves the first to the history.
         generator
             .sender()
@@ -422,7 +420,7 @@ mod tests {
             .count()
             == 4));
         assert_eq!(
-            shared.store.clip(2).1.unwrap().meta.seed,
+            shared.store.clip(2).1.unwrap().meta.recipe.seed,
             1,
             "candidates do not replace the clip"
         );
@@ -436,11 +434,16 @@ mod tests {
             "preview plays the candidate"
         );
         tx.send(Command::Keep { pad: 2, index: 3 }).unwrap();
-        assert!(wait(|| shared.store.clip(2).1.unwrap().meta.seed == 23));
+        assert!(wait(
+            || shared.store.clip(2).1.unwrap().meta.recipe.seed == 23
+        ));
         assert!(wait(
             || shared.candidates.lock()[2].is_empty() && shared.previewing.lock()[2].is_none()
         ));
-        assert_eq!(shared.store.with(|b| b.pads[2].history[0].meta.seed), 1);
+        assert_eq!(
+            shared.store.with(|b| b.pads[2].history[0].meta.recipe.seed),
+            1
+        );
 
         // Discard puts the pad's own clip back into the slot.
         tx.send(Command::Variations {
@@ -458,6 +461,6 @@ mod tests {
         assert!(wait(
             || readers[2].current_id() != previewed && shared.candidates.lock()[2].is_empty()
         ));
-        assert_eq!(shared.store.clip(2).1.unwrap().meta.seed, 23);
+        assert_eq!(shared.store.clip(2).1.unwrap().meta.recipe.seed, 23);
     }
 }
