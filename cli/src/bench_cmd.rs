@@ -107,7 +107,6 @@ fn bench_backend(args: &BenchArgs) -> CliResult<Vec<serde_json::Value>> {
         runs: args.runs as usize,
         threads: args.threads,
         dtype: args.dtype,
-        ..BenchOptions::default()
     };
     bench::run(&opts).map_err(|e| CliError::new(e.to_string()))
 }
