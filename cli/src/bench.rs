@@ -195,6 +195,9 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<Value>> {
         "steps": (opts.part == Part::Job).then_some(opts.steps),
         "seconds": (opts.part == Part::Job).then_some(opts.seconds),
         "trace": (opts.part == Part::Job).then_some(opts.trace),
+        "trace_mib": (opts.part == Part::Job).then(|| {
+            TRACE_BYTES.load(std::sync::atomic::Ordering::Relaxed) as f64 / (1024.0 * 1024.0)
+        }),
         "threads": candle_core::utils::get_num_threads(),
         "dtype": format!("{:?}", opts.dtype).to_lowercase(),
         "gflop": gflop,
@@ -203,6 +206,9 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<Value>> {
 }
 
 type Case = (Box<dyn FnMut() -> Result<()>>, Option<f64>);
+
+/// Bytes of per-step tensors the last [`Part::Job`] run kept (0 unless `--trace`).
+static TRACE_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn dit_case(opts: &BenchOptions, device: &Device) -> Result<Case> {
     let cfg = match opts.shape {
@@ -312,6 +318,16 @@ fn job_case(opts: &BenchOptions, device: &Device) -> Result<Case> {
         vae.decode(&latent.to_dtype(vae_dtype)?)?
             .device()
             .synchronize()?;
+        let kept: usize = trace
+            .iter()
+            .flat_map(|s| {
+                [&s.latents_in, &s.out_text, &s.out_pred, &s.latents_out]
+                    .into_iter()
+                    .chain(s.out_uncond.as_ref())
+            })
+            .map(|t| t.elem_count() * t.dtype().size_in_bytes())
+            .sum();
+        TRACE_BYTES.store(kept as u64, std::sync::atomic::Ordering::Relaxed);
         drop(trace);
         Ok(())
     };
