@@ -83,7 +83,7 @@ pub fn run(args: BenchArgs) -> CliResult {
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
     for row in bench_backend(&args)? {
-        println!("{row}");
+        crate::outln!("{row}")?;
     }
     Ok(())
 }

@@ -73,7 +73,7 @@ pub fn run(cmd: ModelsCommand) -> CliResult {
                 ));
             }
             let folder = fetch_with(model, controlnet, &rep)?;
-            println!("{} is installed at {}", model.name(), folder.root.display());
+            crate::outln!("{} is installed at {}", model.name(), folder.root.display())?;
             Ok(())
         }
         ModelsCommand::Verify { model } => {
@@ -107,19 +107,19 @@ fn list() -> CliResult {
         match resolve_model(&ModelSource::Official(m)) {
             Ok(f) => {
                 found += 1;
-                println!(
+                crate::outln!(
                     "{:<12} {:>9}  {}",
                     m.name(),
                     fmt_bytes(folder_size(&f)),
                     f.root.display()
-                );
+                )?;
             }
-            Err(_) => println!(
+            Err(_) => crate::outln!(
                 "{:<12} {:>9}  (not installed: `ezaudio models fetch {}`)",
                 m.name(),
                 "-",
                 short(m)
-            ),
+            )?,
         }
     }
     // Custom model folders beside the official ones.
@@ -148,23 +148,23 @@ fn list() -> CliResult {
             match ModelFolder::open(&dir) {
                 Ok(f) => {
                     found += 1;
-                    println!(
+                    crate::outln!(
                         "{:<12} {:>9}  {}",
                         f.model_id(),
                         fmt_bytes(folder_size(&f)),
                         dir.display()
-                    );
+                    )?;
                 }
-                Err(e) => println!("{name:<12} {:>9}  {} (incomplete: {e})", "-", dir.display()),
+                Err(e) => crate::outln!("{name:<12} {:>9}  {} (incomplete: {e})", "-", dir.display())?,
             }
         }
     }
     if found == 0 {
-        println!("\nNo EzAudio models are installed. `ezaudio models fetch l` downloads EzAudio-L (about 6 GB).");
+        crate::outln!("\nNo EzAudio models are installed. `ezaudio models fetch l` downloads EzAudio-L (about 6 GB).")?;
     }
-    println!("\nLooked in:");
+    crate::outln!("\nLooked in:")?;
     for d in roots.iter().chain(hf_cache_dir().iter()) {
-        println!("  {}", d.display());
+        crate::outln!("  {}", d.display())?;
     }
     Ok(())
 }
@@ -228,18 +228,18 @@ fn verify(source: &ModelSource) -> CliResult {
         ModelSource::Folder(_) => locate_model(source, &Reporter::new(true))?,
     };
     let cfg = &folder.config;
-    println!(
+    crate::outln!(
         "verifying {} at {}",
         folder.model_id(),
         folder.root.display()
-    );
+    )?;
     let dev = Device::Cpu;
     let mut problems = 0;
     let mut report = |part: &str, outcome: ezaudio_engine::Result<String>| match outcome {
-        Ok(msg) => println!("  OK       {part:<14} {msg}"),
+        Ok(msg) => crate::outln!("  OK       {part:<14} {msg}"),
         Err(e) => {
             problems += 1;
-            println!("  PROBLEM  {part:<14} {e}");
+            crate::outln!("  PROBLEM  {part:<14} {e}")
         }
     };
     report(
@@ -251,13 +251,13 @@ fn verify(source: &ModelSource) -> CliResult {
             cfg.model.latent_channels(),
             cfg.autoencoder.sr
         )),
-    );
+    )?;
     let tok = folder.text_encoder.join("tokenizer.json");
     report(
         "tokenizer",
         TextTokenizer::from_file(&tok, cfg.text_encoder.max_length)
             .map(|_| tok.display().to_string()),
-    );
+    )?;
     report(
         "text encoder",
         load_t5_folder(&folder.text_encoder, DType::F32, &dev).and_then(|(enc, _)| {
@@ -277,7 +277,7 @@ fn verify(source: &ModelSource) -> CliResult {
                 enc.hidden_size()
             ))
         }),
-    );
+    )?;
     report(
         "DiT",
         Checkpoint::load(&folder.dit, Some("model"), None).and_then(|ckpt| {
@@ -290,7 +290,7 @@ fn verify(source: &ModelSource) -> CliResult {
                 param_count(&ckpt) as f64 / 1e6
             ))
         }),
-    );
+    )?;
     report(
         "VAE",
         VaeConfig::from_file(&folder.vae_config).and_then(|vcfg| {
@@ -324,14 +324,14 @@ fn verify(source: &ModelSource) -> CliResult {
                 param_count(&ckpt) as f64 / 1e6
             ))
         }),
-    );
+    )?;
     if problems > 0 {
         return Err(CliError::new(format!(
             "{problems} part(s) of {} failed verification",
             folder.model_id()
         )));
     }
-    println!("all parts OK");
+    crate::outln!("all parts OK")?;
     Ok(())
 }
 
@@ -438,12 +438,12 @@ fn convert(source: &ModelSource, out: &Path, dtype: DType, rep: &Reporter) -> Cl
     }
     copy(&src_config, &out.join("config.yml"))?;
     let converted = ModelFolder::open(out)?;
-    println!(
+    crate::outln!(
         "converted {} to {} (DiT {}, VAE {})",
         folder.model_id(),
         out.display(),
         converted.dit.display(),
         converted.vae.display()
-    );
+    )?;
     Ok(())
 }

@@ -148,6 +148,22 @@ impl T5Config {
         if let Some((name, _)) = sizes.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be positive"));
         }
+        // Generous bounds around the published T5 family (flan-t5-xxl: d_model 4096, d_ff
+        // 10240, 24 layers, 64 heads; mT5: 250k tokens), see crate::model::bounds.
+        let limits = [
+            ("vocab_size", self.vocab_size, 1 << 20),
+            ("d_model", self.d_model, 16_384),
+            ("d_kv", self.d_kv, 1024),
+            ("d_ff", self.d_ff, 65_536),
+            ("num_layers", self.num_layers, 128),
+            ("num_heads", self.num_heads, 256),
+            ("relative_attention_num_buckets", self.relative_attention_num_buckets, 1024),
+            ("relative_attention_max_distance", self.relative_attention_max_distance, 1 << 16),
+        ];
+        for (name, v, hi) in limits {
+            crate::model::bounds::check("T5 config", name, v, 1, hi, "flan-t5 uses far less")
+                .map_err(|e| e.to_string().replace("invalid input: T5 config: ", ""))?;
+        }
         // Bidirectional buckets: half per direction, a quarter of them exact; the log-spaced
         // rest needs at least one exact bucket and max_distance beyond it.
         let max_exact = self.relative_attention_num_buckets / 4;
