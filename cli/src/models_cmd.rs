@@ -370,12 +370,12 @@ fn convert(source: &ModelSource, out: &Path, dtype: DType, rep: &Reporter) -> Cl
             folder.root.display()
         )));
     }
-    if out.join("config.yml").exists() {
-        return Err(CliError::new(format!(
-            "{} already holds a model; choose an empty folder",
-            out.display()
-        )));
-    }
+    // Built under a temporary name beside `out` and renamed into place when complete and
+    // loadable: a failure leaves no half-converted folder (and `out` is checked now, before the
+    // checkpoints load).
+    let staged = ezaudio_engine::files::stage_dir(out)?;
+    let final_out = out;
+    let out = staged.path();
     let mkdir = |d: &Path| {
         std::fs::create_dir_all(d)
             .map_err(|e| CliError::new(format!("cannot create {}: {e}", d.display())))
@@ -438,12 +438,15 @@ fn convert(source: &ModelSource, out: &Path, dtype: DType, rep: &Reporter) -> Cl
     }
     copy(&src_config, &out.join("config.yml"))?;
     let converted = ModelFolder::open(out)?;
+    let rel = |p: &Path| final_out.join(p.strip_prefix(out).unwrap_or(p));
+    let (dit, vae) = (rel(&converted.dit), rel(&converted.vae));
+    staged.commit()?;
     crate::outln!(
         "converted {} to {} (DiT {}, VAE {})",
         folder.model_id(),
-        out.display(),
-        converted.dit.display(),
-        converted.vae.display()
+        final_out.display(),
+        dit.display(),
+        vae.display()
     )?;
     Ok(())
 }

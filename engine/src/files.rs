@@ -12,6 +12,9 @@
 //!   `overwrite: false` each rename is create-new (`renameat2(RENAME_NOREPLACE)` or a hard
 //!   link): of two processes racing for one path, one wins and the other gets an error, and
 //!   files this group already placed are removed again so it never leaves half a pair;
+//! * [`stage_dir`] does the same for a whole folder (`models convert`): it is built under a
+//!   temporary name beside the destination and renamed into place only when complete, so a
+//!   failed conversion leaves nothing behind;
 //! * [`check_destination`] is the cheap preflight (run before minutes of work): the folder can
 //!   be created and written, and the path is not a folder or a device, FIFO or socket, which
 //!   cannot be replaced by a rename and are refused rather than written through.
@@ -163,6 +166,91 @@ pub fn commit_all(staged: Vec<Staged>, overwrite: bool) -> Result<()> {
     Ok(())
 }
 
+/// A folder being built beside `dest`; dropped without [`StagedDir::commit`], it is removed.
+#[derive(Debug)]
+pub struct StagedDir {
+    tmp: tempfile::TempDir,
+    dest: PathBuf,
+}
+
+/// Starts building the folder `dest`, which must not exist or be empty (checked now, before any
+/// work; the rename at commit checks again).
+pub fn stage_dir(dest: &Path) -> Result<StagedDir> {
+    if let Ok(meta) = std::fs::metadata(dest) {
+        let empty = meta.is_dir()
+            && std::fs::read_dir(dest)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
+        if !empty {
+            return Err(Error::InvalidInput(format!(
+                "{} already exists and is not an empty folder; choose a new or empty folder",
+                dest.display()
+            )));
+        }
+    }
+    let dir = folder_of(dest);
+    std::fs::create_dir_all(dir).map_err(|e| Error::write(dir, e))?;
+    let prefix = format!(
+        ".{}.",
+        dest.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    );
+    let tmp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .tempdir_in(dir)
+        .map_err(|e| Error::write(dest, e))?;
+    Ok(StagedDir {
+        tmp,
+        dest: dest.to_path_buf(),
+    })
+}
+
+fn sync_tree(dir: &Path) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let p = entry?.path();
+        if p.is_dir() {
+            sync_tree(&p)?;
+        } else {
+            File::open(&p)?.sync_all()?;
+        }
+    }
+    File::open(dir)?.sync_all()
+}
+
+impl StagedDir {
+    /// The temporary folder to fill.
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// Syncs every file and renames the folder to its destination (replacing at most an empty
+    /// folder); on failure the temporary folder is removed.
+    pub fn commit(self) -> Result<()> {
+        sync_tree(self.tmp.path()).map_err(|e| Error::write(&self.dest, e))?;
+        if let Err(e) = std::fs::rename(self.tmp.path(), &self.dest) {
+            return Err(Error::write(
+                &self.dest,
+                if self.dest.exists() {
+                    io::Error::new(
+                        e.kind(),
+                        format!("it was filled meanwhile (another process?): {e}"),
+                    )
+                } else {
+                    e
+                },
+            ));
+        }
+        // Renamed away: nothing is left for the TempDir to remove.
+        let _ = self.tmp.keep();
+        if let Ok(f) = File::open(folder_of(&self.dest)) {
+            let _ = f.sync_all();
+        }
+        Ok(())
+    }
+}
+
 /// Writes `bytes` to `dest` through [`stage`] and [`commit_all`].
 pub fn write_atomic(dest: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
     use std::io::Write as _;
@@ -247,6 +335,27 @@ mod tests {
         let bytes = std::fs::read(&dest).unwrap();
         assert_eq!(bytes.len(), 1 << 16);
         assert!(bytes.iter().all(|&v| v == bytes[0]), "interleaved output");
+        assert!(leftovers(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn staged_folders_appear_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("model");
+        {
+            let s = stage_dir(&dest).unwrap();
+            std::fs::write(s.path().join("a"), b"x").unwrap();
+        } // a failed conversion
+        assert!(!dest.exists());
+        assert!(leftovers(dir.path()).is_empty());
+        std::fs::create_dir(&dest).unwrap(); // an empty folder may be replaced
+        let s = stage_dir(&dest).unwrap();
+        std::fs::create_dir(s.path().join("vae")).unwrap();
+        std::fs::write(s.path().join("vae/b"), b"y").unwrap();
+        s.commit().unwrap();
+        assert_eq!(std::fs::read(dest.join("vae/b")).unwrap(), b"y");
+        let e = stage_dir(&dest).unwrap_err().to_string();
+        assert!(e.contains("not an empty folder"), "{e}");
         assert!(leftovers(dir.path()).is_empty());
     }
 
