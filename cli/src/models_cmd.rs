@@ -8,7 +8,7 @@ use clap::Subcommand;
 use indicatif::ProgressBar;
 
 use ezaudio_engine::install::{
-    fetch_official_with, hf_cache_dir, resolve_model, user_models_dir, FetchProgress, ModelFolder,
+    damaged_part, fetch_official_with, hf_cache_dir, resolve_model, user_models_dir, FetchProgress, ModelFolder,
     ModelSource, Official, MODELS_ENV,
 };
 use ezaudio_engine::model::dit::MaskDit;
@@ -105,15 +105,26 @@ fn list() -> CliResult {
     let mut found = 0;
     for m in [Official::L, Official::Xl] {
         match resolve_model(&ModelSource::Official(m)) {
-            Ok(f) => {
-                found += 1;
-                crate::outln!(
-                    "{:<12} {:>9}  {}",
+            Ok(f) => match damaged_part(&f) {
+                Some((file, why)) => crate::outln!(
+                    "{:<12} {:>9}  {} DAMAGED: {why}\n{:<24}repair: delete {} and run `ezaudio models fetch {}`",
                     m.name(),
-                    fmt_bytes(folder_size(&f)),
-                    f.root.display()
-                )?;
-            }
+                    "-",
+                    f.root.display(),
+                    "",
+                    file.display(),
+                    short(m)
+                )?,
+                None => {
+                    found += 1;
+                    crate::outln!(
+                        "{:<12} {:>9}  {}",
+                        m.name(),
+                        fmt_bytes(folder_size(&f)),
+                        f.root.display()
+                    )?;
+                }
+            },
             Err(_) => crate::outln!(
                 "{:<12} {:>9}  (not installed: `ezaudio models fetch {}`)",
                 m.name(),
@@ -190,6 +201,25 @@ pub fn fetch_with(model: Official, controlnet: bool, rep: &Reporter) -> CliResul
             not_installed(model)
         )));
     }
+    // A damaged cached file would be kept by the download (it only fetches what is missing):
+    // remove it, and its blob behind the cache's symlink, so it is fetched again.
+    if let Ok(f) = resolve_model(&ModelSource::Official(model)) {
+        while let Some((file, why)) = damaged_part(&f) {
+            rep.warn(format!("{why}; removing it to download it again"));
+            let blob = std::fs::canonicalize(&file).ok();
+            let removed = std::fs::remove_file(&file).is_ok();
+            if let Some(b) = blob.filter(|b| *b != file) {
+                let _ = std::fs::remove_file(b);
+            }
+            if !removed {
+                return Err(CliError::new(format!(
+                    "cannot remove the damaged {}; delete it and run `ezaudio models fetch {}` again",
+                    file.display(),
+                    short(model)
+                )));
+            }
+        }
+    }
     let mut bar: Option<(usize, ProgressBar)> = None;
     let result = fetch_official_with(model, controlnet, &mut |p: FetchProgress| {
         if bar.as_ref().is_none_or(|(i, _)| *i != p.index) {
@@ -212,7 +242,15 @@ pub fn fetch_with(model: Official, controlnet: bool, rep: &Reporter) -> CliResul
     if let Some((_, old)) = bar.take() {
         old.finish_and_clear();
     }
-    Ok(result?)
+    let folder = result?;
+    if let Some((file, why)) = damaged_part(&folder) {
+        return Err(CliError::new(format!(
+            "{why}\nthe download left a damaged file: delete {} and run `ezaudio models fetch {}` again",
+            file.display(),
+            short(model)
+        )));
+    }
+    Ok(folder)
 }
 
 fn param_count(ckpt: &Checkpoint) -> usize {

@@ -138,3 +138,40 @@ fn failed_convert_leaves_nothing_and_an_occupied_folder_is_refused_first() {
     assert!(!text(&out.stderr).contains("DiT:"), "checked after loading");
     assert_eq!(std::fs::read(sb.path("full/keep.txt")).unwrap(), b"mine");
 }
+
+/// A Hugging Face cache holding a garbage 8 kB "checkpoint" is reported damaged, with the file
+/// to delete, instead of listed as installed.
+#[test]
+fn list_reports_a_damaged_cache_and_how_to_repair_it() {
+    let sb = Sandbox::new();
+    let hub = sb.path("home/hf/hub");
+    let snap = |repo: &str| {
+        let d = hub.join(repo);
+        std::fs::create_dir_all(d.join("refs")).unwrap();
+        std::fs::write(d.join("refs/main"), "abc").unwrap();
+        let s = d.join("snapshots/abc");
+        std::fs::create_dir_all(&s).unwrap();
+        s
+    };
+    let ez = snap("models--OpenSound--EzAudio");
+    let tiny = model_tiny();
+    for (rel, bytes) in [
+        ("ckpts/s3/ezaudio_s3_l.pt", vec![0x42u8; 8192]),
+        ("ckpts/vae/1m.pt", std::fs::read(tiny.join("vae/1m.pt")).unwrap()),
+        ("ckpts/vae/config.json", std::fs::read(tiny.join("vae/config.json")).unwrap()),
+    ] {
+        std::fs::create_dir_all(ez.join(rel).parent().unwrap()).unwrap();
+        std::fs::write(ez.join(rel), bytes).unwrap();
+    }
+    let te = snap("models--google--flan-t5-large");
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(tiny.join("text_encoder").join(f), te.join(f)).unwrap();
+    }
+    let out = sb.run(&["models", "list"]);
+    assert_ok(&out);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("EzAudio-L") && stdout.contains("DAMAGED"), "{stdout}");
+    assert!(stdout.contains("ezaudio_s3_l.pt"), "{stdout}");
+    assert!(stdout.contains("repair: delete") && stdout.contains("models fetch l"), "{stdout}");
+    assert!(stdout.contains("No EzAudio models are installed"), "{stdout}");
+}
