@@ -11,7 +11,9 @@ use ezaudio_engine::install::{
     damaged_part, fetch_official_with, hf_cache_dir, resolve_model, user_models_dir, FetchProgress, ModelFolder,
     ModelSource, Official, MODELS_ENV,
 };
+use ezaudio_engine::model::ddim::Ddim;
 use ezaudio_engine::model::dit::MaskDit;
+use ezaudio_engine::pipeline::{check_text_encoder, check_vae};
 use ezaudio_engine::model::t5::load_t5_folder;
 use ezaudio_engine::model::text::TextTokenizer;
 use ezaudio_engine::model::vae::{Oobleck, VaeConfig};
@@ -290,6 +292,15 @@ fn verify(source: &ModelSource) -> CliResult {
             cfg.autoencoder.sr
         )),
     )?;
+    report(
+        "scheduler",
+        Ddim::new(&cfg.diff).map(|_| {
+            format!(
+                "DDIM, {} training steps, {}",
+                cfg.diff.num_train_timesteps, cfg.diff.prediction_type
+            )
+        }),
+    )?;
     let tok = folder.text_encoder.join("tokenizer.json");
     report(
         "tokenizer",
@@ -299,16 +310,7 @@ fn verify(source: &ModelSource) -> CliResult {
     report(
         "text encoder",
         load_t5_folder(&folder.text_encoder, DType::F32, &dev).and_then(|(enc, _)| {
-            let want = cfg.model.context_dim.unwrap_or(0);
-            if enc.hidden_size() != want {
-                return Err(ezaudio_engine::Error::config(
-                    &folder.text_encoder,
-                    format!(
-                        "width {} does not match the DiT's context_dim {want}",
-                        enc.hidden_size()
-                    ),
-                ));
-            }
+            check_text_encoder(&folder, enc.hidden_size())?;
             Ok(format!(
                 "{} (width {})",
                 folder.text_encoder.display(),
@@ -335,26 +337,7 @@ fn verify(source: &ModelSource) -> CliResult {
             let ckpt = Checkpoint::load(&folder.vae, Some("state_dict"), Some("autoencoder."))?;
             Oobleck::new(&vcfg, ckpt.var_builder(DType::F32, &dev))?;
             ckpt.ensure_all_used(|_| false)?;
-            if vcfg.latent_channels() != cfg.model.latent_channels() {
-                return Err(ezaudio_engine::Error::config(
-                    &folder.vae_config,
-                    format!(
-                        "{} latent channels, the DiT has {}",
-                        vcfg.latent_channels(),
-                        cfg.model.latent_channels()
-                    ),
-                ));
-            }
-            if vcfg.sample_rate() != cfg.autoencoder.sr as usize {
-                return Err(ezaudio_engine::Error::config(
-                    &folder.vae_config,
-                    format!(
-                        "sample rate {} Hz, config.yml says {} Hz",
-                        vcfg.sample_rate(),
-                        cfg.autoencoder.sr
-                    ),
-                ));
-            }
+            check_vae(&folder, &vcfg)?;
             Ok(format!(
                 "{} ({} tensors, {:.1}M parameters)",
                 folder.vae.display(),
