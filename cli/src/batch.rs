@@ -266,7 +266,11 @@ mod tests {
         assert!(parse_cues("prompt,colour\n")
             .unwrap_err()
             .contains("unknown CSV column"));
-        for header in ["prompt;seconds;seed", "\"Prompt\";seconds", "prompt\tseconds"] {
+        for header in [
+            "prompt;seconds;seed",
+            "\"Prompt\";seconds",
+            "prompt\tseconds",
+        ] {
             let e = parse_cues(&format!("{header}\ndog;1;2\n")).unwrap_err();
             assert!(e.contains("line 1 looks like a CSV header"), "{e}");
         }

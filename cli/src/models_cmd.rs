@@ -8,15 +8,15 @@ use clap::Subcommand;
 use indicatif::ProgressBar;
 
 use ezaudio_engine::install::{
-    damaged_part, fetch_official_with, hf_cache_dir, resolve_model, user_models_dir, FetchProgress, ModelFolder,
-    ModelSource, Official, MODELS_ENV,
+    damaged_part, fetch_official_with, hf_cache_dir, resolve_model, user_models_dir, FetchProgress,
+    ModelFolder, ModelSource, Official, MODELS_ENV,
 };
 use ezaudio_engine::model::ddim::Ddim;
 use ezaudio_engine::model::dit::MaskDit;
-use ezaudio_engine::pipeline::{check_text_encoder, check_vae};
 use ezaudio_engine::model::t5::load_t5_folder;
 use ezaudio_engine::model::text::TextTokenizer;
 use ezaudio_engine::model::vae::{Oobleck, VaeConfig};
+use ezaudio_engine::pipeline::{check_text_encoder, check_vae};
 use ezaudio_engine::weights::Checkpoint;
 
 use super::progress::{fmt_bytes, Reporter};
@@ -168,7 +168,9 @@ fn list() -> CliResult {
                         dir.display()
                     )?;
                 }
-                Err(e) => crate::outln!("{name:<12} {:>9}  {} (incomplete: {e})", "-", dir.display())?,
+                Err(e) => {
+                    crate::outln!("{name:<12} {:>9}  {} (incomplete: {e})", "-", dir.display())?
+                }
             }
         }
     }

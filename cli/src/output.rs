@@ -23,8 +23,8 @@ use clap::ValueEnum;
 use serde::Serialize;
 
 use ezaudio_engine::audio::wav::{write_mono_to, SampleFormat};
-use ezaudio_engine::files;
 use ezaudio_engine::audio::{resample, Clip, ClipMeta};
+use ezaudio_engine::files;
 
 use super::progress::Reporter;
 use super::{loudness, CliError};

@@ -2,9 +2,9 @@
 //! the same way by `models verify` and by loading), WAVs at impossible rates or that are not
 //! files, and a failing `models convert` (which must leave nothing behind).
 
+mod reliability;
 #[path = "../../engine/tests/support/mod.rs"]
 mod support;
-mod reliability;
 
 use reliability::{copy_dir, gen, write_wav, Sandbox};
 use support::{assert_fails, assert_ok, model_tiny, text};
@@ -71,7 +71,11 @@ fn absurd_configs_are_refused_by_name_in_verify_and_generate() {
         let out = sb.run(&["models", "verify", "--model", &model]);
         assert_fails(&out, needle);
         assert!(!text(&out.stdout).contains("all parts OK"), "{name}");
-        let out = sb.run(&gen(std::path::Path::new(&model), &format!("{name}.wav"), 1));
+        let out = sb.run(&gen(
+            std::path::Path::new(&model),
+            &format!("{name}.wav"),
+            1,
+        ));
         assert_fails(&out, needle);
     }
 }
@@ -116,7 +120,13 @@ fn input_wavs_with_impossible_rates_or_kinds_are_named() {
     // The lowest accepted rate works end to end.
     write_wav(&sb.path("low.wav"), 1000, 1000);
     assert_ok(&sb.run(&edit("low.wav")));
-    assert_eq!(hound::WavReader::open(sb.path("out.wav")).unwrap().spec().sample_rate, 1000);
+    assert_eq!(
+        hound::WavReader::open(sb.path("out.wav"))
+            .unwrap()
+            .spec()
+            .sample_rate,
+        1000
+    );
 }
 
 #[test]
@@ -127,7 +137,10 @@ fn failed_convert_leaves_nothing_and_an_occupied_folder_is_refused_first() {
     std::fs::write(broken.join("vae/1m.pt"), b"not a checkpoint").unwrap();
     let out = sb.run(&["models", "convert", "--model", "broken", "--out", "conv"]);
     assert_fails(&out, "1m.pt");
-    assert!(!sb.path("conv").exists(), "a failed convert left its folder");
+    assert!(
+        !sb.path("conv").exists(),
+        "a failed convert left its folder"
+    );
     assert!(sb.leftovers().is_empty(), "{:?}", sb.leftovers());
 
     std::fs::create_dir(sb.path("full")).unwrap();
@@ -157,8 +170,14 @@ fn list_reports_a_damaged_cache_and_how_to_repair_it() {
     let tiny = model_tiny();
     for (rel, bytes) in [
         ("ckpts/s3/ezaudio_s3_l.pt", vec![0x42u8; 8192]),
-        ("ckpts/vae/1m.pt", std::fs::read(tiny.join("vae/1m.pt")).unwrap()),
-        ("ckpts/vae/config.json", std::fs::read(tiny.join("vae/config.json")).unwrap()),
+        (
+            "ckpts/vae/1m.pt",
+            std::fs::read(tiny.join("vae/1m.pt")).unwrap(),
+        ),
+        (
+            "ckpts/vae/config.json",
+            std::fs::read(tiny.join("vae/config.json")).unwrap(),
+        ),
     ] {
         std::fs::create_dir_all(ez.join(rel).parent().unwrap()).unwrap();
         std::fs::write(ez.join(rel), bytes).unwrap();
@@ -170,8 +189,17 @@ fn list_reports_a_damaged_cache_and_how_to_repair_it() {
     let out = sb.run(&["models", "list"]);
     assert_ok(&out);
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("EzAudio-L") && stdout.contains("DAMAGED"), "{stdout}");
+    assert!(
+        stdout.contains("EzAudio-L") && stdout.contains("DAMAGED"),
+        "{stdout}"
+    );
     assert!(stdout.contains("ezaudio_s3_l.pt"), "{stdout}");
-    assert!(stdout.contains("repair: delete") && stdout.contains("models fetch l"), "{stdout}");
-    assert!(stdout.contains("No EzAudio models are installed"), "{stdout}");
+    assert!(
+        stdout.contains("repair: delete") && stdout.contains("models fetch l"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("No EzAudio models are installed"),
+        "{stdout}"
+    );
 }

@@ -2,9 +2,9 @@
 //! checked before any model loads, special files refused, closed or full streams handled the
 //! way command-line tools handle them (never a panic, never exit 101).
 
+mod reliability;
 #[path = "../../engine/tests/support/mod.rs"]
 mod support;
-mod reliability;
 
 use reliability::{gen, Sandbox};
 use support::{assert_fails, assert_ok, model_tiny, text};
@@ -39,8 +39,14 @@ fn bad_destinations_fail_before_loading_with_what_they_are() {
         let out = sb.run(&gen(&model_tiny(), dest, 1));
         assert_fails(&out, needle);
         let err = text(&out.stderr);
-        assert!(!err.contains("device:"), "{dest}: the model loaded first:\n{err}");
-        assert!(!err.contains("cannot read"), "{dest}: a write called a read:\n{err}");
+        assert!(
+            !err.contains("device:"),
+            "{dest}: the model loaded first:\n{err}"
+        );
+        assert!(
+            !err.contains("cannot read"),
+            "{dest}: a write called a read:\n{err}"
+        );
     }
     assert!(!sb.path("out.wav").exists() && !sb.path("x.mp3").exists());
     assert!(sb.leftovers().is_empty(), "{:?}", sb.leftovers());
@@ -59,8 +65,7 @@ fn overwrite_replaces_the_pair_together() {
     let mut args = gen(&model_tiny(), "a.wav", 2);
     args.push("--force".into());
     assert_ok(&sb.run(&args));
-    let meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(meta["seed"], 2);
     assert_ne!(std::fs::read(&wav).unwrap(), old.0);
     assert!(sb.leftovers().is_empty(), "{:?}", sb.leftovers());
@@ -153,10 +158,18 @@ fn closed_and_full_streams_end_like_command_line_tools() {
             .stderr(Stdio::piped())
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(141), "{args:?}: {}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(141),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
         assert!(out.stderr.is_empty(), "{args:?}: {}", text(&out.stderr));
 
-        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
         let out = sb
             .command(&args)
             .stdin(Stdio::null())
@@ -167,7 +180,10 @@ fn closed_and_full_streams_end_like_command_line_tools() {
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         assert!(text(&out.stderr).contains("cannot write to standard output"));
     }
-    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
     let out = sb
         .command(&gen(&model_tiny(), "quiet.wav", 3))
         .stdin(Stdio::null())
@@ -177,7 +193,10 @@ fn closed_and_full_streams_end_like_command_line_tools() {
     assert_eq!(out.status.code(), Some(0));
     assert!(sb.path("quiet.wav").is_file() && sb.path("quiet.wav.json").is_file());
     // An error with a full stderr still exits 1, not 101.
-    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
     let out = sb
         .command(&gen(&model_tiny(), "/dev/null", 3))
         .stdin(Stdio::null())

@@ -120,7 +120,10 @@ pub fn stage(dest: &Path) -> Result<Staged> {
 /// this call are removed too, so the group lands whole or not at all.
 pub fn commit_all(staged: Vec<Staged>, overwrite: bool) -> Result<()> {
     for s in &staged {
-        s.tmp.as_file().sync_all().map_err(|e| Error::write(&s.dest, e))?;
+        s.tmp
+            .as_file()
+            .sync_all()
+            .map_err(|e| Error::write(&s.dest, e))?;
     }
     let mut placed: Vec<PathBuf> = Vec::new();
     let mut dirs: Vec<PathBuf> = Vec::new();
@@ -364,7 +367,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = check_destination(dir.path()).unwrap_err().to_string();
         assert!(e.contains("is a folder"), "{e}");
-        let e = check_destination(Path::new("/dev/null")).unwrap_err().to_string();
+        let e = check_destination(Path::new("/dev/null"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a regular file"), "{e}");
         let e = check_destination(Path::new("/proc/nope/out.wav"))
             .unwrap_err()

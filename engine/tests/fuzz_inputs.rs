@@ -37,7 +37,11 @@ const INTERESTING_U32: [u32; 10] = [
 fn base_wavs() -> Vec<Vec<u8>> {
     let x: Vec<f32> = (0..300).map(|i| ((i as f32) * 0.05).sin() * 0.8).collect();
     let mut out = Vec::new();
-    for format in [SampleFormat::Float32, SampleFormat::Int24, SampleFormat::Int16] {
+    for format in [
+        SampleFormat::Float32,
+        SampleFormat::Int24,
+        SampleFormat::Int16,
+    ] {
         let mut c = Cursor::new(Vec::new());
         write_mono_to(&mut c, Path::new("base.wav"), &x, 24_000, format).unwrap();
         out.push(c.into_inner());
@@ -118,9 +122,15 @@ fn wav_reader_survives_thousands_of_damaged_files() {
             decode_mono(Cursor::new(&bytes), Path::new("fuzz.wav"))
         }));
         match result {
-            Err(_) => panic!("case {case}: the WAV reader panicked on {} bytes", bytes.len()),
+            Err(_) => panic!(
+                "case {case}: the WAV reader panicked on {} bytes",
+                bytes.len()
+            ),
             Ok(Ok(a)) => {
-                assert!((MIN_RATE..=MAX_RATE).contains(&a.sample_rate), "case {case}");
+                assert!(
+                    (MIN_RATE..=MAX_RATE).contains(&a.sample_rate),
+                    "case {case}"
+                );
                 assert!(!a.samples.is_empty() && a.samples.iter().all(|s| s.is_finite()));
                 assert!(a.channels > 0, "case {case}");
                 ok += 1;
@@ -132,7 +142,10 @@ fn wav_reader_survives_thousands_of_damaged_files() {
         }
     }
     eprintln!("WAV fuzz: {cases} cases, {ok} read, {refused} refused by name, 0 panics");
-    assert!(ok > 0 && refused > 0, "the mutations are too weak or too strong");
+    assert!(
+        ok > 0 && refused > 0,
+        "the mutations are too weak or too strong"
+    );
 }
 
 const EXTREMES: [&str; 14] = [
@@ -216,8 +229,14 @@ fn config_loaders_survive_thousands_of_damaged_configs() {
             Ok(Ok(c)) => {
                 ok += 1;
                 assert!(c.text_encoder.max_length <= MAX_TEXT_TOKENS, "case {case}");
-                assert!(c.model.embed_dim <= 8192 && c.model.depth <= 256, "case {case}");
-                assert!((MIN_RATE..=MAX_RATE).contains(&c.autoencoder.sr), "case {case}");
+                assert!(
+                    c.model.embed_dim <= 8192 && c.model.depth <= 256,
+                    "case {case}"
+                );
+                assert!(
+                    (MIN_RATE..=MAX_RATE).contains(&c.autoencoder.sr),
+                    "case {case}"
+                );
             }
             Ok(Err(e)) => assert!(e.to_string().contains("fuzz.yml"), "case {case}: {e}"),
         }

@@ -105,13 +105,19 @@ fn hundred_generations_with_random_cancels_stay_flat() {
         "soak: {JOBS} jobs ({cancelled} cancelled); RSS {rss0} -> {rss1} kB ({growth:+} kB); \
          threads {threads0} -> {threads1} (peak {peak_threads}); fds {fds0} -> {fds1}"
     );
-    assert!(cancelled > 0 && cancelled < JOBS, "the seeded cancels did not vary");
+    assert!(
+        cancelled > 0 && cancelled < JOBS,
+        "the seeded cancels did not vary"
+    );
     assert!(
         rss1 <= rss0 + RSS_SLACK_KB,
         "resident memory grew by {growth} kB over {JOBS} jobs"
     );
     assert!(threads1 <= threads0, "threads {threads0} -> {threads1}");
-    assert!(peak_threads <= threads0 + 1, "a job started threads: peak {peak_threads}");
+    assert!(
+        peak_threads <= threads0 + 1,
+        "a job started threads: peak {peak_threads}"
+    );
     assert!(fds1 <= fds0, "file descriptors {fds0} -> {fds1}");
 
     // Dropped, the engine's thread ends (it is not joined: wait for it, a bounded number of

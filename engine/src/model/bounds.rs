@@ -9,7 +9,14 @@
 use crate::error::{Error, Result};
 
 /// `what key = value` must lie in `lo..=hi`; `real` names what the published models use.
-pub fn check(section: &str, key: &str, value: usize, lo: usize, hi: usize, real: &str) -> Result<()> {
+pub fn check(
+    section: &str,
+    key: &str,
+    value: usize,
+    lo: usize,
+    hi: usize,
+    real: &str,
+) -> Result<()> {
     if (lo..=hi).contains(&value) {
         return Ok(());
     }

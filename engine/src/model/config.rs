@@ -108,8 +108,8 @@ impl EzAudioConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        use crate::model::bounds::{check, check_f64};
         use crate::audio::{MAX_RATE, MIN_RATE};
+        use crate::model::bounds::{check, check_f64};
         check(
             "autoencoder",
             "sr",
@@ -126,8 +126,22 @@ impl EzAudioConfig {
             self.autoencoder.sr as usize,
             "EzAudio 50; at most sr",
         )?;
-        check_f64("autoencoder", "scale", self.autoencoder.scale.abs(), 1e-6, 1e6, "EzAudio 1.0")?;
-        check_f64("autoencoder", "shift", self.autoencoder.shift, -1e6, 1e6, "EzAudio 0.0")?;
+        check_f64(
+            "autoencoder",
+            "scale",
+            self.autoencoder.scale.abs(),
+            1e-6,
+            1e6,
+            "EzAudio 1.0",
+        )?;
+        check_f64(
+            "autoencoder",
+            "shift",
+            self.autoencoder.shift,
+            -1e6,
+            1e6,
+            "EzAudio 0.0",
+        )?;
         check(
             "text_encoder",
             "max_length",

@@ -157,8 +157,16 @@ impl T5Config {
             ("d_ff", self.d_ff, 65_536),
             ("num_layers", self.num_layers, 128),
             ("num_heads", self.num_heads, 256),
-            ("relative_attention_num_buckets", self.relative_attention_num_buckets, 1024),
-            ("relative_attention_max_distance", self.relative_attention_max_distance, 1 << 16),
+            (
+                "relative_attention_num_buckets",
+                self.relative_attention_num_buckets,
+                1024,
+            ),
+            (
+                "relative_attention_max_distance",
+                self.relative_attention_max_distance,
+                1 << 16,
+            ),
         ];
         for (name, v, hi) in limits {
             crate::model::bounds::check("T5 config", name, v, 1, hi, "flan-t5 uses far less")

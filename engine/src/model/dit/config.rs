@@ -327,7 +327,14 @@ impl DitConfig {
     fn check_sizes(&self) -> Result<()> {
         use crate::model::bounds::{check, check_f64};
         const S: &str = "DiT config";
-        check(S, "embed_dim", self.embed_dim, 1, 8192, "EzAudio-L 1024, XL 1152")?;
+        check(
+            S,
+            "embed_dim",
+            self.embed_dim,
+            1,
+            8192,
+            "EzAudio-L 1024, XL 1152",
+        )?;
         check(S, "depth", self.depth, 1, 256, "EzAudio-L 24, XL 28")?;
         check(S, "num_heads", self.num_heads, 1, 256, "EzAudio 16")?;
         check_f64(S, "mlp_ratio", self.mlp_ratio, 0.0625, 16.0, "EzAudio 4.0")?;
@@ -339,7 +346,14 @@ impl DitConfig {
             check(S, "context_dim", c, 1, 16_384, "EzAudio-L 1024, XL 2048")?;
         }
         if let Some(r) = self.ada_sola_rank {
-            check(S, "ada_sola_rank", r, 1, self.embed_dim, "EzAudio-L 32, XL 36; at most embed_dim")?;
+            check(
+                S,
+                "ada_sola_rank",
+                r,
+                1,
+                self.embed_dim,
+                "EzAudio-L 32, XL 36; at most embed_dim",
+            )?;
         }
         if let Some(a) = self.ada_sola_alpha {
             check_f64(S, "ada_sola_alpha", a, -1e6, 1e6, "EzAudio-L 32, XL 36")?;
