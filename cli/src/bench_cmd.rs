@@ -89,6 +89,8 @@ pub fn run(args: BenchArgs) -> CliResult {
 }
 
 fn bench_backend(args: &BenchArgs) -> CliResult<Vec<serde_json::Value>> {
+    // The update stays so options added to BenchOptions later take their defaults here.
+    #[allow(clippy::needless_update)]
     let opts = BenchOptions {
         shape: match args.shape {
             Shape::L => bench::Shape::L,
