@@ -11,7 +11,10 @@
 //!   place. A failure while writing or syncing leaves every old file untouched. With
 //!   `overwrite: false` each rename is create-new (`renameat2(RENAME_NOREPLACE)` or a hard
 //!   link): of two processes racing for one path, one wins and the other gets an error, and
-//!   files this group already placed are removed again so it never leaves half a pair;
+//!   files this group already placed are removed again so it never leaves half a pair. With
+//!   `overwrite: true` the renames of a group are still separate calls: a crash between two of
+//!   them (microseconds, after every byte is on disk) can pair a new WAV with its old sidecar;
+//!   a write error never can, since writing and syncing finish before the first rename;
 //! * [`stage_dir`] does the same for a whole folder (`models convert`): it is built under a
 //!   temporary name beside the destination and renamed into place only when complete, so a
 //!   failed conversion leaves nothing behind;
