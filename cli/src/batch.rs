@@ -3,6 +3,7 @@
 //! lines starting with `#` are skipped. CSV cells may be quoted (`"a dog, barking"`, `""` for a
 //! quote inside).
 
+use std::io::Read as _;
 use std::path::Path;
 
 use super::CliError;
@@ -22,18 +23,27 @@ pub struct Cue {
 }
 
 pub fn read_cues(path: &Path) -> Result<Vec<Cue>, CliError> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?;
-    if meta.len() > MAX_FILE_BYTES {
+    let cannot = |e: std::io::Error| CliError::new(format!("cannot read {}: {e}", path.display()));
+    if std::fs::metadata(path).map_err(cannot)?.is_dir() {
         return Err(CliError::new(format!(
-            "{} is {} bytes; a cue file is limited to {} MB (one prompt per line)",
+            "{} is a folder, not a cue file",
+            path.display()
+        )));
+    }
+    // The limit bounds the read itself: devices and pipes (`/dev/zero`, `/dev/stdin`) report a
+    // size of 0, so checking the metadata alone would read forever.
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(CliError::new(format!(
+            "{} is larger than {} MB; a cue file is limited to that (one prompt per line)",
             path.display(),
-            meta.len(),
             MAX_FILE_BYTES >> 20
         )));
     }
-    let bytes = std::fs::read(path)
-        .map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?;
     let text = String::from_utf8(bytes).map_err(|_| {
         CliError::new(format!(
             "{} is not UTF-8 text (expected one prompt per line)",
@@ -77,6 +87,22 @@ pub fn parse_cues(text: &str) -> Result<Vec<Cue>, String> {
         Ok(cols) if cols.first().is_some_and(|c| c == "prompt") && cols.len() > 1 => Some(cols),
         _ => None,
     };
+    if csv_columns.is_none() {
+        // `prompt;seconds;seed` (a spreadsheet's export in many locales) would otherwise be read
+        // as one prompt per line, header included.
+        for sep in [';', '\t', '|'] {
+            let cells: Vec<String> = first
+                .split(sep)
+                .map(|c| c.trim().trim_matches('"').to_ascii_lowercase())
+                .collect();
+            if cells.len() > 1 && cells[0] == "prompt" {
+                return Err(format!(
+                    "line {first_no} looks like a CSV header separated by {sep:?}; cue files use commas: \
+                     prompt,seconds,seed[,negative]"
+                ));
+            }
+        }
+    }
     let Some(cols) = csv_columns else {
         // Plain list: every line is a prompt, commas and all.
         let all = std::iter::once((first_no, first)).chain(lines);
@@ -240,6 +266,14 @@ mod tests {
         assert!(parse_cues("prompt,colour\n")
             .unwrap_err()
             .contains("unknown CSV column"));
+        for header in [
+            "prompt;seconds;seed",
+            "\"Prompt\";seconds",
+            "prompt\tseconds",
+        ] {
+            let e = parse_cues(&format!("{header}\ndog;1;2\n")).unwrap_err();
+            assert!(e.contains("line 1 looks like a CSV header"), "{e}");
+        }
     }
 
     #[test]

@@ -108,7 +108,7 @@ pub fn edit(args: EditArgs) -> CliResult {
             .unwrap_or_else(|| "clip".into());
         args.input.with_file_name(format!("{stem}-edit.wav"))
     };
-    let base = with_wav_extension(args.output.clone().unwrap_or(default_out));
+    let base = with_wav_extension(args.output.clone().unwrap_or(default_out))?;
     let n = args.sampling.variations;
     let paths: Vec<PathBuf> = (0..n)
         .map(|v| {

@@ -231,12 +231,9 @@ pub fn numbered(path: &Path, i: u32) -> PathBuf {
     path.with_file_name(format!("{stem}-{i}.{ext}"))
 }
 
-pub fn with_wav_extension(path: PathBuf) -> PathBuf {
-    if path.extension().is_some() {
-        path
-    } else {
-        path.with_extension("wav")
-    }
+/// See [`super::output::wav_path`].
+pub fn with_wav_extension(path: PathBuf) -> CliResult<PathBuf> {
+    super::output::wav_path(path)
 }
 
 struct Planned {
@@ -311,7 +308,7 @@ pub fn generate(args: GenerateArgs) -> CliResult {
         let base = with_wav_extension(match &args.output {
             Some(o) => out_dir.join(o),
             None => out_dir.join(format!("{}.wav", slug(&prompt))),
-        });
+        })?;
         for v in 0..variations {
             let path = if variations > 1 {
                 numbered(&base, v + 1)
@@ -385,7 +382,7 @@ pub fn generate(args: GenerateArgs) -> CliResult {
                 return Err(e)
             }
             Err(e) => {
-                eprintln!("error: {}: {e}", item.label);
+                crate::errln!("error: {}: {e}", item.label);
                 failures.push(item.path.clone());
             }
         }

@@ -2,7 +2,8 @@
 //!
 //! Generation goes through the same engine thread the plugin uses ([`ezaudio_engine::Engine`]):
 //! the CLI submits jobs and polls their status for progress. Every failure a user can cause ends
-//! as one `error: ...` message and a non-zero exit status, never a panic.
+//! as one `error: ...` message and a non-zero exit status, never a panic; a closed stdout ends
+//! quietly with status 141 (see [`say`]).
 
 use std::ffi::OsString;
 use std::fmt;
@@ -20,21 +21,37 @@ pub mod loudness;
 mod models_cmd;
 pub mod output;
 pub mod progress;
+pub mod say;
 mod session;
 
-/// A message for the user; printed as `error: <message>`.
+/// A message for the user; printed as `error: <message>` (exit status 1), or an exit without a
+/// message (a closed stdout, see [`say`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CliError(String);
+pub struct CliError {
+    msg: String,
+    /// `Some(status)`: exit with it and print nothing.
+    quiet_status: Option<u8>,
+}
 
 impl CliError {
     pub fn new(msg: impl Into<String>) -> Self {
-        Self(msg.into())
+        Self {
+            msg: msg.into(),
+            quiet_status: None,
+        }
+    }
+    /// Ends the command with `status` and no message.
+    pub fn quiet_exit(status: u8) -> Self {
+        Self {
+            msg: String::new(),
+            quiet_status: Some(status),
+        }
     }
 }
 
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.msg)
     }
 }
 
@@ -42,13 +59,13 @@ impl std::error::Error for CliError {}
 
 impl From<ezaudio_engine::Error> for CliError {
     fn from(e: ezaudio_engine::Error) -> Self {
-        Self(e.to_string())
+        Self::new(e.to_string())
     }
 }
 
 impl From<candle_core::Error> for CliError {
     fn from(e: candle_core::Error) -> Self {
-        Self(e.to_string())
+        Self::new(e.to_string())
     }
 }
 
@@ -109,8 +126,12 @@ where
     };
     match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(CliError {
+            quiet_status: Some(status),
+            ..
+        }) => ExitCode::from(status),
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             ExitCode::FAILURE
         }
     }

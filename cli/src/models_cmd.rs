@@ -8,13 +8,15 @@ use clap::Subcommand;
 use indicatif::ProgressBar;
 
 use ezaudio_engine::install::{
-    fetch_official_with, hf_cache_dir, resolve_model, user_models_dir, FetchProgress, ModelFolder,
-    ModelSource, Official, MODELS_ENV,
+    damaged_part, fetch_official_with, hf_cache_dir, resolve_model, user_models_dir, FetchProgress,
+    ModelFolder, ModelSource, Official, MODELS_ENV,
 };
+use ezaudio_engine::model::ddim::Ddim;
 use ezaudio_engine::model::dit::MaskDit;
 use ezaudio_engine::model::t5::load_t5_folder;
 use ezaudio_engine::model::text::TextTokenizer;
 use ezaudio_engine::model::vae::{Oobleck, VaeConfig};
+use ezaudio_engine::pipeline::{check_text_encoder, check_vae};
 use ezaudio_engine::weights::Checkpoint;
 
 use super::progress::{fmt_bytes, Reporter};
@@ -73,7 +75,7 @@ pub fn run(cmd: ModelsCommand) -> CliResult {
                 ));
             }
             let folder = fetch_with(model, controlnet, &rep)?;
-            println!("{} is installed at {}", model.name(), folder.root.display());
+            crate::outln!("{} is installed at {}", model.name(), folder.root.display())?;
             Ok(())
         }
         ModelsCommand::Verify { model } => {
@@ -105,21 +107,32 @@ fn list() -> CliResult {
     let mut found = 0;
     for m in [Official::L, Official::Xl] {
         match resolve_model(&ModelSource::Official(m)) {
-            Ok(f) => {
-                found += 1;
-                println!(
-                    "{:<12} {:>9}  {}",
+            Ok(f) => match damaged_part(&f) {
+                Some((file, why)) => crate::outln!(
+                    "{:<12} {:>9}  {} DAMAGED: {why}\n{:<24}repair: delete {} and run `ezaudio models fetch {}`",
                     m.name(),
-                    fmt_bytes(folder_size(&f)),
-                    f.root.display()
-                );
-            }
-            Err(_) => println!(
+                    "-",
+                    f.root.display(),
+                    "",
+                    file.display(),
+                    short(m)
+                )?,
+                None => {
+                    found += 1;
+                    crate::outln!(
+                        "{:<12} {:>9}  {}",
+                        m.name(),
+                        fmt_bytes(folder_size(&f)),
+                        f.root.display()
+                    )?;
+                }
+            },
+            Err(_) => crate::outln!(
                 "{:<12} {:>9}  (not installed: `ezaudio models fetch {}`)",
                 m.name(),
                 "-",
                 short(m)
-            ),
+            )?,
         }
     }
     // Custom model folders beside the official ones.
@@ -148,23 +161,25 @@ fn list() -> CliResult {
             match ModelFolder::open(&dir) {
                 Ok(f) => {
                     found += 1;
-                    println!(
+                    crate::outln!(
                         "{:<12} {:>9}  {}",
                         f.model_id(),
                         fmt_bytes(folder_size(&f)),
                         dir.display()
-                    );
+                    )?;
                 }
-                Err(e) => println!("{name:<12} {:>9}  {} (incomplete: {e})", "-", dir.display()),
+                Err(e) => {
+                    crate::outln!("{name:<12} {:>9}  {} (incomplete: {e})", "-", dir.display())?
+                }
             }
         }
     }
     if found == 0 {
-        println!("\nNo EzAudio models are installed. `ezaudio models fetch l` downloads EzAudio-L (about 6 GB).");
+        crate::outln!("\nNo EzAudio models are installed. `ezaudio models fetch l` downloads EzAudio-L (about 6 GB).")?;
     }
-    println!("\nLooked in:");
+    crate::outln!("\nLooked in:")?;
     for d in roots.iter().chain(hf_cache_dir().iter()) {
-        println!("  {}", d.display());
+        crate::outln!("  {}", d.display())?;
     }
     Ok(())
 }
@@ -190,6 +205,25 @@ pub fn fetch_with(model: Official, controlnet: bool, rep: &Reporter) -> CliResul
             not_installed(model)
         )));
     }
+    // A damaged cached file would be kept by the download (it only fetches what is missing):
+    // remove it, and its blob behind the cache's symlink, so it is fetched again.
+    if let Ok(f) = resolve_model(&ModelSource::Official(model)) {
+        while let Some((file, why)) = damaged_part(&f) {
+            rep.warn(format!("{why}; removing it to download it again"));
+            let blob = std::fs::canonicalize(&file).ok();
+            let removed = std::fs::remove_file(&file).is_ok();
+            if let Some(b) = blob.filter(|b| *b != file) {
+                let _ = std::fs::remove_file(b);
+            }
+            if !removed {
+                return Err(CliError::new(format!(
+                    "cannot remove the damaged {}; delete it and run `ezaudio models fetch {}` again",
+                    file.display(),
+                    short(model)
+                )));
+            }
+        }
+    }
     let mut bar: Option<(usize, ProgressBar)> = None;
     let result = fetch_official_with(model, controlnet, &mut |p: FetchProgress| {
         if bar.as_ref().is_none_or(|(i, _)| *i != p.index) {
@@ -212,7 +246,15 @@ pub fn fetch_with(model: Official, controlnet: bool, rep: &Reporter) -> CliResul
     if let Some((_, old)) = bar.take() {
         old.finish_and_clear();
     }
-    Ok(result?)
+    let folder = result?;
+    if let Some((file, why)) = damaged_part(&folder) {
+        return Err(CliError::new(format!(
+            "{why}\nthe download left a damaged file: delete {} and run `ezaudio models fetch {}` again",
+            file.display(),
+            short(model)
+        )));
+    }
+    Ok(folder)
 }
 
 fn param_count(ckpt: &Checkpoint) -> usize {
@@ -228,18 +270,18 @@ fn verify(source: &ModelSource) -> CliResult {
         ModelSource::Folder(_) => locate_model(source, &Reporter::new(true))?,
     };
     let cfg = &folder.config;
-    println!(
+    crate::outln!(
         "verifying {} at {}",
         folder.model_id(),
         folder.root.display()
-    );
+    )?;
     let dev = Device::Cpu;
     let mut problems = 0;
     let mut report = |part: &str, outcome: ezaudio_engine::Result<String>| match outcome {
-        Ok(msg) => println!("  OK       {part:<14} {msg}"),
+        Ok(msg) => crate::outln!("  OK       {part:<14} {msg}"),
         Err(e) => {
             problems += 1;
-            println!("  PROBLEM  {part:<14} {e}");
+            crate::outln!("  PROBLEM  {part:<14} {e}")
         }
     };
     report(
@@ -251,33 +293,33 @@ fn verify(source: &ModelSource) -> CliResult {
             cfg.model.latent_channels(),
             cfg.autoencoder.sr
         )),
-    );
+    )?;
+    report(
+        "scheduler",
+        Ddim::new(&cfg.diff).map(|_| {
+            format!(
+                "DDIM, {} training steps, {}",
+                cfg.diff.num_train_timesteps, cfg.diff.prediction_type
+            )
+        }),
+    )?;
     let tok = folder.text_encoder.join("tokenizer.json");
     report(
         "tokenizer",
         TextTokenizer::from_file(&tok, cfg.text_encoder.max_length)
             .map(|_| tok.display().to_string()),
-    );
+    )?;
     report(
         "text encoder",
         load_t5_folder(&folder.text_encoder, DType::F32, &dev).and_then(|(enc, _)| {
-            let want = cfg.model.context_dim.unwrap_or(0);
-            if enc.hidden_size() != want {
-                return Err(ezaudio_engine::Error::config(
-                    &folder.text_encoder,
-                    format!(
-                        "width {} does not match the DiT's context_dim {want}",
-                        enc.hidden_size()
-                    ),
-                ));
-            }
+            check_text_encoder(&folder, enc.hidden_size())?;
             Ok(format!(
                 "{} (width {})",
                 folder.text_encoder.display(),
                 enc.hidden_size()
             ))
         }),
-    );
+    )?;
     report(
         "DiT",
         Checkpoint::load(&folder.dit, Some("model"), None).and_then(|ckpt| {
@@ -290,33 +332,14 @@ fn verify(source: &ModelSource) -> CliResult {
                 param_count(&ckpt) as f64 / 1e6
             ))
         }),
-    );
+    )?;
     report(
         "VAE",
         VaeConfig::from_file(&folder.vae_config).and_then(|vcfg| {
             let ckpt = Checkpoint::load(&folder.vae, Some("state_dict"), Some("autoencoder."))?;
             Oobleck::new(&vcfg, ckpt.var_builder(DType::F32, &dev))?;
             ckpt.ensure_all_used(|_| false)?;
-            if vcfg.latent_channels() != cfg.model.latent_channels() {
-                return Err(ezaudio_engine::Error::config(
-                    &folder.vae_config,
-                    format!(
-                        "{} latent channels, the DiT has {}",
-                        vcfg.latent_channels(),
-                        cfg.model.latent_channels()
-                    ),
-                ));
-            }
-            if vcfg.sample_rate() != cfg.autoencoder.sr as usize {
-                return Err(ezaudio_engine::Error::config(
-                    &folder.vae_config,
-                    format!(
-                        "sample rate {} Hz, config.yml says {} Hz",
-                        vcfg.sample_rate(),
-                        cfg.autoencoder.sr
-                    ),
-                ));
-            }
+            check_vae(&folder, &vcfg)?;
             Ok(format!(
                 "{} ({} tensors, {:.1}M parameters)",
                 folder.vae.display(),
@@ -324,14 +347,14 @@ fn verify(source: &ModelSource) -> CliResult {
                 param_count(&ckpt) as f64 / 1e6
             ))
         }),
-    );
+    )?;
     if problems > 0 {
         return Err(CliError::new(format!(
             "{problems} part(s) of {} failed verification",
             folder.model_id()
         )));
     }
-    println!("all parts OK");
+    crate::outln!("all parts OK")?;
     Ok(())
 }
 
@@ -370,12 +393,12 @@ fn convert(source: &ModelSource, out: &Path, dtype: DType, rep: &Reporter) -> Cl
             folder.root.display()
         )));
     }
-    if out.join("config.yml").exists() {
-        return Err(CliError::new(format!(
-            "{} already holds a model; choose an empty folder",
-            out.display()
-        )));
-    }
+    // Built under a temporary name beside `out` and renamed into place when complete and
+    // loadable: a failure leaves no half-converted folder (and `out` is checked now, before the
+    // checkpoints load).
+    let staged = ezaudio_engine::files::stage_dir(out)?;
+    let final_out = out;
+    let out = staged.path();
     let mkdir = |d: &Path| {
         std::fs::create_dir_all(d)
             .map_err(|e| CliError::new(format!("cannot create {}: {e}", d.display())))
@@ -438,12 +461,15 @@ fn convert(source: &ModelSource, out: &Path, dtype: DType, rep: &Reporter) -> Cl
     }
     copy(&src_config, &out.join("config.yml"))?;
     let converted = ModelFolder::open(out)?;
-    println!(
+    let rel = |p: &Path| final_out.join(p.strip_prefix(out).unwrap_or(p));
+    let (dit, vae) = (rel(&converted.dit), rel(&converted.vae));
+    staged.commit()?;
+    crate::outln!(
         "converted {} to {} (DiT {}, VAE {})",
         folder.model_id(),
-        out.display(),
-        converted.dit.display(),
-        converted.vae.display()
-    );
+        final_out.display(),
+        dit.display(),
+        vae.display()
+    )?;
     Ok(())
 }

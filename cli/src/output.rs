@@ -10,14 +10,21 @@
 //! `peak` scales every clip to `--peak-db` (default -1 dBFS), `lufs` to `--lufs` integrated
 //! loudness (ITU-R BS.1770, default -23 LUFS as in EBU R128), `none` changes nothing and, for
 //! integer formats, clips what exceeds full scale, with a warning that counts the samples.
+//!
+//! Files: every destination is checked before any model loads ([`check_free`]: the folder is
+//! writable, the path is not a folder or a device); the WAV and its sidecar are written to
+//! temporary files beside them and renamed into place together ([`ezaudio_engine::files`]), so
+//! a kill or a full disk never leaves a truncated file or a sidecar describing other audio, and
+//! without `--force` two processes racing for one name never interleave: one wins.
 
 use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
 use serde::Serialize;
 
-use ezaudio_engine::audio::wav::{write_mono, SampleFormat};
+use ezaudio_engine::audio::wav::{write_mono_to, SampleFormat};
 use ezaudio_engine::audio::{resample, Clip, ClipMeta};
+use ezaudio_engine::files;
 
 use super::progress::Reporter;
 use super::{loudness, CliError};
@@ -93,22 +100,54 @@ pub fn sidecar_path(wav: &Path) -> PathBuf {
     wav.with_file_name(name)
 }
 
-/// Refuses to replace existing files unless `--force` was given.
+/// Checks every destination (and its sidecar) before any work: refuses to replace existing
+/// files unless `--force` was given, and refuses folders, special files and folders that cannot
+/// be written (see [`files::check_destination`]).
 pub fn check_free(paths: &[PathBuf], overwrite: bool) -> Result<(), CliError> {
+    let all: Vec<PathBuf> = paths
+        .iter()
+        .flat_map(|p| [p.clone(), sidecar_path(p)])
+        .collect();
+    for p in &all {
+        files::check_destination(p)?;
+    }
     if overwrite {
         return Ok(());
     }
-    if let Some(p) = paths
-        .iter()
-        .flat_map(|p| [p.clone(), sidecar_path(p)])
-        .find(|p| p.exists())
-    {
+    if let Some(p) = all.iter().find(|p| p.exists()) {
         return Err(CliError::new(format!(
             "{} already exists (pass --force to overwrite)",
             p.display()
         )));
     }
     Ok(())
+}
+
+/// The output path of `-o`: `.wav` is added when the name has no extension. A folder, a device
+/// and any other extension (`x.mp3` would hold WAV bytes) are refused.
+pub fn wav_path(path: PathBuf) -> Result<PathBuf, CliError> {
+    if path.file_name().is_none() || path.is_dir() {
+        return Err(CliError::new(format!(
+            "{} is a folder; give a file name (e.g. {}) or use --out-dir",
+            path.display(),
+            path.join("clip.wav").display()
+        )));
+    }
+    if path.exists() && !path.is_file() {
+        return Err(CliError::new(format!(
+            "{} is not a regular file (a device, FIFO or socket); ezaudio writes a WAV file and its \
+             .wav.json sidecar, so give a file path",
+            path.display()
+        )));
+    }
+    match path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()) {
+        None => Ok(path.with_extension("wav")),
+        Some(e) if e == "wav" || e == "wave" => Ok(path),
+        Some(e) => Err(CliError::new(format!(
+            "{}: ezaudio writes WAV files only, not .{e}; name the output .wav (and convert it afterwards)",
+            path.display()
+        ))),
+    }
 }
 
 fn db(x: f64) -> f64 {
@@ -209,7 +248,8 @@ pub fn write_samples(
         })?;
     }
     let (samples, gain_db, clipped) = level(samples, rate, spec, rep, &name);
-    write_mono(path, &samples, rate, spec.format)?;
+    let mut wav = files::stage(path)?;
+    write_mono_to(wav.file(), path, &samples, rate, spec.format)?;
     let p = peak(&samples) as f64;
     let sidecar = Sidecar {
         meta: clip.meta.clone(),
@@ -240,8 +280,11 @@ pub fn write_samples(
     let json_path = sidecar_path(path);
     let text = serde_json::to_string_pretty(&sidecar)
         .map_err(|e| CliError::new(format!("metadata: {e}")))?;
-    std::fs::write(&json_path, text + "\n")
+    let mut json = files::stage(&json_path)?;
+    std::io::Write::write_all(json.file(), (text + "\n").as_bytes())
         .map_err(|e| CliError::new(format!("cannot write {}: {e}", json_path.display())))?;
+    // Both or neither: a failure above dropped the temporary files and kept the old pair.
+    files::commit_all(vec![wav, json], spec.overwrite)?;
     let loud = sidecar
         .loudness_lufs
         .map(|l| format!(", {l:.1} LUFS"))

@@ -36,13 +36,13 @@ impl Reporter {
     /// Progress and informational lines (hidden by `--quiet`).
     pub fn note(&self, msg: impl AsRef<str>) {
         if !self.quiet {
-            eprintln!("{}", msg.as_ref());
+            crate::errln!("{}", msg.as_ref());
         }
     }
 
     /// Things the user must see even with `--quiet`.
     pub fn warn(&self, msg: impl AsRef<str>) {
-        eprintln!("warning: {}", msg.as_ref());
+        crate::errln!("warning: {}", msg.as_ref());
     }
 
     /// A byte-count bar for downloads, hidden when quiet or not on a terminal.
@@ -191,7 +191,7 @@ impl JobView {
             let eta = eta
                 .map(|e| format!(", ETA {}", fmt_duration(e)))
                 .unwrap_or_default();
-            eprintln!("{}: step {k}/{n}{eta}", self.label);
+            crate::errln!("{}: step {k}/{n}{eta}", self.label);
             self.last_step_printed = Some(k);
             self.last_line = Instant::now();
         }

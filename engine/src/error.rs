@@ -13,6 +13,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Writing (or creating, renaming, syncing) a file failed: never reported as a read.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Weights { path: PathBuf, message: String },
     #[error("config {path}: {message}")]
@@ -45,8 +52,16 @@ impl Error {
             message: message.into(),
         }
     }
+    /// A failed read of `path` (see [`Error::write`] for the other direction).
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+    /// A failed write, create, sync or rename of `path`.
+    pub fn write(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Write {
             path: path.into(),
             source,
         }

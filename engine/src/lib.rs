@@ -9,13 +9,15 @@
 //! * [`install`]: model folders, where they are looked for, downloading;
 //! * [`pipeline`]: generate, edit and controlled generate — the whole Pipeline API;
 //! * [`audio`]: clips, resampling, WAV files and the lock-free hand-off to the audio thread;
-//! * [`engine`]: the thread that owns a pipeline, its jobs and their status.
+//! * [`engine`]: the thread that owns a pipeline, its jobs and their status;
+//! * [`files`]: outputs written to a temporary file and renamed into place, never half-written.
 //!
 //! The model knows no threads; the engine knows no plugin; nothing here knows a command line.
 
 pub mod audio;
 pub mod engine;
 pub mod error;
+pub mod files;
 pub mod install;
 pub mod kernels;
 pub mod model;

@@ -242,6 +242,16 @@ impl TrackingBackend {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
+        // An integer tensor where weights are expected would otherwise be cast silently (its
+        // integers read as weight values): a damaged or foreign checkpoint.
+        if dtype.is_float() && !src.dtype().is_float() {
+            candle_core::bail!(
+                "{}: tensor '{name}' is stored as {:?}; the model expects floating-point weights \
+                 (f32, f16 or bf16): a damaged or foreign checkpoint",
+                self.path.display(),
+                src.dtype()
+            );
+        }
         self.used.lock().insert(name.to_string());
         src.tensor_as(dtype)?.to_device(dev)
     }
@@ -341,6 +351,18 @@ impl Checkpoint {
 mod tests {
     use super::fixture::write_fixture;
     use super::*;
+
+    #[test]
+    fn integer_tensors_are_not_cast_into_weights() {
+        let t = Tensor::new(&[1u32, 2, 3], &Device::Cpu).unwrap();
+        let ckpt = Checkpoint::from_tensors("ints.pt", HashMap::from([("w".to_string(), t)]));
+        let e = ckpt
+            .var_builder(DType::F32, &Device::Cpu)
+            .get(3, "w")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ints.pt: tensor 'w' is stored as U32"), "{e}");
+    }
 
     #[test]
     fn shape_and_name_errors_name_the_file_and_tensor() {

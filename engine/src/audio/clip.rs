@@ -114,11 +114,14 @@ mod tests {
 
     #[test]
     fn clip_helpers() {
-        let clip = Clip::new(vec![0.0, -0.5, 0.25, 0.0], 4, ClipMeta::default());
+        let mut samples = vec![0.0; 4000];
+        samples[1] = -0.5;
+        samples[2] = 0.25;
+        let clip = Clip::new(samples, 4000, ClipMeta::default());
         assert_eq!(clip.duration_s(), 1.0);
         assert_eq!(clip.peak(), 0.5);
-        let pb = clip.to_playback(8, 7).unwrap();
-        assert_eq!((pb.len(), pb.sample_rate(), pb.id()), (8, 8, 7));
+        let pb = clip.to_playback(8000, 7).unwrap();
+        assert_eq!((pb.len(), pb.sample_rate(), pb.id()), (8000, 8000, 7));
 
         let meta = ClipMeta {
             recipe: Recipe::new("a dog barks"),

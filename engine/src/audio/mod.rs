@@ -10,4 +10,4 @@ pub mod resample;
 pub mod wav;
 
 pub use clip::{Clip, ClipKind, ClipMeta};
-pub use resample::{resample, MAX_RATE};
+pub use resample::{resample, MAX_RATE, MIN_RATE};

@@ -8,6 +8,11 @@ use crate::{Error, Result};
 /// Highest sample rate accepted anywhere (engine, host, saved states); keeps the FFT sizes of odd rate pairs bounded.
 pub const MAX_RATE: u32 = 1_536_000;
 
+/// Lowest sample rate accepted anywhere. rubato's block sizes grow with the rate ratio: from
+/// 1 Hz to 24 kHz one block is tens of millions of frames (gigabytes). From 1 kHz the largest
+/// pair within [`MAX_RATE`] stays under ten million frames, and no real recording is slower.
+pub const MIN_RATE: u32 = 1_000;
+
 /// Target FFT block on the input side. The anti-aliasing filter has this many taps, so it
 /// sets the transition width: ~2k taps puts the -60 dB edge within a few hundred Hz of Nyquist.
 const TARGET_BLOCK: usize = 2048;
@@ -20,9 +25,9 @@ const TARGET_BLOCK: usize = 2048;
 /// has exactly `round(len * to / from)` samples. Equal rates return a copy.
 pub fn resample(samples: &[f32], from_hz: u32, to_hz: u32) -> Result<Vec<f32>> {
     for (what, rate) in [("source", from_hz), ("target", to_hz)] {
-        if rate == 0 || rate > MAX_RATE {
+        if !(MIN_RATE..=MAX_RATE).contains(&rate) {
             return Err(Error::InvalidInput(format!(
-                "{what} sample rate {rate} Hz is out of range (1..={MAX_RATE})"
+                "{what} sample rate {rate} Hz is out of range ({MIN_RATE}..={MAX_RATE} Hz)"
             )));
         }
     }
@@ -122,6 +127,16 @@ mod tests {
             resample(&[0.0; 4], 24_000, 0),
             Err(Error::InvalidInput(_))
         ));
+    }
+
+    #[test]
+    fn rates_below_the_minimum_are_refused_and_the_minimum_works() {
+        for rate in [1, 7, MIN_RATE - 1] {
+            let e = resample(&[0.0; 4], rate, 24_000).unwrap_err().to_string();
+            assert!(e.contains("out of range (1000..=1536000 Hz)"), "{e}");
+        }
+        let y = resample(&vec![0.5; 1000], MIN_RATE, 24_000).unwrap();
+        assert_eq!(y.len(), 24_000);
     }
 
     #[test]

@@ -9,7 +9,9 @@
 use std::fmt;
 use std::path::Path;
 
+use super::resample::{MAX_RATE, MIN_RATE};
 use crate::error::{Error, Result};
+use crate::files;
 
 /// Sample format of a written file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -75,17 +77,49 @@ fn unreadable(path: &Path, e: impl fmt::Display) -> Error {
 }
 
 /// Reads any WAV `hound` understands and mixes its channels to mono (the mean of the channels).
+/// Folders, special files and sample rates outside [`MIN_RATE`]..=[`MAX_RATE`] are refused by
+/// name before any sample is read.
 pub fn read_mono(path: &Path) -> Result<MonoAudio> {
-    if !path.is_file() {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::InvalidInput(format!(
+                "{}: no such file",
+                path.display()
+            )))
+        }
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    if meta.is_dir() {
         return Err(Error::InvalidInput(format!(
-            "{}: no such file",
+            "{} is a folder, not a WAV file",
             path.display()
         )));
     }
-    let mut reader = hound::WavReader::open(path).map_err(|e| unreadable(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::InvalidInput(format!(
+            "{} is not a regular file (a device, FIFO or socket); give a WAV file",
+            path.display()
+        )));
+    }
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    decode_mono(std::io::BufReader::new(file), path)
+}
+
+/// [`read_mono`] on bytes from any reader; `origin` names them in messages.
+pub fn decode_mono<R: std::io::Read>(reader: R, origin: &Path) -> Result<MonoAudio> {
+    let path = origin;
+    let mut reader = hound::WavReader::new(reader).map_err(|e| unreadable(path, e))?;
     let spec = reader.spec();
     if spec.channels == 0 || spec.sample_rate == 0 {
         return Err(unreadable(path, "zero channels or zero sample rate"));
+    }
+    if !(MIN_RATE..=MAX_RATE).contains(&spec.sample_rate) {
+        return Err(Error::InvalidInput(format!(
+            "{}: sample rate {} Hz is outside the supported {MIN_RATE}..={MAX_RATE} Hz",
+            path.display(),
+            spec.sample_rate
+        )));
     }
     let interleaved: Vec<f32> = match spec.sample_format {
         hound::SampleFormat::Float => reader
@@ -132,9 +166,24 @@ pub fn read_mono(path: &Path) -> Result<MonoAudio> {
     })
 }
 
-/// Writes mono samples. Integer formats clamp to full scale (bring the level into range first);
+/// Writes mono samples to `path`, replacing it whole (a temporary file renamed into place, see
+/// [`crate::files`]). Integer formats clamp to full scale (bring the level into range first);
 /// non-finite samples are an error rather than a silent zero.
 pub fn write_mono(
+    path: &Path,
+    samples: &[f32],
+    sample_rate: u32,
+    format: SampleFormat,
+) -> Result<()> {
+    let mut staged = files::stage(path)?;
+    write_mono_to(staged.file(), path, samples, sample_rate, format)?;
+    files::commit_all(vec![staged], true)
+}
+
+/// The WAV bytes of [`write_mono`], into `out` (flushed; syncing is the caller's); `path`
+/// names the destination in messages.
+pub fn write_mono_to<W: std::io::Write + std::io::Seek>(
+    out: W,
     path: &Path,
     samples: &[f32],
     sample_rate: u32,
@@ -157,10 +206,11 @@ pub fn write_mono(
         },
     };
     let io_err = |e: hound::Error| match e {
-        hound::Error::IoError(io) => Error::io(path, io),
+        hound::Error::IoError(io) => Error::write(path, io),
         other => Error::InvalidInput(format!("cannot write {}: {other}", path.display())),
     };
-    let mut writer = hound::WavWriter::create(path, spec).map_err(io_err)?;
+    let mut buf = std::io::BufWriter::new(out);
+    let mut writer = hound::WavWriter::new(&mut buf, spec).map_err(io_err)?;
     match format {
         SampleFormat::Float32 => {
             for &s in samples {
@@ -176,7 +226,8 @@ pub fn write_mono(
             }
         }
     }
-    writer.finalize().map_err(io_err)
+    writer.finalize().map_err(io_err)?;
+    std::io::Write::flush(&mut buf).map_err(|e| Error::write(path, e))
 }
 
 #[cfg(test)]

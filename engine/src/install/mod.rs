@@ -18,9 +18,11 @@ use crate::model::config::EzAudioConfig;
 
 mod controlnet;
 mod fetch;
+mod integrity;
 
 pub use controlnet::{resolve_controlnet, ControlNetFileConfig, ControlNetFolder};
 pub use fetch::{fetch_official, fetch_official_with, FetchProgress};
+pub use integrity::{check_checkpoint, damaged_part};
 
 /// The published EzAudio models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -9,7 +9,10 @@ use crate::error::{Error, Result};
 use crate::model::ddim::DdimConfig;
 use crate::model::dit::DitConfig;
 
+/// Unknown keys are refused by name in every section (`deny_unknown_fields`; `diff:` is checked
+/// against [`DDIM_KEYS`], since [`DdimConfig`] also reads diffusers' JSON with its metadata keys).
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EzAudioConfig {
     #[serde(default)]
     pub model_name: Option<String>,
@@ -20,6 +23,7 @@ pub struct EzAudioConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AutoencoderConfig {
     pub name: String,
     /// Latent channels (the DiT's `out_chans`).
@@ -38,6 +42,7 @@ pub struct AutoencoderConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TextEncoderConfig {
     /// A Hugging Face model id (`google/flan-t5-xl`) or a folder relative to the config file.
     pub model: String,
@@ -46,6 +51,29 @@ pub struct TextEncoderConfig {
     #[serde(default)]
     pub cfg: Option<f64>,
 }
+
+/// The keys of [`DdimConfig`] a `diff:` section may set.
+pub const DDIM_KEYS: [&str; 15] = [
+    "num_train_timesteps",
+    "beta_start",
+    "beta_end",
+    "beta_schedule",
+    "trained_betas",
+    "clip_sample",
+    "clip_sample_range",
+    "set_alpha_to_one",
+    "steps_offset",
+    "prediction_type",
+    "thresholding",
+    "dynamic_thresholding_ratio",
+    "sample_max_value",
+    "timestep_spacing",
+    "rescale_betas_zero_snr",
+];
+
+/// Longest prompt in tokens: T5's relative position buckets were trained up to 512 tokens, and
+/// the position bias grows with its square. EzAudio uses 100.
+pub const MAX_TEXT_TOKENS: usize = 512;
 
 fn yes() -> bool {
     true
@@ -58,6 +86,15 @@ impl EzAudioConfig {
     pub fn from_yaml_str(text: &str, origin: &Path) -> Result<Self> {
         let cfg: Self =
             serde_yaml_ng::from_str(text).map_err(|e| Error::config(origin, e.to_string()))?;
+        // The `diff:` keys, which serde lets through (see DDIM_KEYS).
+        let value: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(text).map_err(|e| Error::config(origin, e.to_string()))?;
+        if let Some(diff) = value.get("diff").and_then(|d| d.as_mapping()) {
+            let keys = diff.keys().map(|k| k.as_str().unwrap_or("<not a string>"));
+            if let Some(e) = crate::model::bounds::unknown_keys("diff", keys, &DDIM_KEYS) {
+                return Err(Error::config(origin, e));
+            }
+        }
         cfg.validate().map_err(|e| match e {
             Error::Unsupported(m) | Error::InvalidInput(m) => Error::config(origin, m),
             other => other,
@@ -71,6 +108,48 @@ impl EzAudioConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
+        use crate::audio::{MAX_RATE, MIN_RATE};
+        use crate::model::bounds::{check, check_f64};
+        check(
+            "autoencoder",
+            "sr",
+            self.autoencoder.sr as usize,
+            MIN_RATE as usize,
+            MAX_RATE as usize,
+            "EzAudio 24000",
+        )?;
+        check(
+            "autoencoder",
+            "latent_sr",
+            self.autoencoder.latent_sr as usize,
+            1,
+            self.autoencoder.sr as usize,
+            "EzAudio 50; at most sr",
+        )?;
+        check_f64(
+            "autoencoder",
+            "scale",
+            self.autoencoder.scale.abs(),
+            1e-6,
+            1e6,
+            "EzAudio 1.0",
+        )?;
+        check_f64(
+            "autoencoder",
+            "shift",
+            self.autoencoder.shift,
+            -1e6,
+            1e6,
+            "EzAudio 0.0",
+        )?;
+        check(
+            "text_encoder",
+            "max_length",
+            self.text_encoder.max_length,
+            1,
+            MAX_TEXT_TOKENS,
+            "EzAudio 100",
+        )?;
         self.model.validate()?;
         self.diff.validate()?;
         if self.autoencoder.name != "stable_vae" {
@@ -85,19 +164,6 @@ impl EzAudioConfig {
                 self.autoencoder.dim,
                 self.model.latent_channels()
             )));
-        }
-        if self.autoencoder.sr == 0
-            || self.autoencoder.latent_sr == 0
-            || self.text_encoder.max_length == 0
-        {
-            return Err(Error::InvalidInput(
-                "autoencoder.sr, autoencoder.latent_sr and text_encoder.max_length must be positive".into(),
-            ));
-        }
-        if self.autoencoder.scale == 0.0 {
-            return Err(Error::InvalidInput(
-                "autoencoder.scale must not be 0".into(),
-            ));
         }
         Ok(())
     }

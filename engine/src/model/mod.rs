@@ -2,6 +2,7 @@
 //! DDIM schedule and the energy conditioner of the ControlNet. Pure functions of tensors: no
 //! threads, no files beyond the weights handed in.
 
+pub mod bounds;
 pub mod config;
 pub mod controlnet;
 pub mod ddim;

@@ -119,6 +119,47 @@ pub fn vae_dtype(device: &Device, dtype: DType) -> DType {
     }
 }
 
+/// The text encoder's width against the DiT's `context_dim`. One of the checks that tie a model
+/// folder's parts together, shared by [`Pipeline::load`] and `ezaudio models verify`, so that
+/// verify passes exactly what loads.
+pub fn check_text_encoder(folder: &ModelFolder, width: usize) -> Result<()> {
+    let want = folder.config.model.context_dim.unwrap_or(0);
+    if width != want {
+        return Err(Error::config(
+            &folder.text_encoder,
+            format!("text encoder width {width} does not match the DiT's context_dim {want}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The VAE config against config.yml: latent channels and sample rate (see
+/// [`check_text_encoder`]).
+pub fn check_vae(folder: &ModelFolder, vae_cfg: &VaeConfig) -> Result<()> {
+    let config = &folder.config;
+    if vae_cfg.latent_channels() != config.model.latent_channels() {
+        return Err(Error::config(
+            &folder.vae_config,
+            format!(
+                "VAE latent channels {} do not match the DiT's out_chans {}",
+                vae_cfg.latent_channels(),
+                config.model.latent_channels()
+            ),
+        ));
+    }
+    if vae_cfg.sample_rate() != config.autoencoder.sr as usize {
+        return Err(Error::config(
+            &folder.vae_config,
+            format!(
+                "sample rate {} Hz, config.yml says {} Hz",
+                vae_cfg.sample_rate(),
+                config.autoencoder.sr
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl Pipeline {
     pub fn load(folder: &ModelFolder, device: &Device, dtype: DType) -> Result<Self> {
         let config = folder.config.clone();
@@ -127,16 +168,7 @@ impl Pipeline {
             config.text_encoder.max_length,
         )?;
         let (text_encoder, _) = load_t5_folder(&folder.text_encoder, dtype, device)?;
-        if text_encoder.hidden_size() != config.model.context_dim.unwrap_or(0) {
-            return Err(Error::config(
-                &folder.text_encoder,
-                format!(
-                    "text encoder width {} does not match the DiT's context_dim {}",
-                    text_encoder.hidden_size(),
-                    config.model.context_dim.unwrap_or(0)
-                ),
-            ));
-        }
+        check_text_encoder(folder, text_encoder.hidden_size())?;
         let dit_ckpt = Checkpoint::load(&folder.dit, Some("model"), None)?;
         let dit = MaskDit::new(&config.model, dit_ckpt.var_builder(dtype, device))?;
         dit_ckpt.ensure_all_used(|_| false)?;
@@ -147,16 +179,7 @@ impl Pipeline {
         let vae_dtype = vae_dtype(device, dtype);
         let vae = Oobleck::new(&vae_cfg, vae_ckpt.var_builder(vae_dtype, device))?;
         vae_ckpt.ensure_all_used(|_| false)?;
-        if vae_cfg.latent_channels() != config.model.latent_channels() {
-            return Err(Error::config(
-                &folder.vae_config,
-                format!(
-                    "VAE latent channels {} do not match the DiT's out_chans {}",
-                    vae_cfg.latent_channels(),
-                    config.model.latent_channels()
-                ),
-            ));
-        }
+        check_vae(folder, &vae_cfg)?;
         let scheduler = Ddim::new(&config.diff)?;
         // Loading converted and packed weights through temporaries; give that memory back.
         crate::runtime::release_free_memory();

@@ -3,7 +3,7 @@
 //! Every key of the official constructor is accepted; a missing key takes the default of the
 //! Python signature (`MaskDiT` / `UDiT`), so a config means here what it means there. The port
 //! implements the feature set of the published checkpoints; [`DitConfig::validate`] names any
-//! switch set otherwise.
+//! switch set otherwise, and bounds every size (see [`crate::model::bounds`]).
 
 use serde::Deserialize;
 
@@ -17,7 +17,10 @@ pub enum ImgSize {
     Hw([usize; 2]),
 }
 
+/// Unknown keys are an error that names them: a misspelt `depht` would otherwise be ignored and
+/// the load would fail later on a tensor count that seems to have nothing to do with it.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DitConfig {
     // MaskDiT wrapper; mae_prob / mask_ratio / mask_span only matter in training.
     #[serde(default)]
@@ -249,6 +252,7 @@ impl DitConfig {
                 Err(unsupported(key, &value.to_string(), &expected.to_string()))
             }
         }
+        self.check_sizes()?;
         flag("mae", self.mae, true)?;
         is("input_type", &self.input_type, "1d")?;
         if self.patch_size != 1 {
@@ -312,6 +316,47 @@ impl DitConfig {
                 &self.mlp_ratio.to_string(),
                 "a positive ratio",
             ));
+        }
+        Ok(())
+    }
+}
+
+impl DitConfig {
+    /// Every size within what the architecture can run, each checked by its own name (so
+    /// `embed_dim: 0` is blamed on `embed_dim`, not on a derived width).
+    fn check_sizes(&self) -> Result<()> {
+        use crate::model::bounds::{check, check_f64};
+        const S: &str = "DiT config";
+        check(
+            S,
+            "embed_dim",
+            self.embed_dim,
+            1,
+            8192,
+            "EzAudio-L 1024, XL 1152",
+        )?;
+        check(S, "depth", self.depth, 1, 256, "EzAudio-L 24, XL 28")?;
+        check(S, "num_heads", self.num_heads, 1, 256, "EzAudio 16")?;
+        check_f64(S, "mlp_ratio", self.mlp_ratio, 0.0625, 16.0, "EzAudio 4.0")?;
+        check(S, "in_chans", self.in_chans, 1, 8193, "EzAudio 257")?;
+        if let Some(o) = self.out_chans {
+            check(S, "out_chans", o, 1, 4096, "EzAudio 128")?;
+        }
+        if let Some(c) = self.context_dim {
+            check(S, "context_dim", c, 1, 16_384, "EzAudio-L 1024, XL 2048")?;
+        }
+        if let Some(r) = self.ada_sola_rank {
+            check(
+                S,
+                "ada_sola_rank",
+                r,
+                1,
+                self.embed_dim,
+                "EzAudio-L 32, XL 36; at most embed_dim",
+            )?;
+        }
+        if let Some(a) = self.ada_sola_alpha {
+            check_f64(S, "ada_sola_alpha", a, -1e6, 1e6, "EzAudio-L 32, XL 36")?;
         }
         Ok(())
     }

@@ -118,6 +118,7 @@ impl VaeConfig {
         })?;
         cfg.validate().map_err(|e| match e {
             Error::Unsupported(m) => Error::config(path, format!("unsupported: {m}")),
+            Error::InvalidInput(m) => Error::config(path, m),
             other => other,
         })?;
         Ok(cfg)
@@ -186,6 +187,36 @@ impl VaeConfig {
         if d.latent_dim == 0 || d.out_channels == 0 {
             return unsupported("decoder latent_dim / out_channels of 0".into());
         }
+        {
+            use crate::audio::{MAX_RATE, MIN_RATE};
+            use crate::model::bounds::check;
+            check(
+                "VAE config: decoder",
+                "latent_dim",
+                d.latent_dim,
+                1,
+                4096,
+                "EzAudio 128",
+            )?;
+            check(
+                "VAE config: decoder",
+                "out_channels",
+                d.out_channels,
+                1,
+                64,
+                "EzAudio 1",
+            )?;
+            if let Some(r) = self.sample_rate {
+                check(
+                    "VAE config",
+                    "sample_rate",
+                    r,
+                    MIN_RATE as usize,
+                    MAX_RATE as usize,
+                    "EzAudio 24000",
+                )?;
+            }
+        }
         if let Some(enc) = &m.encoder {
             if enc.kind != "oobleck" {
                 return unsupported(format!("encoder type '{}' (only 'oobleck')", enc.kind));
@@ -195,6 +226,23 @@ impl VaeConfig {
                 return unsupported("encoder antialias_activation".into());
             }
             check_levels("encoder", e.channels, &e.c_mults, &e.strides)?;
+            use crate::model::bounds::check;
+            check(
+                "VAE config: encoder",
+                "latent_dim",
+                e.latent_dim,
+                1,
+                8192,
+                "EzAudio 256",
+            )?;
+            check(
+                "VAE config: encoder",
+                "in_channels",
+                e.in_channels,
+                1,
+                64,
+                "EzAudio 1",
+            )?;
             match m.bottleneck.as_ref().map(|b| b.kind.as_str()) {
                 Some("vae") if e.latent_dim == 2 * d.latent_dim => {}
                 Some("vae") => {
@@ -231,6 +279,53 @@ fn check_levels(which: &str, channels: usize, c_mults: &[usize], strides: &[usiz
             "VAE config: {which} needs channels > 0 and non-empty, non-zero c_mults/strides"
         )));
     }
+    // Bounds around the published VAE (channels 128, c_mults [1, 2, 4, 8], strides
+    // [2, 4, 6, 10]): widths and the hop (the strides' product) stay runnable.
+    use crate::model::bounds::check;
+    let section = format!("VAE config: {which}");
+    check(&section, "channels", channels, 1, 4096, "EzAudio 128")?;
+    check(
+        &section,
+        "number of c_mults",
+        c_mults.len(),
+        1,
+        16,
+        "EzAudio 4",
+    )?;
+    for &m in c_mults {
+        check(&section, "c_mults entry", m, 1, 64, "EzAudio at most 8")?;
+        check(
+            &section,
+            "channels x c_mults",
+            channels * m,
+            1,
+            16_384,
+            "EzAudio at most 1024",
+        )?;
+    }
+    check(
+        &section,
+        "number of strides",
+        strides.len(),
+        1,
+        16,
+        "EzAudio 4",
+    )?;
+    for &st in strides {
+        check(&section, "strides entry", st, 1, 64, "EzAudio at most 10")?;
+    }
+    let hop = strides
+        .iter()
+        .try_fold(1usize, |a, &b| a.checked_mul(b))
+        .unwrap_or(usize::MAX);
+    check(
+        &section,
+        "product of strides",
+        hop,
+        1,
+        1 << 16,
+        "EzAudio 480",
+    )?;
     if strides.len() < c_mults.len() {
         return Err(Error::Unsupported(format!(
             "VAE config: {which} has {} c_mults but only {} strides",
