@@ -3,13 +3,13 @@
 //! Every run gets a private HOME / XDG / HF_HOME and EZAUDIO_OFFLINE=1, so nothing touches the
 //! real user folders or the network. Sizes and rates come from the fixture files.
 
+mod sandbox;
 #[path = "../../engine/tests/support/mod.rs"]
 mod support;
+use sandbox::Sandbox;
 use support::{assert_fails, assert_ok, model_tiny, text};
 
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 /// (sample rate, seconds) of the fixture's reference generation.
@@ -24,37 +24,6 @@ fn reference() -> (u32, f64) {
         .and_then(|r| r.values().next())
         .expect("a reference run");
     (rate, run["seconds"].as_f64().expect("seconds"))
-}
-
-struct Sandbox {
-    dir: tempfile::TempDir,
-}
-
-impl Sandbox {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-    fn run<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
-        let home = self.path("home");
-        std::fs::create_dir_all(&home).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_ezaudio"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .env("HOME", &home)
-            .env("XDG_DATA_HOME", home.join("data"))
-            .env("XDG_CACHE_HOME", home.join("cache"))
-            .env("HF_HOME", home.join("hf"))
-            .env_remove("HF_HUB_CACHE")
-            .env_remove("EZAUDIO_MODELS")
-            .env("EZAUDIO_OFFLINE", "1")
-            .output()
-            .expect("run ezaudio")
-    }
 }
 
 fn read_wav(p: &Path) -> (hound::WavSpec, Vec<f32>) {

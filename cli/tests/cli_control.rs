@@ -2,12 +2,13 @@
 //! fixtures' tiny model and the tiny energy ControlNet paired with it. Private HOME and
 //! EZAUDIO_OFFLINE=1 as in `cli.rs`; sizes and rates come from the fixture files.
 
+mod sandbox;
 #[path = "../../engine/tests/support/mod.rs"]
 mod support;
+use sandbox::Sandbox;
 use support::{assert_fails, assert_ok, controlnet_tiny, json, model_tiny};
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 /// (model sample rate, seconds, conditioner hop) of the fixture's controlled generation.
 fn reference() -> (u32, f64, usize) {
@@ -26,39 +27,6 @@ fn reference() -> (u32, f64, usize) {
         })
         .expect("hop_size in the yml");
     (rate, seconds, hop)
-}
-
-struct Sandbox(tempfile::TempDir);
-
-impl Sandbox {
-    fn new() -> Self {
-        Self(tempfile::tempdir().unwrap())
-    }
-    fn path(&self, rel: &str) -> PathBuf {
-        self.0.path().join(rel)
-    }
-    fn run_env(&self, args: &[String], env: &[(&str, &Path)]) -> Output {
-        let home = self.path("home");
-        std::fs::create_dir_all(&home).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ezaudio"));
-        cmd.args(args)
-            .current_dir(self.0.path())
-            .env("HOME", &home)
-            .env("XDG_DATA_HOME", home.join("data"))
-            .env("XDG_CACHE_HOME", home.join("cache"))
-            .env("HF_HOME", home.join("hf"))
-            .env_remove("HF_HUB_CACHE")
-            .env_remove("EZAUDIO_MODELS")
-            .env_remove("EZAUDIO_CONTROLNET")
-            .env("EZAUDIO_OFFLINE", "1");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.output().expect("run ezaudio")
-    }
-    fn run(&self, args: &[String]) -> Output {
-        self.run_env(args, &[])
-    }
 }
 
 fn read_wav(p: &Path) -> (u32, Vec<f32>) {
@@ -198,7 +166,12 @@ fn envelope_control_from_the_environment_folder() {
         5,
         &["--control-envelope", &env, "--control-scale", "0.8"],
     );
-    let out = sb.run_env(&args, &[("EZAUDIO_CONTROLNET", &controlnet_tiny())]);
+    let out = sb
+        .command(&args)
+        .env("EZAUDIO_CONTROLNET", controlnet_tiny())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run ezaudio");
     assert_ok(&out);
     let (_, samples) = read_wav(&sb.path("env.wav"));
     assert_eq!(samples.len(), (seconds * rate as f64).round() as usize);

@@ -2,11 +2,11 @@
 //! the same way by `models verify` and by loading), WAVs at impossible rates or that are not
 //! files, and a failing `models convert` (which must leave nothing behind).
 
-mod reliability;
+mod sandbox;
 #[path = "../../engine/tests/support/mod.rs"]
 mod support;
 
-use reliability::{copy_dir, gen, write_wav, Sandbox};
+use sandbox::{copy_dir, gen, write_wav, Sandbox};
 use support::{assert_fails, assert_ok, model_tiny, text};
 
 /// A copy of the tiny model with one edit to its config.yml.

@@ -2,11 +2,11 @@
 //! checked before any model loads, special files refused, closed or full streams handled the
 //! way command-line tools handle them (never a panic, never exit 101).
 
-mod reliability;
+mod sandbox;
 #[path = "../../engine/tests/support/mod.rs"]
 mod support;
 
-use reliability::{gen, Sandbox};
+use sandbox::{gen, Sandbox};
 use support::{assert_fails, assert_ok, model_tiny, text};
 
 use std::io::{BufRead, BufReader, Write};

@@ -1,5 +1,6 @@
-//! A sandboxed run of the `ezaudio` binary for the reliability tests (private HOME, offline),
-//! with stdin and stdout/stderr chosen by the test.
+//! A sandboxed run of the `ezaudio` binary for the CLI's integration tests (private HOME and
+//! caches, offline, no model or ControlNet from the environment), with stdin and stdout/stderr
+//! chosen by the test.
 
 #![allow(dead_code)]
 
@@ -32,6 +33,7 @@ impl Sandbox {
             .env("HF_HOME", home.join("hf"))
             .env_remove("HF_HUB_CACHE")
             .env_remove("EZAUDIO_MODELS")
+            .env_remove("EZAUDIO_CONTROLNET")
             .env("EZAUDIO_OFFLINE", "1");
         c
     }
