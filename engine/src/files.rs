@@ -96,21 +96,24 @@ pub fn check_destination(dest: &Path) -> Result<()> {
         .map_err(|e| Error::write(dest, e))
 }
 
-/// A temporary file in `dest`'s folder, named after it (`.name.XXXXXX.tmp`) so a leftover is
+/// The name of a staging file or folder for `dest`: `.name.XXXXXX.tmp`, so a leftover is
 /// recognisable.
-pub fn stage(dest: &Path) -> Result<Staged> {
-    check_kind(dest)?;
-    let dir = folder_of(dest);
-    let prefix = format!(
+fn staging_prefix(dest: &Path) -> String {
+    format!(
         ".{}.",
         dest.file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
-    );
+    )
+}
+
+/// A temporary file in `dest`'s folder, named after it (see [`staging_prefix`]).
+pub fn stage(dest: &Path) -> Result<Staged> {
+    check_kind(dest)?;
     let tmp = tempfile::Builder::new()
-        .prefix(&prefix)
+        .prefix(&staging_prefix(dest))
         .suffix(".tmp")
-        .tempfile_in(dir)
+        .tempfile_in(folder_of(dest))
         .map_err(|e| Error::write(dest, e))?;
     Ok(Staged {
         tmp,
@@ -196,14 +199,8 @@ pub fn stage_dir(dest: &Path) -> Result<StagedDir> {
     }
     let dir = folder_of(dest);
     std::fs::create_dir_all(dir).map_err(|e| Error::write(dir, e))?;
-    let prefix = format!(
-        ".{}.",
-        dest.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    );
     let tmp = tempfile::Builder::new()
-        .prefix(&prefix)
+        .prefix(&staging_prefix(dest))
         .suffix(".tmp")
         .tempdir_in(dir)
         .map_err(|e| Error::write(dest, e))?;
