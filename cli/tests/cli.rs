@@ -537,12 +537,15 @@ fn sidecars_of_release_0_1_0_load_unchanged() {
             negative: "low quality".into(),
             seconds: 0.5,
             steps: 2,
+            // 0.1.0 had no sampler key: it ran DDIM, and the sidecar loads as DDIM.
+            sampler: ezaudio_engine::model::sampler::Sampler::Ddim,
             guidance: 4.5,
             rescale: 0.5,
             eta: 0.5,
             seed: 3,
         }
     );
+    assert!(old.get("sampler").is_none());
     assert_eq!(meta.kind, ClipKind::Generate);
     assert_eq!(meta.model_id, "EzAudio-tiny-fixture");
     assert_eq!(meta.created, 1796158862);
@@ -611,7 +614,12 @@ fn sidecars_of_release_0_1_0_load_unchanged() {
         k.sort();
         k
     };
-    assert_eq!(keys(&new), keys(&old), "the sidecar's keys changed");
+    // Every 0.1.0 key is still written; the one key added since is the sampler.
+    let mut expected = keys(&old);
+    expected.push("sampler".into());
+    expected.sort();
+    assert_eq!(keys(&new), expected, "the sidecar's keys changed");
+    assert_eq!(new["sampler"], "ddim");
     let now: ClipMeta = serde_json::from_value(new.clone()).unwrap();
     assert_eq!(now.recipe, meta.recipe);
     assert_eq!(now.kind, meta.kind);
