@@ -138,17 +138,30 @@ fn check_scalar(what: &str, ours: Option<f64>, reference: &Value) {
     }
 }
 
+/// A list (`rks`, `b`, `rhos_*`) is a small tensor: the README's tensor rel, `max|port - ref| /
+/// max|ref|`. Per entry would not do: `rhos_c[0]` comes out of `b0 - b1`-like cancellation
+/// in float32, and diffusers' own value is ~1e-5 from the exact one (n = 25, step 5: exact
+/// 0.07481075, diffusers 0.07481145).
 fn check_list(what: &str, ours: &[f32], reference: &Value) {
     if ours.is_empty() {
         return check_scalar(what, None, reference);
     }
-    let r = reference
+    let r: Vec<f64> = reference
         .as_array()
-        .unwrap_or_else(|| panic!("{what}: ours {ours:?}, reference {reference}"));
+        .unwrap_or_else(|| panic!("{what}: ours {ours:?}, reference {reference}"))
+        .iter()
+        .map(|v| v.as_f64().unwrap_or_else(|| panic!("{what}: non-number {v}")) as f32 as f64)
+        .collect();
     assert_eq!(ours.len(), r.len(), "{what}: length");
-    for (i, (o, r)) in ours.iter().zip(r).enumerate() {
-        check_scalar(&format!("{what}[{i}]"), Some(*o as f64), r);
-    }
+    let max_ref = r.iter().fold(0f64, |m, v| m.max(v.abs()));
+    let diff = ours
+        .iter()
+        .zip(&r)
+        .fold(0f64, |m, (o, r)| m.max((*o as f64 - r).abs()));
+    assert!(
+        diff <= TOL_SCALAR * max_ref,
+        "{what}: ours {ours:?}, reference {r:?}"
+    );
 }
 
 fn column<'a>(cols: &'a Value, name: &str, k: usize) -> &'a Value {
@@ -159,6 +172,7 @@ fn column<'a>(cols: &'a Value, name: &str, k: usize) -> &'a Value {
 fn fast_per_step_scalars_match_diffusers() {
     let s = schedule();
     let json = read_json("sampler-fast/steps.json");
+    let tables = load("sampler-fast/tables.safetensors");
     let per_step = json["per_step"].as_object().expect("steps.json per_step");
     assert!(!per_step.is_empty());
     let mut checked = 0usize;
@@ -167,13 +181,21 @@ fn fast_per_step_scalars_match_diffusers() {
         for (n, cols) in by_n.as_object().expect("per_step.<kind>") {
             let n: usize = n.parse().expect("step count");
             let ts = s.timesteps(n).unwrap();
-            let sigmas = s.sigmas(n).unwrap();
+            // The scalar math on diffusers' own sigmas (ours are compared in the tables test,
+            // at their looser bound: lambda near 0 would amplify their last bits).
+            let sigmas = vec_f32(get(&tables, &format!("sigmas_{n}")));
+            assert_eq!(sigmas.len(), s.sigmas(n).unwrap().len(), "sigmas_{n}: length");
             assert_eq!(ints(&cols["t"]), ts, "{kind} {n}: t");
             for k in 0..ts.len() {
                 let w = |c: &str| format!("{kind} n={n} step {k}: {c}");
                 if sampler == Sampler::UniPc {
                     let corr = &cols["corrector"];
-                    assert_eq!(corr["present"][k].as_bool(), Some(k > 0), "{}", w("present"));
+                    // A run without any corrector lists `null` per step instead of columns.
+                    let present = match corr {
+                        Value::Array(steps) => !steps[k].is_null(),
+                        cols => cols["present"][k].as_bool().expect("corrector.present"),
+                    };
+                    assert_eq!(present, k > 0, "{}", w("corrector present"));
                     if k > 0 {
                         let order = unipc_predictor_order(k - 1, ts.len());
                         let c = unipc_corrector_coefficients(&sigmas, k, order);

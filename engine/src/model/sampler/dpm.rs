@@ -11,7 +11,7 @@
 use candle_core::Tensor;
 
 use super::schedule::Target;
-use super::{alpha_sigma, lambda, to_data};
+use super::{alpha_sigma, exp32, lambda, to_data};
 use crate::{Error, Result};
 
 /// The float32 scalars of one step, named as in diffusers (`sigma_*` are the schedule's
@@ -65,14 +65,14 @@ pub fn coefficients(sigmas: &[f32], k: usize, sde: bool) -> Result<DpmCoefficien
         (None, None)
     };
     let (sample_factor, data_factor, noise_scale) = if sde {
-        let e2 = (-2.0 * h).exp();
+        let e2 = exp32(-2.0 * h);
         (
-            sigma_vp_t / sigma_vp_s0 * (-h).exp(),
+            sigma_vp_t / sigma_vp_s0 * exp32(-h),
             alpha_t * (1.0 - e2),
             sigma_vp_t * (1.0 - e2).sqrt(),
         )
     } else {
-        (sigma_vp_t / sigma_vp_s0, alpha_t * ((-h).exp() - 1.0), 0.0)
+        (sigma_vp_t / sigma_vp_s0, alpha_t * (exp32(-h) - 1.0), 0.0)
     };
     Ok(DpmCoefficients {
         order,

@@ -115,9 +115,23 @@ pub(crate) fn alpha_sigma(s: f32) -> (f32, f32) {
     (alpha, s * alpha)
 }
 
+/// The float32 transcendental functions, correctly rounded (evaluated in float64, rounded
+/// once): that is what the reference's values are (checked on every per-step scalar of the
+/// fixtures), while the platform's `logf`/`expm1f` may be an ulp off — which the UniPC
+/// coefficients (`expm1(-h) / -h - 1`, ...) amplify by cancellation into ~1e-5.
+pub(crate) fn ln32(x: f32) -> f32 {
+    (x as f64).ln() as f32
+}
+pub(crate) fn exp32(x: f32) -> f32 {
+    (x as f64).exp() as f32
+}
+pub(crate) fn expm1_32(x: f32) -> f32 {
+    (x as f64).exp_m1() as f32
+}
+
 /// `log(alpha) - log(sigma_vp)` (+inf at sigma 0).
 pub(crate) fn lambda(alpha: f32, sigma_vp: f32) -> f32 {
-    alpha.ln() - sigma_vp.ln()
+    ln32(alpha) - ln32(sigma_vp)
 }
 
 /// `x / c` with a float32 divisor, as a true division (candle's `Tensor / f64` multiplies by

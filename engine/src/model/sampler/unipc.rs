@@ -15,7 +15,7 @@
 use candle_core::Tensor;
 
 use super::schedule::Target;
-use super::{alpha_sigma, div_scalar, lambda, to_data};
+use super::{alpha_sigma, div_scalar, expm1_32, lambda, to_data};
 use crate::{Error, Result};
 
 /// The float32 scalars of one predictor or corrector update (diffusers' names).
@@ -85,8 +85,8 @@ fn update_coefficients(
     }
     rks.push(1.0);
     let hh = -h;
-    let h_phi_1 = hh.exp_m1();
-    let b_h = hh.exp_m1();
+    let h_phi_1 = expm1_32(hh);
+    let b_h = expm1_32(hh);
     let mut h_phi_k = h_phi_1 / hh - 1.0;
     let mut factorial = 1u32;
     let mut b = Vec::with_capacity(order);
