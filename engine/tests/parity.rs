@@ -14,6 +14,8 @@ mod dit;
 mod pipeline;
 #[path = "parity/reduced.rs"]
 mod reduced;
+#[path = "parity/sampler_convergence.rs"]
+mod sampler_convergence;
 #[path = "parity/sampler_fast.rs"]
 mod sampler_fast;
 #[path = "parity/scheduler.rs"]
