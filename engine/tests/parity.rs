@@ -18,6 +18,8 @@ mod reduced;
 mod sampler_convergence;
 #[path = "parity/sampler_fast.rs"]
 mod sampler_fast;
+#[path = "parity/sampler_jobs.rs"]
+mod sampler_jobs;
 #[path = "parity/scheduler.rs"]
 mod scheduler;
 #[path = "parity/t5.rs"]
