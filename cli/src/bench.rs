@@ -20,8 +20,8 @@ use serde_json::{json, Value};
 
 use ezaudio_engine::error::{Error, Result};
 use ezaudio_engine::model::config::EzAudioConfig;
-use ezaudio_engine::model::sampler::Schedule;
 use ezaudio_engine::model::dit::{DitConfig, MaskDit};
+use ezaudio_engine::model::sampler::Schedule;
 use ezaudio_engine::model::t5::{T5Config, T5Encoder};
 use ezaudio_engine::model::vae::{Oobleck, VaeConfig};
 use ezaudio_engine::pipeline::{vae_dtype, Denoiser, RunOptions};

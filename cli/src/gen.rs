@@ -30,8 +30,9 @@ pub struct SamplingOpts {
     /// Denoising steps (the official default; 25-50 gives a quicker preview)
     #[arg(long, default_value_t = 100)]
     pub steps: u32,
-    /// Sampler: ddim (the official), dpm++2m and unipc (deterministic second-order solvers:
-    /// about DDIM-100's result at 50 steps), dpm++2m-sde (stochastic). --eta applies to ddim only
+    /// Sampler: ddim (the official), dpm++2m or unipc (deterministic second-order solvers,
+    /// closer than DDIM at 10-50 steps on the test models), dpm++2m-sde (stochastic). --eta
+    /// applies to ddim only
     #[arg(long, default_value = "ddim", value_parser = parse_sampler)]
     pub sampler: Sampler,
     /// Classifier-free guidance: higher follows the prompt more closely

@@ -643,7 +643,10 @@ fn sampler_is_chosen_listed_and_recorded() {
     assert_ok(&help);
     let help = text(&help.stdout);
     for name in ["ddim", "dpm++2m", "dpm++2m-sde", "unipc"] {
-        assert!(help.contains(name), "--help does not list '{name}':\n{help}");
+        assert!(
+            help.contains(name),
+            "--help does not list '{name}':\n{help}"
+        );
     }
     let model = model_tiny();
     let mut runs = vec![];
@@ -658,7 +661,10 @@ fn sampler_is_chosen_listed_and_recorded() {
         assert!(cmd.contains(&format!("--sampler {name}")), "{cmd}");
         runs.push(read_wav(&sb.path(&out)).1);
     }
-    assert!(runs[0] != runs[1] && runs[1] != runs[2], "the sampler changed nothing");
+    assert!(
+        runs[0] != runs[1] && runs[1] != runs[2],
+        "the sampler changed nothing"
+    );
     // The recorded command makes the same file again.
     let mut again = gen_args(&model, "a dog barking", "again.wav", seconds, 4);
     again.extend(["--sampler".to_string(), "dpm++2m".to_string()]);
@@ -690,7 +696,10 @@ fn sampler_is_chosen_listed_and_recorded() {
     assert_ok(&out);
     let meta = sidecar(&sb.path("edit.wav"));
     assert_eq!(meta["sampler"], "dpm++2m-sde");
-    assert!(meta["command"].as_str().unwrap().contains("--sampler dpm++2m-sde"));
+    assert!(meta["command"]
+        .as_str()
+        .unwrap()
+        .contains("--sampler dpm++2m-sde"));
 
     // A cue file may name the sampler and the steps per cue.
     std::fs::write(
@@ -712,7 +721,13 @@ fn sampler_is_chosen_listed_and_recorded() {
         "unipc",
     ]));
     let draft = sidecar(&sb.path("cues/001-draft.wav"));
-    assert_eq!((draft["sampler"].as_str(), draft["steps"].as_u64()), (Some("dpm++2m"), Some(2)));
+    assert_eq!(
+        (draft["sampler"].as_str(), draft["steps"].as_u64()),
+        (Some("dpm++2m"), Some(2))
+    );
     let fin = sidecar(&sb.path("cues/002-final.wav"));
-    assert_eq!((fin["sampler"].as_str(), fin["steps"].as_u64()), (Some("unipc"), Some(3)));
+    assert_eq!(
+        (fin["sampler"].as_str(), fin["steps"].as_u64()),
+        (Some("unipc"), Some(3))
+    );
 }

@@ -123,7 +123,11 @@ mod tests {
             assert_eq!(serde_json::from_value::<Recipe>(v).unwrap().sampler, *s);
             assert_eq!(name.parse::<Sampler>().unwrap(), *s);
         }
-        assert!("euler".parse::<Sampler>().unwrap_err().to_string().contains("unipc"));
+        assert!("euler"
+            .parse::<Sampler>()
+            .unwrap_err()
+            .to_string()
+            .contains("unipc"));
     }
 
     #[test]

@@ -47,8 +47,12 @@ fn model() -> &'static Model {
         let c = conv();
         let folder = ModelFolder::open(&crate::common::fixtures_dir().join("model-tiny"))
             .unwrap_or_else(|e| panic!("{e}"));
-        let pipe = Pipeline::load(&folder, &Device::Cpu, DType::F32).unwrap_or_else(|e| panic!("{e}"));
-        let (seed, frames) = (c["seed"].as_u64().expect("seed"), c["frames"].as_u64().expect("frames"));
+        let pipe =
+            Pipeline::load(&folder, &Device::Cpu, DType::F32).unwrap_or_else(|e| panic!("{e}"));
+        let (seed, frames) = (
+            c["seed"].as_u64().expect("seed"),
+            c["frames"].as_u64().expect("frames"),
+        );
         let runs = read_json("sampler-fast/pipeline.json");
         let rec = load("sampler-fast/pipeline.safetensors");
         let (_, run) = runs["runs"]
@@ -57,7 +61,11 @@ fn model() -> &'static Model {
             .iter()
             .find(|(_, r)| r["seed"].as_u64() == Some(seed) && r["frames"].as_u64() == Some(frames))
             .expect("no pipeline run has the convergence study's seed and frames (its x_T)");
-        let x_t = get(&rec, &format!("{}init_noise", run["prefix"].as_str().expect("prefix"))).clone();
+        let x_t = get(
+            &rec,
+            &format!("{}init_noise", run["prefix"].as_str().expect("prefix")),
+        )
+        .clone();
         let prompt = c["prompt"].as_str().expect("prompt");
         let negative = c["negative_prompt"].as_str().unwrap_or("");
         let context = pipe.encode_text(&[prompt, negative]).unwrap();
@@ -70,7 +78,12 @@ fn model() -> &'static Model {
             seed,
             ..Recipe::default()
         };
-        Model { pipe, context, x_t, base }
+        Model {
+            pipe,
+            context,
+            x_t,
+            base,
+        }
     })
 }
 
@@ -82,17 +95,34 @@ fn tiny_run(sampler: Sampler, steps: usize) -> Tensor {
         steps: steps as u32,
         ..m.base.clone()
     };
-    let denoiser = Denoiser { dit: m.pipe.dit(), schedule: m.pipe.schedule() };
+    let denoiser = Denoiser {
+        dit: m.pipe.dit(),
+        schedule: m.pipe.schedule(),
+    };
     // The SDE solver needs one draw per step: from the seed (only its finiteness is checked).
     let noise = if sampler == Sampler::DpmPp2mSde {
         Noise::Seeded
     } else {
-        Noise::Recorded { init: &m.x_t, steps: &[] }
+        Noise::Recorded {
+            init: &m.x_t,
+            steps: &[],
+        }
     };
-    let options = RunOptions { noise, trace: false };
+    let options = RunOptions {
+        noise,
+        trace: false,
+    };
     let frames = m.x_t.dims()[2];
     let (latent, _) = denoiser
-        .run(&recipe, (&m.context.0, &m.context.1), frames, None, &options, &mut |_| true, None)
+        .run(
+            &recipe,
+            (&m.context.0, &m.context.1),
+            frames,
+            None,
+            &options,
+            &mut |_| true,
+            None,
+        )
         .unwrap_or_else(|e| panic!("{sampler} at {steps}: {e}"));
     latent
 }
@@ -102,13 +132,24 @@ fn truth() -> &'static Tensor {
     T.get_or_init(|| {
         let t = &conv()["truth"];
         let sampler = sampler_of(t["sampler"].as_str().expect("truth sampler"));
-        assert_eq!(t["eta"].as_f64(), Some(0.0), "the truth is a deterministic run");
+        assert_eq!(
+            t["eta"].as_f64(),
+            Some(0.0),
+            "the truth is a deterministic run"
+        );
         tiny_run(sampler, t["steps"].as_u64().expect("truth steps") as usize)
     })
 }
 
 fn max_abs(t: &Tensor) -> f32 {
-    t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+    t.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
 }
 
 /// `{sampler: {steps: error}}` of the file, as sorted rows.
@@ -116,7 +157,11 @@ fn table(v: &Value) -> Vec<(Sampler, usize, f64)> {
     let mut rows = vec![];
     for (kind, by_n) in v.as_object().expect("error table") {
         for (n, e) in by_n.as_object().expect("steps -> error") {
-            rows.push((sampler_of(kind), n.parse().expect("steps"), e.as_f64().expect("error")));
+            rows.push((
+                sampler_of(kind),
+                n.parse().expect("steps"),
+                e.as_f64().expect("error"),
+            ));
         }
     }
     rows.sort_by_key(|r| (r.1, r.0.name()));
@@ -140,13 +185,22 @@ fn check_ranking(what: &str, file: &[(Sampler, usize, f64)], ours: &[(Sampler, u
             continue;
         }
         if ff < fd / 1.1 {
-            assert!(of < od, "{what} {n} steps: a fast solver ({of:.4}) should beat DDIM ({od:.4})");
+            assert!(
+                of < od,
+                "{what} {n} steps: a fast solver ({of:.4}) should beat DDIM ({od:.4})"
+            );
             fast_ahead += 1;
         } else if ff > fd * 1.1 {
-            assert!(of > od, "{what} {n} steps: DDIM ({od:.4}) should beat the fast solvers ({of:.4})");
+            assert!(
+                of > od,
+                "{what} {n} steps: DDIM ({od:.4}) should beat the fast solvers ({of:.4})"
+            );
         }
     }
-    assert!(fast_ahead > 0, "{what}: no step count where a fast solver is closer than DDIM");
+    assert!(
+        fast_ahead > 0,
+        "{what}: no step count where a fast solver is closer than DDIM"
+    );
 }
 
 #[test]
@@ -155,7 +209,10 @@ fn fast_solvers_converge_faster_than_ddim_on_the_tiny_model() {
     let truth = truth();
     let m = max_abs(truth);
     let want = c["truth"]["max_abs"].as_f64().expect("truth max_abs") as f32;
-    assert!((m - want).abs() <= 1e-3 * want, "truth max |x| {m} vs {want}");
+    assert!(
+        (m - want).abs() <= 1e-3 * want,
+        "truth max |x| {m} vs {want}"
+    );
     let file = table(&c["rel_error_vs_truth"]);
     assert!(!file.is_empty());
     let mut ours = vec![];
@@ -163,7 +220,10 @@ fn fast_solvers_converge_faster_than_ddim_on_the_tiny_model() {
     for &(sampler, n, e) in &file {
         let r = rel_error(&tiny_run(sampler, n), truth) as f64;
         println!("| {n} | {sampler} | {r:.4} | {e:.4} |");
-        assert!((r / e - 1.0).abs() <= TOL_ERROR_RATIO, "{sampler} at {n}: error {r} vs the file's {e}");
+        assert!(
+            (r / e - 1.0).abs() <= TOL_ERROR_RATIO,
+            "{sampler} at {n}: error {r} vs the file's {e}"
+        );
         ours.push((sampler, n, r));
     }
     check_ranking("tiny model", &file, &ours);
@@ -183,8 +243,12 @@ fn control_run(s: &Schedule, sampler: Sampler, steps: usize, x_t: &Tensor, c: f6
     let mut solver = s.solver(sampler, steps, 0.0).unwrap();
     let mut x = x_t.clone();
     for t in solver.timesteps().to_vec() {
-        let noise = solver.needs_noise().then(|| x.randn_like(0.0, 1.0).unwrap());
-        x = solver.step(&control_v(s, c, &x, t), &x, noise.as_ref()).unwrap();
+        let noise = solver
+            .needs_noise()
+            .then(|| x.randn_like(0.0, 1.0).unwrap());
+        x = solver
+            .step(&control_v(s, c, &x, t), &x, noise.as_ref())
+            .unwrap();
     }
     x
 }
@@ -208,7 +272,10 @@ fn control_errors_match_the_study_and_rank_the_same() {
     for &(sampler, n, e) in &file {
         let r = rel_error(&control_run(&s, sampler, n, &x_t, c), &truth) as f64;
         println!("control | {n} | {sampler} | {r:.4} | {e:.4} |");
-        assert!((r / e - 1.0).abs() <= TOL_ERROR_RATIO, "control {sampler} at {n}: {r} vs {e}");
+        assert!(
+            (r / e - 1.0).abs() <= TOL_ERROR_RATIO,
+            "control {sampler} at {n}: {r} vs {e}"
+        );
         ours.push((sampler, n, r));
     }
     check_ranking("control", &file, &ours);
@@ -221,17 +288,28 @@ fn every_step_count_is_consistent_with_its_neighbours_on_the_control() {
     let (s, x_t, c) = control();
     let truth = control_truth(&s, &x_t, c);
     let tables = load("sampler-fast/tables.safetensors");
-    let extra: Vec<i64> = get(&tables, "extra_timestep_step_counts").to_vec1().unwrap();
-    let nan_counts: Vec<i64> = get(&tables, "unipc_bh2_nonfinite_step_counts").to_vec1().unwrap();
+    let extra: Vec<i64> = get(&tables, "extra_timestep_step_counts")
+        .to_vec1()
+        .unwrap();
+    let nan_counts: Vec<i64> = get(&tables, "unipc_bh2_nonfinite_step_counts")
+        .to_vec1()
+        .unwrap();
     assert!(!extra.is_empty());
     let err = |sampler: Sampler, n: usize| rel_error(&control_run(&s, sampler, n, &x_t, c), &truth);
-    for &n in extra.iter().filter(|&&n| n <= 250).chain(nan_counts.iter().take(2)) {
+    for &n in extra
+        .iter()
+        .filter(|&&n| n <= 250)
+        .chain(nan_counts.iter().take(2))
+    {
         let n = n as usize;
         for sampler in [Sampler::Ddim, Sampler::DpmPp2m, Sampler::UniPc] {
             let (lo, mid, hi) = (err(sampler, n - 1), err(sampler, n), err(sampler, n + 1));
             println!("control {sampler}: n-1 {lo:.5}, n={n} {mid:.5}, n+1 {hi:.5}");
             assert!(mid.is_finite(), "{sampler} at {n}: not finite");
-            assert!(mid <= NEIGHBOUR_SLACK * lo.max(hi), "{sampler} at {n}: {mid} worse than {lo} / {hi}");
+            assert!(
+                mid <= NEIGHBOUR_SLACK * lo.max(hi),
+                "{sampler} at {n}: {mid} worse than {lo} / {hi}"
+            );
         }
     }
     // What the reference's DDIM does at the first such count: its last step at t = -1
@@ -240,12 +318,17 @@ fn every_step_count_is_consistent_with_its_neighbours_on_the_control() {
     let ddim = s.ddim();
     let mut x = x_t.clone();
     for t in s.timesteps(n).unwrap() {
-        x = ddim.step(&control_v(&s, c, &x, t), t, n, &x, 0.0, None).unwrap();
+        x = ddim
+            .step(&control_v(&s, c, &x, t), t, n, &x, 0.0, None)
+            .unwrap();
     }
     let reference = rel_error(&x, &truth);
     let ours = err(Sampler::Ddim, n);
     println!("DDIM at {n}: reference schedule {reference:.4}, ours {ours:.4}");
-    assert!(reference > 0.5 && ours < 0.1, "reference {reference}, ours {ours}");
+    assert!(
+        reference > 0.5 && ours < 0.1,
+        "reference {reference}, ours {ours}"
+    );
 
     for sampler in Sampler::ALL {
         let counts = (1..=200).chain(if sampler == Sampler::UniPc {
@@ -265,14 +348,19 @@ fn every_step_count_is_consistent_with_its_neighbours_on_the_control() {
 #[test]
 fn the_first_extra_count_is_consistent_with_its_neighbours_on_the_tiny_model() {
     let tables = load("sampler-fast/tables.safetensors");
-    let extra: Vec<i64> = get(&tables, "extra_timestep_step_counts").to_vec1().unwrap();
+    let extra: Vec<i64> = get(&tables, "extra_timestep_step_counts")
+        .to_vec1()
+        .unwrap();
     let n = extra[0] as usize;
     let truth = truth();
     for sampler in [Sampler::Ddim, Sampler::DpmPp2m, Sampler::UniPc] {
         let e = |n: usize| rel_error(&tiny_run(sampler, n), truth);
         let (lo, mid, hi) = (e(n - 1), e(n), e(n + 1));
         println!("tiny {sampler}: n-1 {lo:.5}, n={n} {mid:.5}, n+1 {hi:.5}");
-        assert!(mid <= NEIGHBOUR_SLACK * lo.max(hi), "{sampler} at {n}: {mid} worse than {lo} / {hi}");
+        assert!(
+            mid <= NEIGHBOUR_SLACK * lo.max(hi),
+            "{sampler} at {n}: {mid} worse than {lo} / {hi}"
+        );
     }
     let sde = tiny_run(Sampler::DpmPp2mSde, n);
     assert!(max_abs(&sde).is_finite());

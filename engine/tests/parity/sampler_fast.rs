@@ -39,13 +39,19 @@ pub fn sampler_of(kind: &str) -> Sampler {
 }
 
 pub fn schedule() -> Schedule {
-    let cfg: DdimConfig = serde_json::from_value(read_json("sampler-fast/config.json")["diff"].clone())
-        .expect("sampler-fast/config.json 'diff' is not a scheduler config");
+    let cfg: DdimConfig =
+        serde_json::from_value(read_json("sampler-fast/config.json")["diff"].clone())
+            .expect("sampler-fast/config.json 'diff' is not a scheduler config");
     Schedule::new(&cfg).expect("the fixtures' scheduler config is rejected")
 }
 
 fn vec_f32(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
 }
 
 fn vec_i64(t: &Tensor) -> Vec<i64> {
@@ -64,7 +70,11 @@ fn ints(v: &Value) -> Vec<i64> {
 fn max_rel_per_entry(ours: &[f32], reference: &[f32]) -> f32 {
     assert_eq!(ours.len(), reference.len(), "table length");
     ours.iter().zip(reference).fold(0f32, |m, (a, b)| {
-        let d = if *b == 0.0 { a.abs() } else { (a - b).abs() / b.abs() };
+        let d = if *b == 0.0 {
+            a.abs()
+        } else {
+            (a - b).abs() / b.abs()
+        };
         m.max(if d.is_nan() { f32::INFINITY } else { d })
     })
 }
@@ -76,7 +86,9 @@ fn fast_tables_match_diffusers() {
     let abs = |ours: &[f32], name: &str| {
         let r = vec_f32(get(&t, name));
         assert_eq!(ours.len(), r.len(), "{name}: length");
-        ours.iter().zip(&r).fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+        ours.iter()
+            .zip(&r)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
     };
     let ac = abs(s.alphas_cumprod(), "alphas_cumprod");
     let betas = abs(s.betas(), "betas");
@@ -91,7 +103,10 @@ fn fast_tables_match_diffusers() {
         .filter_map(|k| k.strip_prefix("timesteps_")?.parse().ok())
         .collect();
     counts.sort_unstable();
-    assert!(!counts.is_empty(), "tables.safetensors has no timesteps_<n>");
+    assert!(
+        !counts.is_empty(),
+        "tables.safetensors has no timesteps_<n>"
+    );
     let mut worst = 0f32;
     for n in counts {
         let reference = vec_i64(get(&t, &format!("timesteps_{n}")));
@@ -111,7 +126,11 @@ fn fast_tables_match_diffusers() {
         .collect();
     assert_eq!(extra, vec_i64(get(&t, "extra_timestep_step_counts")));
     for &n in &extra {
-        assert_eq!(s.timesteps(n as usize).unwrap().last(), Some(&-1), "n = {n}");
+        assert_eq!(
+            s.timesteps(n as usize).unwrap().last(),
+            Some(&-1),
+            "n = {n}"
+        );
     }
 }
 
@@ -150,7 +169,10 @@ fn check_list(what: &str, ours: &[f32], reference: &Value) {
         .as_array()
         .unwrap_or_else(|| panic!("{what}: ours {ours:?}, reference {reference}"))
         .iter()
-        .map(|v| v.as_f64().unwrap_or_else(|| panic!("{what}: non-number {v}")) as f32 as f64)
+        .map(|v| {
+            v.as_f64()
+                .unwrap_or_else(|| panic!("{what}: non-number {v}")) as f32 as f64
+        })
         .collect();
     assert_eq!(ours.len(), r.len(), "{what}: length");
     let max_ref = r.iter().fold(0f64, |m, v| m.max(v.abs()));
@@ -184,7 +206,11 @@ fn fast_per_step_scalars_match_diffusers() {
             // The scalar math on diffusers' own sigmas (ours are compared in the tables test,
             // at their looser bound: lambda near 0 would amplify their last bits).
             let sigmas = vec_f32(get(&tables, &format!("sigmas_{n}")));
-            assert_eq!(sigmas.len(), s.sigmas(n).unwrap().len(), "sigmas_{n}: length");
+            assert_eq!(
+                sigmas.len(),
+                s.sigmas(n).unwrap().len(),
+                "sigmas_{n}: length"
+            );
             assert_eq!(ints(&cols["t"]), ts, "{kind} {n}: t");
             for k in 0..ts.len() {
                 let w = |c: &str| format!("{kind} n={n} step {k}: {c}");
@@ -199,17 +225,35 @@ fn fast_per_step_scalars_match_diffusers() {
                     if k > 0 {
                         let order = unipc_predictor_order(k - 1, ts.len());
                         let c = unipc_corrector_coefficients(&sigmas, k, order);
-                        assert_eq!(corr["order"][k].as_u64(), Some(c.order as u64), "{}", w("corrector order"));
+                        assert_eq!(
+                            corr["order"][k].as_u64(),
+                            Some(c.order as u64),
+                            "{}",
+                            w("corrector order")
+                        );
                         check_scalar(&w("corrector h"), Some(c.h as f64), &corr["h"][k]);
-                        check_scalar(&w("corrector h_phi_1"), Some(c.h_phi_1 as f64), &corr["h_phi_1"][k]);
+                        check_scalar(
+                            &w("corrector h_phi_1"),
+                            Some(c.h_phi_1 as f64),
+                            &corr["h_phi_1"][k],
+                        );
                         check_scalar(&w("corrector B_h"), Some(c.b_h as f64), &corr["B_h"][k]);
                         check_list(&w("corrector rks"), &c.rks, &corr["rks"][k]);
                         check_list(&w("corrector b"), &c.b, &corr["b"][k]);
                         check_list(&w("corrector rhos_c"), &c.rhos, &corr["rhos_c"][k]);
                     }
                     let pred = &cols["predictor"];
-                    let c = unipc_predictor_coefficients(&sigmas, k, unipc_predictor_order(k, ts.len()));
-                    assert_eq!(pred["order"][k].as_u64(), Some(c.order as u64), "{}", w("predictor order"));
+                    let c = unipc_predictor_coefficients(
+                        &sigmas,
+                        k,
+                        unipc_predictor_order(k, ts.len()),
+                    );
+                    assert_eq!(
+                        pred["order"][k].as_u64(),
+                        Some(c.order as u64),
+                        "{}",
+                        w("predictor order")
+                    );
                     for (name, v) in [
                         ("sigma_s0", c.sigma_s0),
                         ("sigma_t", c.sigma_t),
@@ -284,12 +328,18 @@ fn run_group(
     let mut running = s.solver(sampler, n, 0.0).unwrap();
     let mut x = x_t.clone();
     for k in 0..len {
-        let input = if k == 0 { x_t.clone() } else { row(prev, k - 1) };
+        let input = if k == 0 {
+            x_t.clone()
+        } else {
+            row(prev, k - 1)
+        };
         let y = forced
             .step(&row(outs, k), &input, Some(&row(noise, k)))
             .unwrap();
         single = single.max(rel_error(&y, &row(prev, k)));
-        x = running.step(&row(outs, k), &x, Some(&row(noise, k))).unwrap();
+        x = running
+            .step(&row(outs, k), &x, Some(&row(noise, k)))
+            .unwrap();
         free = free.max(rel_error(&x, &row(prev, k)));
     }
     (single, free)
@@ -323,8 +373,14 @@ fn fast_scheduler_runs_match_diffusers_step_for_step() {
             assert_eq!(s.plan(sampler, n).unwrap(), ts, "{gname} {kind}: plan");
             let (single, free) = run_group(&s, sampler, n, &t, &g["tensors"], kind);
             let tol = if edge { TOL_SINGLE_EDGE } else { TOL_SINGLE };
-            assert!(single <= tol, "{gname} {kind}: single step rel {single:e} > {tol:e}");
-            assert!(free <= TOL_FREE, "{gname} {kind}: free run rel {free:e} > {TOL_FREE:e}");
+            assert!(
+                single <= tol,
+                "{gname} {kind}: single step rel {single:e} > {tol:e}"
+            );
+            assert!(
+                free <= TOL_FREE,
+                "{gname} {kind}: free run rel {free:e} > {TOL_FREE:e}"
+            );
             let e = worst.entry((kind.to_string(), edge)).or_default();
             *e = (e.0.max(single), e.1.max(free));
         }
@@ -342,7 +398,9 @@ fn fast_pipeline_runs_match_diffusers_end_to_end() {
     let json = read_json("sampler-fast/pipeline.json");
     let rec = load("sampler-fast/pipeline.safetensors");
     let model = fixtures_dir().join("sampler-fast").join(
-        json["model_tiny"].as_str().expect("pipeline.json model_tiny"),
+        json["model_tiny"]
+            .as_str()
+            .expect("pipeline.json model_tiny"),
     );
     let folder = ModelFolder::open(&model).unwrap_or_else(|e| panic!("{e}"));
     let pipe = Pipeline::load(&folder, &Device::Cpu, DType::F32).unwrap_or_else(|e| panic!("{e}"));
@@ -351,7 +409,11 @@ fn fast_pipeline_runs_match_diffusers_end_to_end() {
     for (name, run) in runs {
         let p = run["prefix"].as_str().expect("prefix");
         let key = |k: &str| format!("{p}{k}");
-        let num = |k: &str| run[k].as_f64().unwrap_or_else(|| panic!("{name}: no '{k}'"));
+        let num = |k: &str| {
+            run[k]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{name}: no '{k}'"))
+        };
         let recipe = Recipe {
             prompt: run["prompt"].as_str().expect("prompt").into(),
             negative: run["negative_prompt"].as_str().unwrap_or("").into(),
@@ -365,7 +427,12 @@ fn fast_pipeline_runs_match_diffusers_end_to_end() {
         };
         let ts = ints(&run["timesteps"]);
         assert_eq!(vec_i64(get(&rec, &key("timesteps"))), ts);
-        assert_eq!(pipe.schedule().plan(recipe.sampler, recipe.steps as usize).unwrap(), ts);
+        assert_eq!(
+            pipe.schedule()
+                .plan(recipe.sampler, recipe.steps as usize)
+                .unwrap(),
+            ts
+        );
         let noise: Vec<Tensor> = (0..ts.len())
             .filter_map(|i| rec.get(&key(&format!("step{i}.variance_noise"))).cloned())
             .collect();
@@ -373,17 +440,29 @@ fn fast_pipeline_runs_match_diffusers_end_to_end() {
         let out = pipe
             .generate(
                 &recipe,
-                &RunOptions::traced(Noise::Recorded { init, steps: &noise }),
+                &RunOptions::traced(Noise::Recorded {
+                    init,
+                    steps: &noise,
+                }),
                 &mut |_| true,
             )
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let (text, _) = pipe.encode_text(&[recipe.prompt.as_str()]).unwrap();
-        assert_close(&format!("{name}: text_hidden"), &text, get(&rec, &key("text_hidden")), TOL_PIPELINE);
+        assert_close(
+            &format!("{name}: text_hidden"),
+            &text,
+            get(&rec, &key("text_hidden")),
+            TOL_PIPELINE,
+        );
         assert_eq!(out.trace.len(), ts.len(), "{name}: steps");
         let mut worst = 0f32;
         for (i, st) in out.trace.iter().enumerate() {
             let s = |k: &str| key(&format!("step{i}.{k}"));
-            let input = if i == 0 { key("init_noise") } else { key(&format!("step{}.latents_out", i - 1)) };
+            let input = if i == 0 {
+                key("init_noise")
+            } else {
+                key(&format!("step{}.latents_out", i - 1))
+            };
             let mut pairs = vec![
                 ("latents_in", &st.latents_in, input),
                 ("out_text", &st.out_text, s("out_text")),
@@ -405,6 +484,9 @@ fn fast_pipeline_runs_match_diffusers_end_to_end() {
             .unwrap_or_else(|e| panic!("{name}: waveform length {}: {e}", out.samples.len()));
         let w = rel_error(&ours, wave);
         println!("{name}: per-step max rel {worst:e}, final latent {fin:e}, waveform {w:e}");
-        assert!(fin <= TOL_PIPELINE && w <= TOL_PIPELINE, "{name}: final {fin:e}, waveform {w:e}");
+        assert!(
+            fin <= TOL_PIPELINE && w <= TOL_PIPELINE,
+            "{name}: final {fin:e}, waveform {w:e}"
+        );
     }
 }

@@ -23,9 +23,9 @@ mod unipc;
 pub use dpm::{coefficients as dpm_coefficients, DpmCoefficients, DpmSolver};
 pub use schedule::Schedule;
 pub use unipc::{
-    corrector_coefficients as unipc_corrector_coefficients, predictor_coefficients
-        as unipc_predictor_coefficients, predictor_order as unipc_predictor_order,
-    UniCoefficients, UniPc,
+    corrector_coefficients as unipc_corrector_coefficients,
+    predictor_coefficients as unipc_predictor_coefficients,
+    predictor_order as unipc_predictor_order, UniCoefficients, UniPc,
 };
 
 use std::fmt;

@@ -108,10 +108,7 @@ impl Schedule {
                 *last = TERMINAL_ALPHA_CUMPROD;
             }
         }
-        let train_sigmas = ac
-            .iter()
-            .map(|a| ((1.0 - a) / a).sqrt() as f32)
-            .collect();
+        let train_sigmas = ac.iter().map(|a| ((1.0 - a) / a).sqrt() as f32).collect();
         let target = match cfg.prediction_type.as_str() {
             "epsilon" => Target::Epsilon,
             "v_prediction" => Target::V,

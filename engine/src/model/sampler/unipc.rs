@@ -126,7 +126,14 @@ pub fn corrector_coefficients(sigmas: &[f32], k: usize, order: usize) -> UniCoef
 /// The predictor of step `k`, of `order`.
 pub fn predictor_coefficients(sigmas: &[f32], k: usize, order: usize) -> UniCoefficients {
     let s1 = (order == 2 && k >= 1).then(|| k - 1);
-    update_coefficients(sigmas, k, k + 1, s1, if s1.is_some() { 2 } else { 1 }, false)
+    update_coefficients(
+        sigmas,
+        k,
+        k + 1,
+        s1,
+        if s1.is_some() { 2 } else { 1 },
+        false,
+    )
 }
 
 /// The predictor order of step `k` of `steps`: `min(2, steps - k, k + 1)`.
@@ -177,8 +184,8 @@ impl UniPc {
             sample = if c.is_empty_step() {
                 last.clone()
             } else {
-                let mut x =
-                    ((last * (c.sigma_vp_t / c.sigma_vp_s0()) as f64)? - (cur * (c.alpha_t * c.h_phi_1) as f64)?)?;
+                let mut x = ((last * (c.sigma_vp_t / c.sigma_vp_s0()) as f64)?
+                    - (cur * (c.alpha_t * c.h_phi_1) as f64)?)?;
                 let d1_t = (&x0 - cur)?;
                 let mut res = (d1_t * c.rhos[c.rhos.len() - 1] as f64)?;
                 if c.order == 2 {
@@ -202,7 +209,10 @@ impl UniPc {
         if c.is_empty_step() {
             return Ok(sample);
         }
-        let cur = self.cur.as_ref().ok_or_else(|| Error::Internal("UniPC history".into()))?;
+        let cur = self
+            .cur
+            .as_ref()
+            .ok_or_else(|| Error::Internal("UniPC history".into()))?;
         let mut x = ((&sample * (c.sigma_vp_t / c.sigma_vp_s0()) as f64)?
             - (cur * (c.alpha_t * c.h_phi_1) as f64)?)?;
         if c.order == 2 {
