@@ -1,10 +1,14 @@
 //! Cue files for `ezaudio generate --batch`: one prompt per line, or CSV with the header
-//! `prompt,seconds,seed[,negative]` (empty cells take the command-line values). Empty lines and
+//! `prompt,seconds,seed[,negative,sampler,steps]` (any subset after `prompt`, in any order; empty
+//! cells take the command-line values, so cue files written before `sampler`/`steps` existed
+//! read as they did). Empty lines and
 //! lines starting with `#` are skipped. CSV cells may be quoted (`"a dog, barking"`, `""` for a
 //! quote inside).
 
 use std::io::Read as _;
 use std::path::Path;
+
+use ezaudio_engine::model::sampler::Sampler;
 
 use super::CliError;
 
@@ -20,6 +24,10 @@ pub struct Cue {
     pub seconds: Option<f32>,
     pub seed: Option<u64>,
     pub negative: Option<String>,
+    /// Optional `sampler` column (a name of `--sampler`); empty takes the command line's.
+    pub sampler: Option<Sampler>,
+    /// Optional `steps` column; empty takes the command line's.
+    pub steps: Option<u32>,
 }
 
 pub fn read_cues(path: &Path) -> Result<Vec<Cue>, CliError> {
@@ -113,13 +121,15 @@ pub fn parse_cues(text: &str) -> Result<Vec<Cue>, String> {
                 seconds: None,
                 seed: None,
                 negative: None,
+                sampler: None,
+                steps: None,
             })
             .collect());
     };
     for (i, c) in cols.iter().enumerate() {
-        let known = ["prompt", "seconds", "seed", "negative"];
+        let known = ["prompt", "seconds", "seed", "negative", "sampler", "steps"];
         if !known.contains(&c.as_str()) {
-            return Err(format!("line {first_no}: unknown CSV column '{c}' (expected prompt,seconds,seed[,negative])"));
+            return Err(format!("line {first_no}: unknown CSV column '{c}' (expected prompt,seconds,seed[,negative,sampler,steps])"));
         }
         if cols[..i].contains(c) {
             return Err(format!("line {first_no}: column '{c}' appears twice"));
@@ -127,6 +137,7 @@ pub fn parse_cues(text: &str) -> Result<Vec<Cue>, String> {
     }
     let col = |name: &str| cols.iter().position(|c| c == name);
     let (c_seconds, c_seed, c_negative) = (col("seconds"), col("seed"), col("negative"));
+    let (c_sampler, c_steps) = (col("sampler"), col("steps"));
     let mut cues = Vec::new();
     for (line, l) in lines {
         let cells = split_csv(l).map_err(|e| format!("line {line}: {e}"))?;
@@ -154,6 +165,22 @@ pub fn parse_cues(text: &str) -> Result<Vec<Cue>, String> {
                     .map_err(|_| format!("line {line}: seed '{s}' is not a whole number >= 0"))
             })
             .transpose()?;
+        let sampler = cell(c_sampler)
+            .map(|s| {
+                s.parse::<Sampler>().map_err(|_| {
+                    format!(
+                        "line {line}: sampler '{s}' is not one of {}",
+                        Sampler::NAMES.join(", ")
+                    )
+                })
+            })
+            .transpose()?;
+        let steps = cell(c_steps)
+            .map(|s| {
+                s.parse::<u32>()
+                    .map_err(|_| format!("line {line}: steps '{s}' is not a whole number"))
+            })
+            .transpose()?;
         let prompt = cells
             .first()
             .map(|s| s.trim().to_string())
@@ -167,6 +194,8 @@ pub fn parse_cues(text: &str) -> Result<Vec<Cue>, String> {
             seconds,
             seed,
             negative: cell(c_negative).map(str::to_string),
+            sampler,
+            steps,
         });
     }
     Ok(cues)
@@ -274,6 +303,22 @@ mod tests {
             let e = parse_cues(&format!("{header}\ndog;1;2\n")).unwrap_err();
             assert!(e.contains("line 1 looks like a CSV header"), "{e}");
         }
+    }
+
+    #[test]
+    fn csv_may_name_the_sampler_and_steps() {
+        let text = "prompt,sampler,steps\ndraft,dpm++2m,10\nfinal,,\n";
+        let cues = parse_cues(text).unwrap();
+        assert_eq!(
+            (cues[0].sampler, cues[0].steps),
+            (Some(Sampler::DpmPp2m), Some(10))
+        );
+        assert_eq!((cues[1].sampler, cues[1].steps), (None, None));
+        let bad = parse_cues("prompt,sampler\ndog,euler\n").unwrap_err();
+        assert!(bad.contains("line 2") && bad.contains("unipc"), "{bad}");
+        assert!(parse_cues("prompt,steps\ndog,-3\n")
+            .unwrap_err()
+            .contains("steps"));
     }
 
     #[test]

@@ -20,8 +20,8 @@ use serde_json::{json, Value};
 
 use ezaudio_engine::error::{Error, Result};
 use ezaudio_engine::model::config::EzAudioConfig;
-use ezaudio_engine::model::ddim::Ddim;
 use ezaudio_engine::model::dit::{DitConfig, MaskDit};
+use ezaudio_engine::model::sampler::Schedule;
 use ezaudio_engine::model::t5::{T5Config, T5Encoder};
 use ezaudio_engine::model::vae::{Oobleck, VaeConfig};
 use ezaudio_engine::pipeline::{vae_dtype, Denoiser, RunOptions};
@@ -277,7 +277,7 @@ fn job_case(opts: &BenchOptions, device: &Device) -> Result<Case> {
     };
     let t5 = T5Encoder::new(&t5_cfg, random_vb(opts.dtype, device))?;
     let dit = MaskDit::new(&config.model, random_vb(opts.dtype, device))?;
-    let scheduler = Ddim::new(&config.diff)?;
+    let schedule = Schedule::new(&config.diff)?;
     let vae_cfg = VaeConfig::oobleck_24k();
     let vae_dtype = vae_dtype(device, opts.dtype);
     // Encoder included: the pipeline keeps it for editing.
@@ -303,7 +303,7 @@ fn job_case(opts: &BenchOptions, device: &Device) -> Result<Case> {
         // The pipeline's own denoising loop: guidance, rescale, DDIM with eta 1.
         let denoiser = Denoiser {
             dit: &dit,
-            scheduler: &scheduler,
+            schedule: &schedule,
         };
         let (latent, trace) = denoiser.run(
             &recipe,

@@ -168,7 +168,7 @@ pub fn edit(args: EditArgs) -> CliResult {
                 _ => CliError::new(format!("editing {}: {e}", args.input.display())),
             })?;
         let mut command = format!(
-            "ezaudio edit {} --start {} --length {} --boundary {} --prompt {} -o {} --steps {} --guidance {} --rescale {} --eta {} --seed {}",
+            "ezaudio edit {} --start {} --length {} --boundary {} --prompt {} -o {} --steps {} --sampler {} --guidance {} --rescale {} --eta {} --seed {}",
             shell_quote(&source_name),
             args.start,
             args.length,
@@ -176,6 +176,7 @@ pub fn edit(args: EditArgs) -> CliResult {
             shell_quote(&args.prompt),
             shell_quote(&path.to_string_lossy()),
             gen.steps,
+            gen.sampler,
             gen.guidance,
             gen.rescale,
             gen.eta,

@@ -11,7 +11,7 @@ use ezaudio_engine::install::{
     damaged_part, fetch_official_with, hf_cache_dir, resolve_model, user_models_dir, FetchProgress,
     ModelFolder, ModelSource, Official, MODELS_ENV,
 };
-use ezaudio_engine::model::ddim::Ddim;
+use ezaudio_engine::model::sampler::Schedule;
 use ezaudio_engine::model::dit::MaskDit;
 use ezaudio_engine::model::t5::load_t5_folder;
 use ezaudio_engine::model::text::TextTokenizer;
@@ -296,7 +296,7 @@ fn verify(source: &ModelSource) -> CliResult {
     )?;
     report(
         "scheduler",
-        Ddim::new(&cfg.diff).map(|_| {
+        Schedule::new(&cfg.diff).map(|_| {
             format!(
                 "DDIM, {} training steps, {}",
                 cfg.diff.num_train_timesteps, cfg.diff.prediction_type

@@ -506,12 +506,15 @@ fn sidecars_of_release_0_1_0_load_unchanged() {
             negative: "low quality".into(),
             seconds: 0.5,
             steps: 2,
+            // 0.1.0 had no sampler key: it ran DDIM, and the sidecar loads as DDIM.
+            sampler: ezaudio_engine::model::sampler::Sampler::Ddim,
             guidance: 4.5,
             rescale: 0.5,
             eta: 0.5,
             seed: 3,
         }
     );
+    assert!(old.get("sampler").is_none());
     assert_eq!(meta.kind, ClipKind::Generate);
     assert_eq!(meta.model_id, "EzAudio-tiny-fixture");
     assert_eq!(meta.created, 1796158862);
@@ -580,7 +583,12 @@ fn sidecars_of_release_0_1_0_load_unchanged() {
         k.sort();
         k
     };
-    assert_eq!(keys(&new), keys(&old), "the sidecar's keys changed");
+    // Every 0.1.0 key is still written; the one key added since is the sampler.
+    let mut expected = keys(&old);
+    expected.push("sampler".into());
+    expected.sort();
+    assert_eq!(keys(&new), expected, "the sidecar's keys changed");
+    assert_eq!(new["sampler"], "ddim");
     let now: ClipMeta = serde_json::from_value(new.clone()).unwrap();
     assert_eq!(now.recipe, meta.recipe);
     assert_eq!(now.kind, meta.kind);
@@ -594,4 +602,101 @@ fn sidecars_of_release_0_1_0_load_unchanged() {
     ] {
         assert_eq!(new[key], old[key], "sidecar '{key}'");
     }
+}
+
+#[test]
+fn sampler_is_chosen_listed_and_recorded() {
+    let (_, seconds) = reference();
+    let sb = Sandbox::new();
+    let help = sb.run(&["generate", "--help"]);
+    assert_ok(&help);
+    let help = text(&help.stdout);
+    for name in ["ddim", "dpm++2m", "dpm++2m-sde", "unipc"] {
+        assert!(
+            help.contains(name),
+            "--help does not list '{name}':\n{help}"
+        );
+    }
+    let model = model_tiny();
+    let mut runs = vec![];
+    for name in ["ddim", "dpm++2m", "unipc"] {
+        let out = format!("{}.wav", name.replace('+', "p"));
+        let mut args = gen_args(&model, "a dog barking", &out, seconds, 4);
+        args.extend(["--sampler".to_string(), name.to_string()]);
+        assert_ok(&sb.run(&args));
+        let meta = sidecar(&sb.path(&out));
+        assert_eq!(meta["sampler"], name);
+        let cmd = meta["command"].as_str().unwrap();
+        assert!(cmd.contains(&format!("--sampler {name}")), "{cmd}");
+        runs.push(read_wav(&sb.path(&out)).1);
+    }
+    assert!(
+        runs[0] != runs[1] && runs[1] != runs[2],
+        "the sampler changed nothing"
+    );
+    // The recorded command makes the same file again.
+    let mut again = gen_args(&model, "a dog barking", "again.wav", seconds, 4);
+    again.extend(["--sampler".to_string(), "dpm++2m".to_string()]);
+    assert_ok(&sb.run(&again));
+    assert_eq!(read_wav(&sb.path("again.wav")).1, runs[1]);
+
+    let mut bad = gen_args(&model, "a dog barking", "bad.wav", seconds, 4);
+    bad.extend(["--sampler".to_string(), "euler".to_string()]);
+    assert_fails(&sb.run(&bad), "dpm++2m");
+
+    let out = sb.run(&[
+        "edit",
+        "ddim.wav",
+        "--start",
+        &(seconds * 0.25).to_string(),
+        "--length",
+        &(seconds * 0.25).to_string(),
+        "--prompt",
+        "a car horn",
+        "-o",
+        "edit.wav",
+        "--model",
+        &model.to_string_lossy(),
+        "--steps",
+        "2",
+        "--sampler",
+        "dpm++2m-sde",
+    ]);
+    assert_ok(&out);
+    let meta = sidecar(&sb.path("edit.wav"));
+    assert_eq!(meta["sampler"], "dpm++2m-sde");
+    assert!(meta["command"]
+        .as_str()
+        .unwrap()
+        .contains("--sampler dpm++2m-sde"));
+
+    // A cue file may name the sampler and the steps per cue.
+    std::fs::write(
+        sb.path("cues.csv"),
+        format!("prompt,seconds,sampler,steps\ndraft,{seconds},dpm++2m,2\nfinal,{seconds},,\n"),
+    )
+    .unwrap();
+    assert_ok(&sb.run(&[
+        "generate",
+        "--batch",
+        "cues.csv",
+        "--out-dir",
+        "cues",
+        "--model",
+        &model.to_string_lossy(),
+        "--steps",
+        "3",
+        "--sampler",
+        "unipc",
+    ]));
+    let draft = sidecar(&sb.path("cues/001-draft.wav"));
+    assert_eq!(
+        (draft["sampler"].as_str(), draft["steps"].as_u64()),
+        (Some("dpm++2m"), Some(2))
+    );
+    let fin = sidecar(&sb.path("cues/002-final.wav"));
+    assert_eq!(
+        (fin["sampler"].as_str(), fin["steps"].as_u64()),
+        (Some("unipc"), Some(3))
+    );
 }

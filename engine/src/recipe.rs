@@ -6,11 +6,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::model::sampler::Sampler;
 
 /// What to generate and with which sampler settings.
 ///
-/// Serialised flat (`prompt`, `negative`, `seconds`, `steps`, `guidance`, `rescale`, `eta`,
-/// `seed`): clip metadata, CLI sidecars and plugin states embed these keys as they are.
+/// Serialised flat (`prompt`, `negative`, `seconds`, `steps`, `sampler`, `guidance`, `rescale`,
+/// `eta`, `seed`): clip metadata, CLI sidecars and plugin states embed these keys as they are.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Recipe {
     pub prompt: String,
@@ -18,25 +19,29 @@ pub struct Recipe {
     pub negative: String,
     /// Length of the audio to generate.
     pub seconds: f32,
-    /// DDIM steps.
+    /// Sampler steps (model calls; see `Schedule::plan` for the 62 counts with one more).
     pub steps: u32,
+    /// Which sampler; missing in recipes written before it existed, which ran DDIM.
+    #[serde(default)]
+    pub sampler: Sampler,
     /// Classifier-free guidance scale (0 turns guidance off).
     pub guidance: f32,
     /// Guidance rescale (0 = none, 1 = full).
     pub rescale: f32,
-    /// DDIM eta (0 = deterministic, 1 = the official default).
+    /// DDIM eta (0 = deterministic, 1 = the official default); the other samplers ignore it.
     pub eta: f32,
     pub seed: u64,
 }
 
 impl Default for Recipe {
-    /// The official API's defaults: 10 s, 100 steps, guidance 5, rescale 0.75, eta 1.
+    /// The official API's defaults: 10 s, 100 DDIM steps, guidance 5, rescale 0.75, eta 1.
     fn default() -> Self {
         Self {
             prompt: String::new(),
             negative: String::new(),
             seconds: 10.0,
             steps: 100,
+            sampler: Sampler::Ddim,
             guidance: 5.0,
             rescale: 0.75,
             eta: 1.0,
@@ -93,12 +98,36 @@ mod tests {
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
         assert_eq!(
             keys.len(),
-            8,
+            9,
             "every recipe field is one flat key: {keys:?}"
         );
         assert_eq!(v["prompt"], "rain");
         assert_eq!(v["steps"], 100);
+        assert_eq!(v["sampler"], "ddim");
         assert_eq!(serde_json::from_value::<Recipe>(v).unwrap(), r);
+    }
+
+    #[test]
+    fn a_recipe_without_a_sampler_is_ddim_and_names_round_trip() {
+        let mut v = serde_json::to_value(Recipe::new("rain")).unwrap();
+        v.as_object_mut().unwrap().remove("sampler");
+        let r: Recipe = serde_json::from_value(v).unwrap();
+        assert_eq!(r.sampler, Sampler::Ddim);
+        for (s, name) in Sampler::ALL.iter().zip(Sampler::NAMES) {
+            let with = Recipe {
+                sampler: *s,
+                ..Recipe::new("rain")
+            };
+            let v = serde_json::to_value(&with).unwrap();
+            assert_eq!(v["sampler"], name);
+            assert_eq!(serde_json::from_value::<Recipe>(v).unwrap().sampler, *s);
+            assert_eq!(name.parse::<Sampler>().unwrap(), *s);
+        }
+        assert!("euler"
+            .parse::<Sampler>()
+            .unwrap_err()
+            .to_string()
+            .contains("unipc"));
     }
 
     #[test]

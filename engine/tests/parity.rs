@@ -14,6 +14,12 @@ mod dit;
 mod pipeline;
 #[path = "parity/reduced.rs"]
 mod reduced;
+#[path = "parity/sampler_convergence.rs"]
+mod sampler_convergence;
+#[path = "parity/sampler_fast.rs"]
+mod sampler_fast;
+#[path = "parity/sampler_jobs.rs"]
+mod sampler_jobs;
 #[path = "parity/scheduler.rs"]
 mod scheduler;
 #[path = "parity/t5.rs"]

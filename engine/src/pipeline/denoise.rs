@@ -10,14 +10,15 @@ use rand_distr::{Distribution, StandardNormal};
 
 use super::{Noise, RunOptions, SkipsProvider, Stage, StepTrace};
 use crate::error::{Error, Result};
-use crate::model::ddim::{guide, rescale_noise_cfg, Ddim};
+use crate::model::ddim::{guide, rescale_noise_cfg};
 use crate::model::dit::MaskDit;
+use crate::model::sampler::Schedule;
 use crate::recipe::Recipe;
 
 /// The DiT and its schedule, borrowed for one run.
 pub struct Denoiser<'a> {
     pub dit: &'a MaskDit,
-    pub scheduler: &'a Ddim,
+    pub schedule: &'a Schedule,
 }
 
 impl Denoiser<'_> {
@@ -75,8 +76,10 @@ impl Denoiser<'_> {
         // The text side of the DiT (context embedding, cross-attention keys/values) is the same
         // for every step: computed once here.
         let prepared = self.dit.prepare_context(context, context_mask, None)?;
-        let steps = recipe.steps as usize;
-        let timesteps = self.scheduler.timesteps(steps)?;
+        let mut solver =
+            self.schedule
+                .solver(recipe.sampler, recipe.steps as usize, recipe.eta as f64)?;
+        let timesteps = solver.timesteps().to_vec();
         let n = timesteps.len();
         let mut trace = Vec::with_capacity(if options.trace { n } else { 0 });
         for (k, &t) in timesteps.iter().enumerate() {
@@ -110,7 +113,9 @@ impl Denoiser<'_> {
             } else {
                 (out.clone(), None, out)
             };
-            let step_noise = if recipe.eta > 0.0 {
+            // DDIM at eta > 0 and the SDE solver: one draw per step after x_T, from the same
+            // generator (the reference's order), or the recorded tensors.
+            let step_noise = if solver.needs_noise() {
                 Some(match noise {
                     Noise::Seeded => draw((1, channels, frames))?,
                     Noise::Recorded { steps, .. } => steps
@@ -124,14 +129,7 @@ impl Denoiser<'_> {
             } else {
                 None
             };
-            let next = self.scheduler.step(
-                &pred,
-                t,
-                steps,
-                &latents,
-                recipe.eta as f64,
-                step_noise.as_ref(),
-            )?;
+            let next = solver.step(&pred, &latents, step_noise.as_ref())?;
             if options.trace {
                 trace.push(StepTrace {
                     latents_in: latents,

@@ -1,7 +1,7 @@
 //! Text-to-audio and audio editing, mirroring the official `src/inference.py:inference()` and
 //! `api/ezaudio.py` (`generate_audio`, `editing_audio`).
 //!
-//! T5 encodes the prompt and the negative prompt once per job; the DiT then runs once per DDIM
+//! T5 encodes the prompt and the negative prompt once per job; the DiT then runs once per sampler
 //! step on the batch `[prompt; negative]` (classifier-free guidance in one forward), and the VAE
 //! decodes the final latent to 24 kHz mono.
 //!
@@ -25,6 +25,7 @@ use crate::install::ModelFolder;
 use crate::model::config::EzAudioConfig;
 use crate::model::ddim::Ddim;
 use crate::model::dit::MaskDit;
+use crate::model::sampler::Schedule;
 use crate::model::t5::{load_t5_folder, T5Encoder};
 use crate::model::text::TextTokenizer;
 use crate::model::vae::{Oobleck, VaeConfig};
@@ -101,7 +102,7 @@ pub struct Pipeline {
     text_encoder: T5Encoder,
     dit: MaskDit,
     vae: Oobleck,
-    scheduler: Ddim,
+    schedule: Schedule,
     device: Device,
     /// The dtype asked for at load (what the DiT and T5 store; see `model::linear`).
     dtype: DType,
@@ -180,7 +181,7 @@ impl Pipeline {
         let vae = Oobleck::new(&vae_cfg, vae_ckpt.var_builder(vae_dtype, device))?;
         vae_ckpt.ensure_all_used(|_| false)?;
         check_vae(folder, &vae_cfg)?;
-        let scheduler = Ddim::new(&config.diff)?;
+        let schedule = Schedule::new(&config.diff)?;
         // Loading converted and packed weights through temporaries; give that memory back.
         crate::runtime::release_free_memory();
         Ok(Self {
@@ -190,7 +191,7 @@ impl Pipeline {
             text_encoder,
             dit,
             vae,
-            scheduler,
+            schedule,
             device: device.clone(),
             dtype,
             vae_dtype,
@@ -216,8 +217,13 @@ impl Pipeline {
     pub fn sample_rate(&self) -> u32 {
         self.config.autoencoder.sr
     }
+    /// DDIM (part of [`Pipeline::schedule`]).
     pub fn scheduler(&self) -> &Ddim {
-        &self.scheduler
+        self.schedule.ddim()
+    }
+    /// The tables of every sampler.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
     }
     pub fn dit(&self) -> &MaskDit {
         &self.dit
@@ -278,7 +284,7 @@ impl Pipeline {
         };
         let denoiser = Denoiser {
             dit: &self.dit,
-            scheduler: &self.scheduler,
+            schedule: &self.schedule,
         };
         let (latents, trace) = denoiser.run(
             recipe,

@@ -300,6 +300,7 @@ fn settings(run: &serde_json::Value) -> Recipe {
         negative: run["negative_prompt"].as_str().unwrap_or("").to_string(),
         seconds: num("seconds") as f32,
         steps: num("ddim_steps") as u32,
+        sampler: Default::default(),
         guidance: num("guidance_scale") as f32,
         rescale: num("guidance_rescale") as f32,
         eta: num("eta") as f32,

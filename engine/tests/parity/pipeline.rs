@@ -29,6 +29,7 @@ fn settings_from(run: &serde_json::Value) -> Recipe {
         negative: text(&["neg", "negative_prompt"]),
         seconds: run["seconds"].as_f64().unwrap_or(10.0) as f32,
         steps: num("ddim_steps") as u32,
+        sampler: Default::default(),
         guidance: num("guidance_scale") as f32,
         rescale: num("guidance_rescale") as f32,
         eta: num("eta") as f32,
