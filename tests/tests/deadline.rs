@@ -28,8 +28,12 @@ fn fixtures_dir() -> PathBuf {
     dir
 }
 
-/// Asks for SCHED_FIFO on the calling thread, as a DAW's audio thread runs; false if refused.
+/// Asks for SCHED_FIFO on the calling thread, as a DAW's audio thread runs; false if refused
+/// (or not asked for: `EZAUDIO_DEADLINE_NORMAL_PRIORITY=1` measures at normal priority).
 fn realtime_priority() -> bool {
+    if std::env::var_os("EZAUDIO_DEADLINE_NORMAL_PRIORITY").is_some() {
+        return false;
+    }
     #[cfg(target_os = "linux")]
     {
         #[repr(C)]
@@ -68,7 +72,7 @@ fn process_keeps_its_deadline_while_the_engine_generates() {
     std::env::set_var("EZAUDIO_DEVICE", "cpu");
     std::env::set_var("EZAUDIO_DTYPE", "f32");
 
-    // Every pad follows the sidechain with the most steps the model allows: one capture
+    // Every pad follows the sidechain with 300 steps (several seconds each here): one capture
     // starts 16 long jobs, so the engine is busy for the whole measured render.
     let pads: Vec<(usize, Value)> = (0..16)
         .map(|i| {
@@ -76,7 +80,7 @@ fn process_keeps_its_deadline_while_the_engine_generates() {
                 i,
                 json!({
                     "prompt": "rain on a tin roof", "negative": "",
-                    "settings": {"steps": 1000, "guidance": 3.5, "rescale": 0.0, "eta": 0.0,
+                    "settings": {"seconds": 1.0, "steps": 300, "guidance": 3.5, "rescale": 0.0, "eta": 0.0,
                                  "seed": i, "seed_locked": true},
                     "control": {"follow_sidechain": true, "scale": 1.0}
                 }),
@@ -116,7 +120,10 @@ fn process_keeps_its_deadline_while_the_engine_generates() {
          median {median:?}, worst {worst:?}, over budget: {over}",
         times.len()
     );
-    assert_eq!(times.len(), (seconds * RATE / f64::from(BLOCK)).ceil() as usize);
+    assert_eq!(
+        times.len(),
+        (seconds * RATE / f64::from(BLOCK)).ceil() as usize
+    );
 
     // The engine was still generating when the render ended: the measurement overlapped it.
     let done = clips_in(&plugin.save_state().expect("save"));

@@ -148,11 +148,17 @@ mod tests {
         #[cfg(target_os = "linux")]
         {
             let nice = pool.run(this_thread_nice);
-            assert_eq!(nice, BACKGROUND_NICE, "compute threads run below normal priority");
+            assert_eq!(
+                nice, BACKGROUND_NICE,
+                "compute threads run below normal priority"
+            );
             // Work the kernels split with rayon lands on the pool's threads too.
             let nices: Vec<i32> = pool.run(|| {
                 use rayon::prelude::*;
-                (0..64).into_par_iter().map(|_| this_thread_nice()).collect()
+                (0..64)
+                    .into_par_iter()
+                    .map(|_| this_thread_nice())
+                    .collect()
             });
             assert!(nices.iter().all(|n| *n == BACKGROUND_NICE), "{nices:?}");
         }

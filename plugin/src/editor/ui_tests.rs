@@ -213,7 +213,11 @@ fn draft_then_render_final_with_expected_times() {
     let mut h = harness(app);
     h.get_by_label("Sampler");
     h.get_by_label("Final steps");
-    h.get_by_label_contains("DPM++ 2M");
+    assert_eq!(
+        shared.store.with(|b| b.pads[0].recipe.sampler),
+        Sampler::DpmPp2m,
+        "a new pad drafts with DPM++ 2M"
+    );
     h.get_by_label_contains("time known after the first generation");
     // No draft yet: Render final sends nothing.
     h.get_by_label("Render final").click();

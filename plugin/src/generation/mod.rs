@@ -189,7 +189,10 @@ impl Runner {
 
     fn handle(&mut self, command: Command) {
         let shared = self.shared.clone();
-        if matches!(command, Command::Generate { .. } | Command::Variations { .. }) {
+        if matches!(
+            command,
+            Command::Generate { .. } | Command::Variations { .. }
+        ) {
             // Process-wide: with several instances, the last one to submit decides.
             let cores = shared.generation_cores.load(Ordering::Relaxed);
             compute::set_compute_threads(cores as usize);
