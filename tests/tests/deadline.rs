@@ -52,6 +52,17 @@ fn realtime_priority() -> bool {
     false
 }
 
+/// The machine's "steal" time so far (ticks the hypervisor ran something else), if known.
+fn steal_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    stat.lines()
+        .next()?
+        .split_whitespace()
+        .nth(8)?
+        .parse()
+        .ok()
+}
+
 fn clips_in(blob: &[u8]) -> usize {
     let state = parse_state(blob);
     (1..=16)
@@ -105,33 +116,45 @@ fn process_keeps_its_deadline_while_the_engine_generates() {
     let realtime = realtime_priority();
     plugin.real_time = true;
     let seconds = 4.0;
-    plugin
-        .render(RATE, BLOCK, (seconds * RATE) as u32, &[])
-        .expect("render");
-    let times = std::mem::take(&mut plugin.process_times);
     let budget = Duration::from_secs_f64(f64::from(BLOCK) / RATE);
-    let worst = times.iter().max().copied().unwrap_or_default();
-    let mut sorted = times.clone();
-    sorted.sort();
-    let median = sorted[sorted.len() / 2];
-    let over = times.iter().filter(|t| **t > budget).count();
-    eprintln!(
-        "{} blocks of {BLOCK} at {RATE} Hz (budget {budget:?}), realtime priority: {realtime}; \
-         median {median:?}, worst {worst:?}, over budget: {over}",
-        times.len()
-    );
-    assert_eq!(
-        times.len(),
-        (seconds * RATE / f64::from(BLOCK)).ceil() as usize
-    );
-
+    // A virtual machine's host can take the CPU away from the whole guest ("steal"), which no
+    // priority inside it prevents. An attempt with blocks over budget counts only when no
+    // steal was seen during it; up to three attempts.
+    let mut verdict = None;
+    for attempt in 1..=3 {
+        let steal_before = steal_ticks();
+        plugin
+            .render(RATE, BLOCK, (seconds * RATE) as u32, &[])
+            .expect("render");
+        let stolen = steal_ticks().zip(steal_before).map(|(a, b)| a.saturating_sub(b));
+        let times = std::mem::take(&mut plugin.process_times);
+        assert_eq!(times.len(), (seconds * RATE / f64::from(BLOCK)).ceil() as usize);
+        let mut sorted = times.clone();
+        sorted.sort();
+        let (median, worst) = (sorted[sorted.len() / 2], sorted[sorted.len() - 1]);
+        let over = times.iter().filter(|t| **t > budget).count();
+        eprintln!(
+            "attempt {attempt}: {} blocks of {BLOCK} at {RATE} Hz (budget {budget:?}), realtime \
+             priority: {realtime}; median {median:?}, worst {worst:?}, over budget: {over}, \
+             steal ticks: {stolen:?}",
+            times.len()
+        );
+        verdict = Some((over, worst, stolen));
+        if over == 0 || stolen == Some(0) || stolen.is_none() {
+            break;
+        }
+    }
+    let (over, worst, stolen) = verdict.expect("at least one attempt");
     // The engine was still generating when the render ended: the measurement overlapped it.
     let done = clips_in(&plugin.save_state().expect("save"));
     assert!(
         done < 16,
         "all 16 jobs finished before the render ended: the test measured nothing"
     );
-    assert_eq!(over, 0, "{over} blocks over budget, worst {worst:?}");
+    assert_eq!(
+        over, 0,
+        "{over} blocks over budget, worst {worst:?} (steal ticks during the attempt: {stolen:?})"
+    );
     // And it really was working (not failed on a missing model): clips arrive.
     let t0 = std::time::Instant::now();
     while clips_in(&plugin.save_state().expect("save")) == done {
