@@ -19,6 +19,7 @@ use candle_core::{DType, Device, Tensor};
 use serde_json::{json, Value};
 
 use ezaudio_engine::error::{Error, Result};
+use ezaudio_engine::kernels::cpu;
 use ezaudio_engine::model::config::EzAudioConfig;
 use ezaudio_engine::model::dit::{DitConfig, MaskDit};
 use ezaudio_engine::model::sampler::Schedule;
@@ -199,10 +200,29 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<Value>> {
             TRACE_BYTES.load(std::sync::atomic::Ordering::Relaxed) as f64 / (1024.0 * 1024.0)
         }),
         "threads": candle_core::utils::get_num_threads(),
+        "cpu": cpu_record(),
         "dtype": format!("{:?}", opts.dtype).to_lowercase(),
         "gflop": gflop,
         "gflops_median": gflop.map(|g| g / median),
     })])
+}
+
+/// The CPU, its features and the kernel each kind of operation ran with (see
+/// `ezaudio_engine::kernels::cpu`; `EZAUDIO_CPU` restricts the tier).
+fn cpu_record() -> Value {
+    let choice = cpu::choice();
+    let kernels: serde_json::Map<String, Value> = cpu::kernels()
+        .into_iter()
+        .map(|(op, k)| (op.to_string(), Value::from(k)))
+        .collect();
+    json!({
+        "model": cpu::model_name(),
+        "features": cpu::features(),
+        "tier": choice.tier.name(),
+        "supported_tier": choice.supported.name(),
+        "tier_note": choice.note,
+        "kernels": kernels,
+    })
 }
 
 type Case = (Box<dyn FnMut() -> Result<()>>, Option<f64>);

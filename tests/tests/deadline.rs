@@ -55,12 +55,7 @@ fn realtime_priority() -> bool {
 /// The machine's "steal" time so far (ticks the hypervisor ran something else), if known.
 fn steal_ticks() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    stat.lines()
-        .next()?
-        .split_whitespace()
-        .nth(8)?
-        .parse()
-        .ok()
+    stat.lines().next()?.split_whitespace().nth(8)?.parse().ok()
 }
 
 fn clips_in(blob: &[u8]) -> usize {
@@ -126,9 +121,14 @@ fn process_keeps_its_deadline_while_the_engine_generates() {
         plugin
             .render(RATE, BLOCK, (seconds * RATE) as u32, &[])
             .expect("render");
-        let stolen = steal_ticks().zip(steal_before).map(|(a, b)| a.saturating_sub(b));
+        let stolen = steal_ticks()
+            .zip(steal_before)
+            .map(|(a, b)| a.saturating_sub(b));
         let times = std::mem::take(&mut plugin.process_times);
-        assert_eq!(times.len(), (seconds * RATE / f64::from(BLOCK)).ceil() as usize);
+        assert_eq!(
+            times.len(),
+            (seconds * RATE / f64::from(BLOCK)).ceil() as usize
+        );
         let mut sorted = times.clone();
         sorted.sort();
         let (median, worst) = (sorted[sorted.len() / 2], sorted[sorted.len() - 1]);

@@ -219,7 +219,10 @@ fn a_state_saved_by_the_release_loads_to_the_same_clips_and_settings() {
     // The added keys are really there (a release state gains them on its first save).
     let pad1 = pad_json_of(&saved, 0);
     assert_eq!(
-        (&pad1["settings"]["sampler"], &pad1["settings"]["final_steps"]),
+        (
+            &pad1["settings"]["sampler"],
+            &pad1["settings"]["final_steps"]
+        ),
         (&json!("ddim"), &json!(100))
     );
     // Every parameter, not only the scene's.

@@ -13,10 +13,13 @@
 use half::bf16;
 use rayon::prelude::*;
 
+use super::amx;
+use super::cpu::{self, Tier};
+
 /// zmm vectors per panel row.
 const NV: usize = 4;
 /// Panel width (output columns per micro-tile); 64 divides the usual model widths.
-const NR: usize = 16 * NV;
+pub(super) const NR: usize = 16 * NV;
 /// Rows per micro-tile: 24 accumulators + 4 weight vectors + broadcasts fit the 32 zmm, and a
 /// broadcast feeds 4 dot products. On Zen 4, 6x64 measured as fast as or faster than 8x48,
 /// 5x80, 4x64, 12x32 and 14x32 (the kernel runs near the 1 vdpbf16ps/cycle peak).
@@ -55,17 +58,9 @@ impl std::fmt::Debug for PackedBf16Weight {
     }
 }
 
-/// True when this CPU can run the bf16 kernel (runtime detection of avx512f + avx512bf16).
+/// True when a fast bf16 kernel runs here (AVX512-BF16 or AMX, as [`cpu::tier`] allows).
 pub fn is_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bf16")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    cpu::tier() >= Tier::Avx512Bf16
 }
 
 impl PackedBf16Weight {
@@ -82,7 +77,9 @@ impl PackedBf16Weight {
     }
 
     fn pack(n: usize, k: usize, get: impl Fn(usize, usize) -> u16 + Sync) -> Self {
-        let kp = k.div_ceil(2);
+        // Pairs rounded up to whole AMX tile rows (zeros past k): the model widths are
+        // multiples of 32 already, so this costs nothing there.
+        let kp = k.div_ceil(2 * amx::PAIRS) * amx::PAIRS;
         let panels = n.div_ceil(NR);
         let words = panels * kp * NR;
         let mut data = vec![Line([0; 16]); words / 16];
@@ -123,8 +120,17 @@ impl PackedBf16Weight {
         self.data.len() * std::mem::size_of::<Line>()
     }
 
-    fn words(&self) -> &[u32] {
+    pub(super) fn words(&self) -> &[u32] {
         bytemuck::cast_slice(&self.data)
+    }
+
+    /// Packed pairs per column (k rounded up; see `pack`).
+    pub(super) fn kp(&self) -> usize {
+        self.kp
+    }
+
+    pub(super) fn panels(&self) -> usize {
+        self.panels
     }
 }
 
@@ -208,9 +214,12 @@ fn run(
     let (k, kp) = (w.k, w.kp);
     // Taken, not borrowed: a nested call on this thread (rayon work stealing) gets an empty Vec.
     let mut buf = SCRATCH.with(|s| s.take());
-    if buf.len() < m * kp {
-        buf.resize(m * kp, 0);
+    // Rows padded with zeros to whole AMX micro-tiles (the other kernels ignore them).
+    let rows = m.div_ceil(amx::BLOCK) * amx::BLOCK;
+    if buf.len() < rows * kp {
+        buf.resize(rows * kp, 0);
     }
+    buf[m * kp..rows * kp].fill(0);
     let a = &mut buf[..m * kp];
     if kp > 0 {
         a.par_chunks_mut(kp * 16).enumerate().for_each(|(c, rows)| {
@@ -221,7 +230,7 @@ fn run(
             }
         });
     }
-    gemm(a, m, w, bias, out, fast);
+    gemm(&buf[..rows * kp], m, w, bias, out, fast);
     if buf.capacity() * 4 <= SCRATCH_KEEP_BYTES {
         SCRATCH.with(|s| s.set(buf));
     }
@@ -229,7 +238,7 @@ fn run(
 
 /// Shared output pointer; tasks write disjoint tiles.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(super) struct OutPtr(pub(super) *mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
@@ -259,6 +268,12 @@ fn gemm(
             }
         }
         return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if fast && cpu::tier() >= Tier::Amx {
+        // SAFETY: the Amx tier means the CPU has AMX-BF16 and the permission was granted;
+        // `run` padded the rows, `pack` the pairs.
+        return unsafe { amx::gemm(a, m, w, bias, out) };
     }
     #[cfg(target_arch = "x86_64")]
     if fast {
@@ -500,8 +515,8 @@ mod tests {
         let mut got16 = vec![f32::NAN; m * n];
         matmul_bf16_input(&a16, m, &w, bias, &mut got16);
         let mut slow = vec![f32::NAN; m * n];
-        let kp = k.div_ceil(2);
-        let mut buf = vec![0u32; m * kp];
+        let kp = w.kp;
+        let mut buf = vec![0u32; m.div_ceil(amx::BLOCK) * amx::BLOCK * kp];
         for (row, src) in buf
             .chunks_exact_mut(kp.max(1))
             .zip(a16.chunks_exact(k.max(1)))
@@ -511,12 +526,24 @@ mod tests {
             }
         }
         gemm(&buf, m, &w, bias, &mut slow, false);
+        let mut results = vec![("matmul", got), ("bf16_input", got16), ("fallback", slow)];
+        // Every fast path this CPU has, called directly (matmul above takes the best one).
+        #[cfg(target_arch = "x86_64")]
+        if m > 0 && n > 0 && kp > 0 {
+            if cpu::tier() >= Tier::Avx512Bf16 {
+                let mut v = vec![f32::NAN; m * n];
+                gemm_parallel(&buf, m, &w, bias, &mut v);
+                results.push(("avx512-bf16", v));
+            }
+            if cpu::tier() >= Tier::Amx {
+                let mut v = vec![f32::NAN; m * n];
+                // SAFETY: the tier says AMX is there and permitted; rows and pairs are padded.
+                unsafe { amx::gemm(&buf, m, &w, bias, &mut v) };
+                results.push(("amx", v));
+            }
+        }
 
-        for (name, v) in [
-            ("matmul", &got),
-            ("bf16_input", &got16),
-            ("fallback", &slow),
-        ] {
+        for (name, v) in &results {
             let err = v
                 .iter()
                 .zip(&want)

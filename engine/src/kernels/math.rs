@@ -19,10 +19,8 @@ macro_rules! multiversion {
             }
 
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                // SAFETY: the features were detected at run time.
+            if $crate::kernels::cpu::tier() >= $crate::kernels::cpu::Tier::Avx2 {
+                // SAFETY: the tier is only this high when AVX2 and FMA were detected.
                 return unsafe { avx2($($arg),*) };
             }
             generic($($arg),*)

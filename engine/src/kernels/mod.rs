@@ -1,6 +1,8 @@
 //! Hand-written CPU kernels for what candle's CPU backend lacks (see `PERF.md`).
 
+mod amx;
 pub mod bf16_gemm;
 pub mod conv;
+pub mod cpu;
 pub mod fused;
 pub mod math;
