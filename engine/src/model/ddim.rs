@@ -447,13 +447,24 @@ impl Ddim {
         eta: f64,
     ) -> Result<DdimCoefficients> {
         self.check_steps(num_inference_steps)?;
+        // The integer-division quirk: not necessarily the next entry of `timesteps`.
+        let prev_timestep = t - (self.cfg.num_train_timesteps / num_inference_steps) as i64;
+        self.coefficients_to(t, prev_timestep, eta)
+    }
+
+    /// The scalars of a step from `t` to `prev_timestep` (negative: to
+    /// `final_alpha_cumprod`), for a timestep list other than diffusers' own.
+    pub fn coefficients_to(
+        &self,
+        t: i64,
+        prev_timestep: i64,
+        eta: f64,
+    ) -> Result<DdimCoefficients> {
         if !(eta.is_finite() && eta >= 0.0) {
             return Err(Error::InvalidInput(format!(
                 "DDIM eta {eta} must be a finite number >= 0"
             )));
         }
-        // The integer-division quirk: not necessarily the next entry of `timesteps`.
-        let prev_timestep = t - (self.cfg.num_train_timesteps / num_inference_steps) as i64;
         let a_t = self.alpha_at(t)?;
         let a_prev = if prev_timestep >= 0 {
             self.alpha_at(prev_timestep)?
@@ -508,6 +519,35 @@ impl Ddim {
         noise: Option<&Tensor>,
     ) -> Result<DdimStepOutput> {
         let c = self.coefficients(t, num_inference_steps, eta)?;
+        self.apply(&c, model_output, sample, eta, noise)
+    }
+
+    /// [`Ddim::step`] from `t` to an explicit `prev_timestep` (negative: the last step, to
+    /// `final_alpha_cumprod`) instead of `t - num_train_timesteps // n`: DDIM on a timestep
+    /// list of another spacing ([`crate::model::sampler::Spacing`]).
+    pub fn step_to(
+        &self,
+        model_output: &Tensor,
+        t: i64,
+        prev_timestep: i64,
+        sample: &Tensor,
+        eta: f64,
+        noise: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let c = self.coefficients_to(t, prev_timestep, eta)?;
+        Ok(self
+            .apply(&c, model_output, sample, eta, noise)?
+            .prev_sample)
+    }
+
+    fn apply(
+        &self,
+        c: &DdimCoefficients,
+        model_output: &Tensor,
+        sample: &Tensor,
+        eta: f64,
+        noise: Option<&Tensor>,
+    ) -> Result<DdimStepOutput> {
         if model_output.dims() != sample.dims() {
             return Err(Error::InvalidInput(format!(
                 "DDIM model output shape {:?} differs from sample shape {:?}",

@@ -21,7 +21,7 @@ mod schedule;
 mod unipc;
 
 pub use dpm::{coefficients as dpm_coefficients, DpmCoefficients, DpmSolver};
-pub use schedule::Schedule;
+pub use schedule::{Schedule, Spacing};
 pub use unipc::{
     corrector_coefficients as unipc_corrector_coefficients,
     predictor_coefficients as unipc_predictor_coefficients,
@@ -178,6 +178,9 @@ enum SolverKind<'a> {
         steps: usize,
         eta: f64,
         k: usize,
+        /// Each step to the next timestep of the list (`Spacing::Quadratic`), not to
+        /// `t - 1000 // steps`.
+        to_next: bool,
     },
     Dpm(DpmSolver),
     UniPc(UniPc),
@@ -195,8 +198,11 @@ impl Schedule {
     /// `final_alpha_cumprod` (1) like at every other count: a documented deviation. The
     /// multistep solvers keep the reference's list (their t = -1 step uses the sigma of t = 0
     /// and is finite), with UniPC's equal-sigma steps made the identity (see `unipc`).
+    ///
+    /// With [`Spacing::Quadratic`] ([`Schedule::with_spacing`]) every sampler uses that list
+    /// (no -1 there).
     pub fn plan(&self, sampler: Sampler, steps: usize) -> Result<Vec<i64>> {
-        let mut ts = self.timesteps(steps)?;
+        let mut ts = self.spaced_timesteps(steps)?;
         if sampler == Sampler::Ddim && ts.len() > 1 && ts.last() == Some(&-1) {
             ts.pop();
         }
@@ -218,6 +224,7 @@ impl Schedule {
                     steps,
                     eta,
                     k: 0,
+                    to_next: self.spacing() != Spacing::Trailing,
                 }
             }
             Sampler::DpmPp2m | Sampler::DpmPp2mSde => SolverKind::Dpm(DpmSolver::new(
@@ -260,11 +267,17 @@ impl Solver<'_> {
                 steps,
                 eta,
                 k,
+                to_next,
             } => {
                 let t = *self.timesteps.get(*k).ok_or_else(|| {
                     Error::InvalidInput(format!("DDIM run has no step {k} (it has {})", steps))
                 })?;
-                let next = ddim.step(model_output, t, *steps, sample, *eta, noise)?;
+                let next = if *to_next {
+                    let prev = self.timesteps.get(*k + 1).copied().unwrap_or(-1);
+                    ddim.step_to(model_output, t, prev, sample, *eta, noise)?
+                } else {
+                    ddim.step(model_output, t, *steps, sample, *eta, noise)?
+                };
                 *k += 1;
                 Ok(next)
             }

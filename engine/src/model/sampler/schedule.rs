@@ -8,8 +8,58 @@
 //! which lands closest to the exact values (and within the fixtures' bounds). The timesteps
 //! are DDIM's (`Ddim::timesteps`), the same `trailing` list with the same numpy quirk.
 
+use serde::{Deserialize, Serialize};
+
 use crate::model::ddim::{Ddim, DdimConfig};
 use crate::{Error, Result};
+
+/// Which timesteps a run evaluates the model at.
+///
+/// `Trailing` is diffusers' list for EzAudio's config (the default; every parity test is on
+/// it). Its last model call is at `t_min = 1000 / n - 1` (39 at 25 steps), and every sampler's
+/// last step jumps from there straight to the data prediction: on an exactly solvable control
+/// that jump alone costs 0.074 at 25 steps and 0.037 at 50, whatever the solver
+/// (`engine/tests/studies/final_jump.py`, the README's Samplers section).
+///
+/// `Quadratic` (opt-in, not in diffusers, not recorded by a [`crate::Recipe`]):
+/// `t_k = round(999 * (1 - k / (n - 1))^2)`, k = 0..n-1 — still from the zero-SNR end 999, every
+/// call at an integer timestep the model was trained on, dense near t = 0, the last call at
+/// t = 0 itself (where the final jump costs 0.0017 on the control). Rounding collisions near 0
+/// are moved up by one so the n timesteps are distinct. One step is `[999]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Spacing {
+    #[default]
+    #[serde(rename = "trailing")]
+    Trailing,
+    #[serde(rename = "quadratic")]
+    Quadratic,
+}
+
+/// The `Quadratic` list of `steps` (1..=`train` timesteps) for `train` training timesteps.
+pub(crate) fn quadratic_timesteps(steps: usize, train: usize) -> Result<Vec<i64>> {
+    if steps == 0 || steps > train {
+        return Err(Error::InvalidInput(format!(
+            "step count {steps} must be between 1 and num_train_timesteps ({train})"
+        )));
+    }
+    let top = (train - 1) as f64;
+    if steps == 1 {
+        return Ok(vec![top as i64]);
+    }
+    let mut ts: Vec<i64> = (0..steps)
+        .map(|k| {
+            let u = 1.0 - k as f64 / (steps - 1) as f64;
+            (top * u * u).round() as i64
+        })
+        .collect();
+    for k in (0..steps - 1).rev() {
+        if ts[k] <= ts[k + 1] {
+            ts[k] = ts[k + 1] + 1;
+        }
+    }
+    debug_assert!(ts[0] == top as i64 && ts[steps - 1] == 0);
+    Ok(ts)
+}
 
 /// diffusers: "close to 0 without being 0 so first sigma is not inf".
 const TERMINAL_ALPHA_CUMPROD: f64 = 1.0 / 16_777_216.0;
@@ -92,6 +142,7 @@ pub struct Schedule {
     train_sigmas: Vec<f32>,
     target: Target,
     trailing: bool,
+    spacing: Spacing,
 }
 
 impl Schedule {
@@ -126,6 +177,7 @@ impl Schedule {
             train_sigmas,
             target,
             trailing: cfg.timestep_spacing == "trailing",
+            spacing: Spacing::default(),
         })
     }
 
@@ -158,8 +210,28 @@ impl Schedule {
         self.ddim.timesteps(steps)
     }
 
+    /// This schedule with another [`Spacing`] for [`Schedule::plan`], [`Schedule::sigmas`] and
+    /// [`Schedule::solver`] ([`Schedule::timesteps`] stays diffusers' list).
+    pub fn with_spacing(mut self, spacing: Spacing) -> Self {
+        self.spacing = spacing;
+        self
+    }
+
+    pub fn spacing(&self) -> Spacing {
+        self.spacing
+    }
+
+    /// The timesteps of this schedule's [`Spacing`] (trailing: [`Schedule::timesteps`]).
+    pub(crate) fn spaced_timesteps(&self, steps: usize) -> Result<Vec<i64>> {
+        match self.spacing {
+            Spacing::Trailing => self.timesteps(steps),
+            Spacing::Quadratic => quadratic_timesteps(steps, self.train_sigmas.len()),
+        }
+    }
+
     /// The multistep solvers' `sigmas` after `set_timesteps(n)`: the table at each timestep
-    /// (-1 clamped to t = 0, as numpy's `interp` does) and a final 0.
+    /// (-1 clamped to t = 0, as numpy's `interp` does) and a final 0. With
+    /// [`Spacing::Quadratic`], the same at its timesteps.
     pub fn sigmas(&self, steps: usize) -> Result<Vec<f32>> {
         if !self.trailing {
             return Err(Error::Unsupported(format!(
@@ -169,7 +241,7 @@ impl Schedule {
         }
         let last = self.train_sigmas.len() as i64 - 1;
         let mut sigmas: Vec<f32> = self
-            .timesteps(steps)?
+            .spaced_timesteps(steps)?
             .iter()
             .map(|&t| self.train_sigmas[t.clamp(0, last) as usize])
             .collect();
