@@ -39,6 +39,9 @@ pub fn generate_request(pad: &PadData, fresh_seed: u64) -> Recipe {
         guidance: s.guidance.clamp(0.0, 50.0),
         rescale: s.rescale.clamp(0.0, 1.0),
         eta: s.eta.clamp(0.0, 1.0),
+        // Minimal fix for the sampler merge so the plugin builds; per-pad sampler settings
+        // are being done on main.
+        sampler: s.sampler,
         seed: if pad.seed_locked { s.seed } else { fresh_seed },
     }
 }
