@@ -15,6 +15,12 @@ fi
 if [[ "${EZAUDIO_SETUP_STANDALONE:-0}" == 1 ]]; then
   packages+=(libjack-jackd2-dev libasound2-dev)
 fi
+# Real hosts for the end-to-end tests (on by default; EZAUDIO_SETUP_HOSTS=0 skips them):
+# Ardour 7 with its headless Lua session tool (tests/tests/ardour.rs; it brings its own dummy
+# audio backend, so no JACK server is needed) and pip's pedalboard below.
+if [[ "${EZAUDIO_SETUP_HOSTS:-1}" == 1 ]]; then
+  packages+=(ardour python3 python3-pip python3-venv)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -28,6 +34,18 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# pedalboard (a JUCE-based VST3 host) and numpy for tests/tests/pedalboard.rs, in a venv of
+# their own so the system Python stays untouched; the tests find it through EZAUDIO_PYTHON
+# (scripts/test.sh sets it).
+if [[ "${EZAUDIO_SETUP_HOSTS:-1}" == 1 ]]; then
+  venv="${EZAUDIO_HOSTS_VENV:-$(cd "$(dirname "$0")/.." && pwd)/target/hosts-venv}"
+  if ! "$venv/bin/python" -c "import pedalboard, numpy" >/dev/null 2>&1; then
+    echo "setup: installing pedalboard into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q pedalboard numpy
+  fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -10,4 +10,7 @@ scripts/setup.sh
 # twice; `assert_process_allocs` aborts on any allocation inside process().
 cargo xtask bundle ezaudio-plugin --features assert_process_allocs,test_alloc_probe
 
+# The pedalboard test's Python (scripts/setup.sh made the venv), unless one is given.
+export EZAUDIO_PYTHON="${EZAUDIO_PYTHON:-$PWD/target/hosts-venv/bin/python}"
+
 cargo test --workspace --exclude xtask

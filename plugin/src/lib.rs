@@ -327,12 +327,18 @@ impl Plugin for EzAudio {
                 mix(v, &self.gains, &mut main, &mut stems);
             }
 
+            // A port the host left out (or passed with null channels) arrives as empty slices:
+            // write only where a sample exists.
             for (channel, value) in buffer.as_slice().iter_mut().zip(main) {
-                channel[i] = value * main_gain;
+                if let Some(s) = channel.get_mut(i) {
+                    *s = value * main_gain;
+                }
             }
             for (port, stem) in aux.outputs.iter_mut().zip(&stems) {
                 for (channel, value) in port.as_slice().iter_mut().zip(stem) {
-                    channel[i] = *value;
+                    if let Some(s) = channel.get_mut(i) {
+                        *s = *value;
+                    }
                 }
             }
         }

@@ -41,6 +41,27 @@ pub fn clap_bundle() -> PathBuf {
     path
 }
 
+/// The VST3 bundle next to the CLAP one: `EZAUDIO_VST3_BUNDLE`, else
+/// `<target>/bundled/EzAudio.vst3`; panics with instructions when missing.
+pub fn vst3_bundle() -> PathBuf {
+    let path = std::env::var_os("EZAUDIO_VST3_BUNDLE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("bundled/EzAudio.vst3"));
+    assert!(
+        path.exists(),
+        "VST3 bundle {} is missing: build it with `cargo xtask bundle ezaudio-plugin` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// Whether a missing external host (pedalboard, Ardour) fails the test instead of skipping
+/// it: in CI (`CI` set, as `.ci/run` runs) or with `EZAUDIO_REQUIRE_HOSTS=1`.
+pub fn hosts_required() -> bool {
+    std::env::var_os("EZAUDIO_REQUIRE_HOSTS").is_some_and(|v| v == "1")
+        || std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
+}
+
 pub const PLUGIN_ID: &str = "org.ezaudio.daw.instrument";
 
 struct TestHostShared;

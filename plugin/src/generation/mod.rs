@@ -356,6 +356,7 @@ mod tests {
             guidance: 5.0,
             rescale: 0.75,
             eta: 1.0,
+            sampler: Default::default(),
             seed,
         }
     }
