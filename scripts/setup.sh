@@ -15,11 +15,15 @@ fi
 if [[ "${EZAUDIO_SETUP_STANDALONE:-0}" == 1 ]]; then
   packages+=(libjack-jackd2-dev libasound2-dev)
 fi
-# Real hosts for the end-to-end tests (on by default; EZAUDIO_SETUP_HOSTS=0 skips them):
-# Ardour 7 with its headless Lua session tool (tests/tests/ardour.rs; it brings its own dummy
-# audio backend, so no JACK server is needed) and pip's pedalboard below.
-if [[ "${EZAUDIO_SETUP_HOSTS:-1}" == 1 ]]; then
-  packages+=(ardour python3 python3-pip python3-venv)
+# Real hosts for the end-to-end tests (EZAUDIO_SETUP_HOSTS=1, as scripts/test.sh sets it):
+# Python for pip's pedalboard below. Ardour 7 with its headless Lua session tool only with
+# EZAUDIO_SETUP_ARDOUR=1: tests/tests/ardour.rs is opt-in (EZAUDIO_ARDOUR=1), see there why.
+# It brings its own dummy audio backend, so no JACK server is needed.
+if [[ "${EZAUDIO_SETUP_HOSTS:-0}" == 1 ]]; then
+  packages+=(python3 python3-pip python3-venv)
+fi
+if [[ "${EZAUDIO_SETUP_ARDOUR:-0}" == 1 ]]; then
+  packages+=(ardour)
 fi
 
 missing=()
@@ -39,7 +43,7 @@ fi
 # pedalboard (a JUCE-based VST3 host) and numpy for tests/tests/pedalboard.rs, in a venv of
 # their own so the system Python stays untouched; the tests find it through EZAUDIO_PYTHON
 # (scripts/test.sh sets it).
-if [[ "${EZAUDIO_SETUP_HOSTS:-1}" == 1 ]]; then
+if [[ "${EZAUDIO_SETUP_HOSTS:-0}" == 1 ]]; then
   venv="${EZAUDIO_HOSTS_VENV:-$(cd "$(dirname "$0")/.." && pwd)/target/hosts-venv}"
   if ! "$venv/bin/python" -c "import pedalboard, numpy" >/dev/null 2>&1; then
     echo "setup: installing pedalboard into $venv"

@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/setup.sh
+# Real hosts (Ardour, pedalboard) for the end-to-end tests too: tests/tests/ardour.rs, pedalboard.rs.
+EZAUDIO_SETUP_HOSTS=1 scripts/setup.sh
 
 # A debug bundle shares its compiled dependencies with `cargo test` below, so nothing is built
 # twice; `assert_process_allocs` aborts on any allocation inside process().
