@@ -72,8 +72,7 @@ fn the_clip_starts_where_the_transport_passes_the_capture_start() {
     let out = render(&mut p, 7000, &|f| Some((true, 9000 + f as i64)));
     for port in [0, 1] {
         // Main, and "Stem 1" (pad 1's default output).
-        for ch in 0..2 {
-            let o = &out[port][ch];
+        for (ch, o) in out[port].iter().enumerate().take(2) {
             silent(&o[..1000], "before the capture start");
             for j in 0..LEN {
                 assert_eq!(
