@@ -15,6 +15,16 @@ fi
 if [[ "${EZAUDIO_SETUP_STANDALONE:-0}" == 1 ]]; then
   packages+=(libjack-jackd2-dev libasound2-dev)
 fi
+# Real hosts for the end-to-end tests (EZAUDIO_SETUP_HOSTS=1, as scripts/test.sh sets it):
+# Python for pip's pedalboard below. Ardour 7 with its headless Lua session tool only with
+# EZAUDIO_SETUP_ARDOUR=1: tests/tests/ardour.rs is opt-in (EZAUDIO_ARDOUR=1), see there why.
+# It brings its own dummy audio backend, so no JACK server is needed.
+if [[ "${EZAUDIO_SETUP_HOSTS:-0}" == 1 ]]; then
+  packages+=(python3 python3-pip python3-venv)
+fi
+if [[ "${EZAUDIO_SETUP_ARDOUR:-0}" == 1 ]]; then
+  packages+=(ardour)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -28,6 +38,18 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# pedalboard (a JUCE-based VST3 host) and numpy for tests/tests/pedalboard.rs, in a venv of
+# their own so the system Python stays untouched; the tests find it through EZAUDIO_PYTHON
+# (scripts/test.sh sets it).
+if [[ "${EZAUDIO_SETUP_HOSTS:-0}" == 1 ]]; then
+  venv="${EZAUDIO_HOSTS_VENV:-$(cd "$(dirname "$0")/.." && pwd)/target/hosts-venv}"
+  if ! "$venv/bin/python" -c "import pedalboard, numpy" >/dev/null 2>&1; then
+    echo "setup: installing pedalboard into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q pedalboard numpy
+  fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

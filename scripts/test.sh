@@ -4,10 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/setup.sh
+# Real hosts (Ardour, pedalboard) for the end-to-end tests too: tests/tests/ardour.rs, pedalboard.rs.
+EZAUDIO_SETUP_HOSTS=1 scripts/setup.sh
 
 # A debug bundle shares its compiled dependencies with `cargo test` below, so nothing is built
 # twice; `assert_process_allocs` aborts on any allocation inside process().
 cargo xtask bundle ezaudio-plugin --features assert_process_allocs,test_alloc_probe
+
+# The pedalboard test's Python (scripts/setup.sh made the venv), unless one is given.
+export EZAUDIO_PYTHON="${EZAUDIO_PYTHON:-$PWD/target/hosts-venv/bin/python}"
 
 cargo test --workspace --exclude xtask

@@ -31,7 +31,17 @@ pub const CAPTURE_SECONDS: f32 = 10.0;
 /// Shortest capture that starts a generation.
 pub const MIN_CAPTURE_SECONDS: f32 = 0.1;
 
-pub const LAYOUTS: &[AudioIOLayout] = &[AudioIOLayout {
+/// The full layout first (what a DAW offers by default), then a plain stereo instrument for
+/// simple hosts: JUCE-based hosts such as pedalboard and some plug-in testers pass only a main
+/// bus, and with the full layout active nice-plug's buffer set-up reads the missing aux buses'
+/// channel pointers anyway (garbage, and a crash). In the plain layout every pad plays on the
+/// main mix and nothing is captured; the stems' routing parameters are simply unused.
+pub const LAYOUTS: &[AudioIOLayout] = &[FULL_LAYOUT, PLAIN_LAYOUT];
+
+/// Index in [`LAYOUTS`] of the plain stereo layout (also its CLAP audio-ports-config id).
+pub const PLAIN_LAYOUT_INDEX: usize = 1;
+
+const FULL_LAYOUT: AudioIOLayout = AudioIOLayout {
     main_input_channels: None,
     main_output_channels: Some(STEREO),
     aux_input_ports: &[STEREO],
@@ -43,4 +53,18 @@ pub const LAYOUTS: &[AudioIOLayout] = &[AudioIOLayout {
         aux_inputs: &["Sidechain"],
         aux_outputs: &STEM_NAMES,
     },
-}];
+};
+
+const PLAIN_LAYOUT: AudioIOLayout = AudioIOLayout {
+    main_input_channels: None,
+    main_output_channels: Some(STEREO),
+    aux_input_ports: &[],
+    aux_output_ports: &[],
+    names: PortNames {
+        layout: Some("Stereo mix only"),
+        main_input: None,
+        main_output: Some("Main"),
+        aux_inputs: &[],
+        aux_outputs: &[],
+    },
+};

@@ -35,9 +35,10 @@ pub mod state;
 pub mod status;
 pub mod store;
 
+use audio::locked::{BlockTransport, LockPoints, LockedPad, LockedPlayer};
 use audio::recorder::{CaptureBuffer, Recorder};
 use audio::voice::{VoiceStart, FADE_MS, NO_KEY};
-use audio::voices::{pan_gains, PadGains, Voices};
+use audio::voices::{mix, pan_gains, PadGains, Voices};
 use generation::backend::EngineBackend;
 use generation::{follow, Generator};
 use layout::{MAX_RATE, PAD_COUNT};
@@ -68,6 +69,10 @@ pub struct EzAudio {
     sample_rate: f32,
     /// Records the sidechain into the preallocated capture buffer (audio thread).
     recorder: Recorder,
+    /// Transport-locked pads: where their clips start (written off the audio thread) and
+    /// their voices.
+    locks: Arc<LockPoints>,
+    locked: LockedPlayer,
     editor_state: Arc<nice_plug_egui::EguiEditorState>,
     /// Test-only switch (feature `test_alloc_probe`): allocate in process on purpose.
     alloc_probe: bool,
@@ -83,6 +88,7 @@ impl Default for EzAudio {
         // One value: the host restores it into the params, the generation thread reads it.
         params.generation_cores = shared.generation_cores.clone();
         let params = Arc::new(params);
+        let locks = shared.locks.clone();
         let generator = Generator::spawn(shared.clone(), Box::new(EngineBackend::default()));
         Self {
             params,
@@ -92,6 +98,8 @@ impl Default for EzAudio {
             gains: [[0.0; 2]; PAD_COUNT],
             sample_rate: 48_000.0,
             recorder: Recorder::default(),
+            locks,
+            locked: LockedPlayer::default(),
             editor_state: editor::default_state(),
             alloc_probe: false,
             generator,
@@ -158,6 +166,35 @@ impl EzAudio {
             NoteEvent::NoteOff { key, .. } => self.voices.note_off(key.number()),
             NoteEvent::Choke { key, .. } => self.voices.choke(key.number()),
             _ => {}
+        }
+    }
+
+    /// Schedules this block's starts and stops of the transport-locked pads (audio thread):
+    /// a pad is locked when it has a lock origin (it follows the sidechain and its capture
+    /// recorded a position), its lock parameter is on and it has a clip.
+    fn plan_locked(&mut self, t: BlockTransport) {
+        self.locked.begin(t);
+        if !t.playing || t.position.is_none() {
+            return;
+        }
+        let fade_len = (FADE_MS * 1e-3 * self.sample_rate).round().max(1.0) as u32;
+        for (pad, reader) in self.readers.iter_mut().enumerate().take(PAD_COUNT) {
+            let p = self.params.pad(pad);
+            let Some(origin) = self.locks.get(pad).filter(|_| p.lock.value()) else {
+                continue;
+            };
+            let Some(buffer) = reader.acquire() else {
+                continue;
+            };
+            let len = buffer.len() as f64;
+            let locked = LockedPad {
+                origin,
+                start: (sane(p.start.value(), 0.0, 0.0, 1.0) as f64 * len).round() as usize,
+                end: (sane(p.end.value(), 1.0, 0.0, 1.0) as f64 * len).round() as usize,
+                stem: p.output.value().clamp(0, PAD_COUNT as i32) as u8,
+                fade_len,
+            };
+            self.locked.plan(pad, locked, t, buffer);
         }
     }
 
@@ -229,11 +266,15 @@ impl Plugin for EzAudio {
         capture.set_limit_seconds(self.shared.store.with(|b| follow::capture_seconds(&b.pads)));
         self.recorder.set_buffer(capture);
         self.shared.publish_all();
+        // The lock origins at this rate, before the first block (the generation thread keeps
+        // them up to date afterwards).
+        follow::publish_locks(&self.shared);
         true
     }
 
     fn reset(&mut self) {
         self.voices.reset();
+        self.locked.reset();
     }
 
     fn process(
@@ -246,7 +287,9 @@ impl Plugin for EzAudio {
         if self.alloc_probe {
             std::hint::black_box(Vec::<u8>::with_capacity(64));
         }
-        {
+        // Any block length works here: everything below runs frame by frame on fixed-size state,
+        // so a host passing more frames than it announced costs time, never memory.
+        let block = {
             let transport = context.transport();
             let sidechain = aux
                 .inputs
@@ -261,7 +304,13 @@ impl Plugin for EzAudio {
                 playing,
                 position,
             );
-        }
+            BlockTransport {
+                playing,
+                position,
+                frames: buffer.samples(),
+            }
+        };
+        self.plan_locked(block);
         let audition = self.shared.audition.swap(0, Ordering::Relaxed);
         for pad in (0..PAD_COUNT).filter(|p| audition & (1 << p) != 0) {
             self.trigger(pad, NO_KEY, 1.0, 0.0, true);
@@ -276,13 +325,23 @@ impl Plugin for EzAudio {
             let main_gain = self.step_gains();
             let (mut main, mut stems) = ([0.0f32; 2], [[0.0f32; 2]; PAD_COUNT]);
             self.voices.tick(&self.gains, &mut main, &mut stems);
+            self.locked.frame(i);
+            for v in self.locked.voices_mut() {
+                mix(v, &self.gains, &mut main, &mut stems);
+            }
 
+            // A port the host left out (or passed with null channels) arrives as empty slices:
+            // write only where a sample exists.
             for (channel, value) in buffer.as_slice().iter_mut().zip(main) {
-                channel[i] = value * main_gain;
+                if let Some(s) = channel.get_mut(i) {
+                    *s = value * main_gain;
+                }
             }
             for (port, stem) in aux.outputs.iter_mut().zip(&stems) {
                 for (channel, value) in port.as_slice().iter_mut().zip(stem) {
-                    channel[i] = *value;
+                    if let Some(s) = channel.get_mut(i) {
+                        *s = *value;
+                    }
                 }
             }
         }

@@ -2,7 +2,7 @@
 //!
 //! Global ids: `main_gain`, `chromatic`, `chromatic_pad`, `chromatic_root`, `capture_sidechain`.
 //! Per pad N (1..=16): `padN_gain`, `padN_pan`, `padN_pitch`, `padN_start`, `padN_end`,
-//! `padN_mode`, `padN_release`, `padN_choke`, `padN_output`, `padN_note`.
+//! `padN_mode`, `padN_release`, `padN_choke`, `padN_output`, `padN_note`, `padN_lock`.
 //! Everything that is not a number a host could automate (prompts, clips, history) is in
 //! [`crate::store::PadStore`], persisted alongside these.
 
@@ -70,6 +70,11 @@ pub struct PadParams {
     /// MIDI key that triggers this pad (outside chromatic mode).
     #[id = "note"]
     pub note: IntParam,
+    /// Transport lock: when the pad follows the sidechain and knows where its capture started,
+    /// its clip plays from the host transport at that position (no note needed). On by default
+    /// so a followed take lands in the bounce where it was recorded; no effect on other pads.
+    #[id = "lock"]
+    pub lock: BoolParam,
 }
 
 impl PadParams {
@@ -178,6 +183,7 @@ impl PadParams {
             )
             .with_value_to_string(formatters::v2s_i32_key_formatter())
             .with_string_to_value(formatters::s2v_i32_key_formatter()),
+            lock: BoolParam::new(format!("Pad {n} Transport Lock"), true),
         }
     }
 }

@@ -12,6 +12,7 @@ use ezaudio_engine::audio::published::{ClipSlot, SlotReader};
 use ezaudio_engine::audio::Clip;
 use parking_lot::Mutex;
 
+use crate::audio::locked::LockPoints;
 use crate::audio::recorder::CaptureBuffer;
 use crate::layout::PAD_COUNT;
 use crate::status::{JobView, ModelView, Progress, StepCost};
@@ -50,6 +51,9 @@ pub struct Shared {
     pub capture: Mutex<Option<Arc<CaptureBuffer>>>,
     /// What happened to the last capture, for the editor.
     pub capture_note: Mutex<String>,
+    /// Where each transport-locked pad's clip starts on the host timeline (kept up to date by
+    /// `generation::follow`; the audio thread holds its own handle).
+    pub locks: Arc<LockPoints>,
     published: Mutex<Published>,
 }
 
@@ -72,6 +76,7 @@ impl Shared {
             previewing: Mutex::new(Default::default()),
             capture: Mutex::new(None),
             capture_note: Mutex::new(String::new()),
+            locks: Arc::new(LockPoints::default()),
             published: Mutex::new(Published::default()),
         });
         (shared, readers)

@@ -8,9 +8,12 @@ use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
 use clack_extensions::audio_ports::{AudioPortInfoBuffer, PluginAudioPorts};
+use clack_extensions::audio_ports_config::{AudioPortsConfigBuffer, PluginAudioPortsConfig};
 use clack_extensions::state::PluginState;
-use clack_host::events::event_types::{NoteOffEvent, NoteOnEvent};
+use clack_host::events::event_types::{NoteOffEvent, NoteOnEvent, TransportEvent, TransportFlags};
+use clack_host::events::EventFlags;
 use clack_host::prelude::*;
+use clack_host::utils::{BeatTime, SecondsTime};
 
 /// Root of the workspace (this crate lives in `<root>/tests`).
 pub fn workspace_root() -> PathBuf {
@@ -36,6 +39,27 @@ pub fn clap_bundle() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The VST3 bundle next to the CLAP one: `EZAUDIO_VST3_BUNDLE`, else
+/// `<target>/bundled/EzAudio.vst3`; panics with instructions when missing.
+pub fn vst3_bundle() -> PathBuf {
+    let path = std::env::var_os("EZAUDIO_VST3_BUNDLE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("bundled/EzAudio.vst3"));
+    assert!(
+        path.exists(),
+        "VST3 bundle {} is missing: build it with `cargo xtask bundle ezaudio-plugin` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// Whether a missing external host (pedalboard, Ardour) fails the test instead of skipping
+/// it: in CI (`CI` set, as `.ci/run` runs) or with `EZAUDIO_REQUIRE_HOSTS=1`.
+pub fn hosts_required() -> bool {
+    std::env::var_os("EZAUDIO_REQUIRE_HOSTS").is_some_and(|v| v == "1")
+        || std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
 }
 
 pub const PLUGIN_ID: &str = "org.ezaudio.daw.instrument";
@@ -86,6 +110,68 @@ impl Note {
 
 /// Rendered audio: `ports[port][channel][frame]`, port 0 being the main output.
 pub type Render = Vec<Vec<Vec<f32>>>;
+
+/// The host transport at the first frame of a block: playing, and the position in samples.
+pub type TransportAt<'a> = &'a dyn Fn(u32) -> Option<(bool, i64)>;
+
+/// Everything a render can vary; [`RenderSpec::new`] gives a plain one.
+pub struct RenderSpec<'a> {
+    pub sample_rate: f64,
+    /// Frames per `process()` call.
+    pub block: u32,
+    /// The `max_frames_count` announced at activation; a host that announces less than it
+    /// passes is misbehaving, which is what the over-long-block tests simulate.
+    pub announced: u32,
+    pub frames: u32,
+    pub notes: &'a [Note],
+    /// `inputs[port][channel][frame]`.
+    pub inputs: &'a [Vec<Vec<f32>>],
+    /// Transport per block, from the render frame of the block's start (None: no transport).
+    pub transport: Option<TransportAt<'a>>,
+}
+
+impl<'a> RenderSpec<'a> {
+    pub fn new(sample_rate: f64, block: u32, frames: u32, notes: &'a [Note]) -> Self {
+        Self {
+            sample_rate,
+            block,
+            announced: block,
+            frames,
+            notes,
+            inputs: &[],
+            transport: None,
+        }
+    }
+}
+
+/// A CLAP transport event at `position` samples (seconds timeline, 120 BPM, 4/4).
+fn transport_event(sample_rate: f64, playing: bool, position: i64) -> TransportEvent {
+    let seconds = position as f64 / sample_rate;
+    let beats = seconds * 2.0;
+    let mut flags = TransportFlags::HAS_TEMPO
+        | TransportFlags::HAS_SECONDS_TIMELINE
+        | TransportFlags::HAS_BEATS_TIMELINE
+        | TransportFlags::HAS_TIME_SIGNATURE;
+    if playing {
+        flags |= TransportFlags::IS_PLAYING;
+    }
+    TransportEvent {
+        header: clack_host::events::EventHeader::new_core(0, EventFlags::empty()),
+        flags,
+        song_pos_beats: BeatTime::from_float(beats),
+        song_pos_seconds: SecondsTime::from_float(seconds),
+        tempo: 120.0,
+        tempo_inc: 0.0,
+        loop_start_beats: BeatTime::from_int(0),
+        loop_end_beats: BeatTime::from_int(0),
+        loop_start_seconds: SecondsTime::from_int(0),
+        loop_end_seconds: SecondsTime::from_int(0),
+        bar_start: BeatTime::from_float((beats / 4.0).floor() * 4.0),
+        bar_number: (beats / 4.0).floor() as i32,
+        time_signature_numerator: 4,
+        time_signature_denominator: 4,
+    }
+}
 
 pub struct PluginUnderTest {
     /// Render in real time (sleep until each block is due) instead of as fast as possible,
@@ -153,6 +239,35 @@ impl PluginUnderTest {
             .collect()
     }
 
+    /// Names of the audio-port configurations the plugin offers (CLAP audio-ports-config), in
+    /// order; the index is the id [`Self::select_layout`] takes.
+    pub fn layouts(&mut self) -> Vec<String> {
+        let handle = self.instance.plugin_handle();
+        let Some(configs) = handle.get_extension::<PluginAudioPortsConfig>() else {
+            return Vec::new();
+        };
+        let mut buffer = AudioPortsConfigBuffer::new();
+        (0..configs.count(&handle))
+            .filter_map(|i| {
+                configs
+                    .get(&handle, i, &mut buffer)
+                    .map(|c| String::from_utf8_lossy(c.name).into_owned())
+            })
+            .collect()
+    }
+
+    /// Selects audio-port configuration `id` (while inactive, as CLAP requires).
+    pub fn select_layout(&mut self, id: u32) -> Result<(), String> {
+        let handle = self.instance.plugin_handle();
+        let configs = handle
+            .get_extension::<PluginAudioPortsConfig>()
+            .ok_or("no audio-ports-config extension")?;
+        let id = ClapId::new(id);
+        configs
+            .select(&handle, id)
+            .map_err(|e| format!("select layout: {e}"))
+    }
+
     pub fn save_state(&mut self) -> Result<Vec<u8>, String> {
         let handle = self.instance.plugin_handle();
         let state = handle
@@ -198,6 +313,23 @@ impl PluginUnderTest {
         notes: &[Note],
         inputs: &[Vec<Vec<f32>>],
     ) -> Result<Render, String> {
+        self.render_spec(&RenderSpec {
+            inputs,
+            ..RenderSpec::new(sample_rate, block, frames, notes)
+        })
+    }
+
+    /// The general render: see [`RenderSpec`].
+    pub fn render_spec(&mut self, spec: &RenderSpec) -> Result<Render, String> {
+        let RenderSpec {
+            sample_rate,
+            block,
+            announced,
+            frames,
+            notes,
+            inputs,
+            transport,
+        } = *spec;
         let in_ports = self.input_ports();
         let ports = self.output_ports();
         if ports.is_empty() {
@@ -206,7 +338,7 @@ impl PluginUnderTest {
         let config = PluginAudioConfiguration {
             sample_rate,
             min_frames_count: 1,
-            max_frames_count: block,
+            max_frames_count: announced,
         };
         let stopped = self
             .instance
@@ -287,6 +419,8 @@ impl PluginUnderTest {
                     std::thread::sleep(wait);
                 }
             }
+            let transport_now = transport
+                .and_then(|at| at(start).map(|(p, pos)| transport_event(sample_rate, p, pos)));
             #[cfg(feature = "rtsan")]
             rtsan_standalone::realtime_enter();
             let called = std::time::Instant::now();
@@ -296,7 +430,7 @@ impl PluginUnderTest {
                 &InputEvents::from_buffer(&events),
                 &mut OutputEvents::from_buffer(&mut out_events),
                 Some(steady_time),
-                None,
+                transport_now.as_ref(),
             );
             self.process_times.push(called.elapsed());
             #[cfg(feature = "rtsan")]

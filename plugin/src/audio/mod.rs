@@ -11,7 +11,9 @@
 //! * [`voices`]: the voice pool (note-on/off, chokes, stealing, mixing to main and stems).
 //! * [`voice`]: one playing note (interpolation, fades, release).
 //! * [`recorder`]: the sidechain capture.
+//! * [`locked`]: pads that follow the sidechain, played from the host transport.
 
+pub mod locked;
 pub mod recorder;
 pub mod voice;
 pub mod voices;

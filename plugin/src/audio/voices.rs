@@ -26,6 +26,29 @@ pub fn pan_gains(gain: f32, pan: f32) -> [f32; 2] {
     [gain * (1.0 - pan).min(1.0), gain * (1.0 + pan).min(1.0)]
 }
 
+/// Adds one frame of `v` to `main` and to its stem (shared by the note pool and the
+/// transport-locked voices, so both mix the same way).
+#[inline]
+pub fn mix(
+    v: &mut Voice,
+    gains: &PadGains,
+    main: &mut [f32; 2],
+    stems: &mut [[f32; 2]; PAD_COUNT],
+) {
+    let s = v.next_sample();
+    let [gl, gr] = gains[v.pad as usize % PAD_COUNT];
+    let (l, r) = (s * gl, s * gr);
+    main[0] += l;
+    main[1] += r;
+    if let Some(stem) = (v.stem as usize)
+        .checked_sub(1)
+        .and_then(|i| stems.get_mut(i))
+    {
+        stem[0] += l;
+        stem[1] += r;
+    }
+}
+
 /// The pool of voices every pad plays through.
 pub struct Voices {
     voices: [Voice; POOL],
@@ -114,18 +137,7 @@ impl Voices {
         stems: &mut [[f32; 2]; PAD_COUNT],
     ) {
         for v in self.voices.iter_mut().filter(|v| v.is_active()) {
-            let s = v.next_sample();
-            let [gl, gr] = gains[v.pad as usize % PAD_COUNT];
-            let (l, r) = (s * gl, s * gr);
-            main[0] += l;
-            main[1] += r;
-            if let Some(stem) = (v.stem as usize)
-                .checked_sub(1)
-                .and_then(|i| stems.get_mut(i))
-            {
-                stem[0] += l;
-                stem[1] += r;
-            }
+            mix(v, gains, main, stems);
         }
     }
 

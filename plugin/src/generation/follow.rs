@@ -4,6 +4,7 @@
 //! and here rather than in the runner because it is its own policy: how long a capture may
 //! run, what a too-short one does, what the following pads remember of it.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ezaudio_engine::audio::{Clip, ClipMeta};
@@ -30,10 +31,35 @@ pub fn capture_seconds<'a>(pads: impl IntoIterator<Item = &'a PadData>) -> f32 {
     followers.map(|p| p.recipe.seconds).fold(0.0f32, f32::max)
 }
 
+/// Where pad `pad`'s clip starts on the host timeline at `host_rate`, if it follows the
+/// sidechain and its capture recorded a position (the transport lock's origin; the lock
+/// parameter itself is read by the audio thread). A capture made at another rate is rescaled.
+pub fn lock_origin(pad: &PadData, host_rate: u32) -> Option<i64> {
+    let c = &pad.control;
+    let start = c.capture_start.filter(|_| c.follow_sidechain)?;
+    if c.capture_rate == 0 || c.capture_rate == host_rate || host_rate == 0 {
+        return Some(start);
+    }
+    Some((start as f64 * host_rate as f64 / c.capture_rate as f64).round() as i64)
+}
+
+/// Publishes every pad's [`lock_origin`] to the audio thread (main or generation thread).
+pub fn publish_locks(shared: &Shared) {
+    let rate = shared.host_rate.load(Ordering::Relaxed);
+    let origins: [Option<i64>; PAD_COUNT] = shared
+        .store
+        .with(|b| std::array::from_fn(|i| b.pads.get(i).and_then(|p| lock_origin(p, rate))));
+    for (pad, origin) in origins.into_iter().enumerate() {
+        shared.locks.set(pad, origin);
+    }
+}
+
 /// Generation thread, every tick: keeps the capture length at the following pads' length, and
 /// turns a finished capture into one controlled job per pad that follows the sidechain (which
-/// also records the capture's start and loudness view in those pads).
+/// also records the capture's start and loudness view in those pads), and republishes the
+/// transport-lock origins (a state load or the editor may have changed them).
 pub fn poll(shared: &Shared, fresh_seed: impl Fn() -> u64) -> Vec<(usize, Job)> {
+    publish_locks(shared);
     let Some(buffer) = shared.capture.lock().clone() else {
         return Vec::new();
     };
@@ -115,5 +141,23 @@ mod tests {
         assert_eq!(capture_seconds(&pads), 6.0);
         pads[2].recipe.seconds = f32::NAN;
         assert_eq!(capture_seconds(&pads), 2.5, "a NaN length is ignored");
+    }
+
+    #[test]
+    fn lock_origin_needs_a_follower_with_a_position_and_follows_the_rate() {
+        let mut pad = PadData::default();
+        pad.control.capture_start = Some(48_000);
+        pad.control.capture_rate = 48_000;
+        assert_eq!(lock_origin(&pad, 48_000), None, "not following");
+        pad.control.follow_sidechain = true;
+        assert_eq!(lock_origin(&pad, 48_000), Some(48_000));
+        assert_eq!(
+            lock_origin(&pad, 96_000),
+            Some(96_000),
+            "one second at 96 kHz"
+        );
+        assert_eq!(lock_origin(&pad, 44_100), Some(44_100));
+        pad.control.capture_start = None;
+        assert_eq!(lock_origin(&pad, 48_000), None, "no position recorded");
     }
 }
