@@ -6,6 +6,7 @@
 //!
 //! * [`layout`]: the fixed shape (ports, pad count, rate bound, capture length).
 //! * [`audio`]: the realtime path (voices, sidechain recorder); reads only published clips.
+//! * [`level`]: a pad's output level (off / peak / LUFS), a gain applied at publish.
 //! * [`state`], [`store`]: the persisted format, and the live pads behind a lock.
 //! * [`params`]: the host-automatable parameters (and the store, persisted with them).
 //! * [`status`]: what the editor sees of jobs, the model and downloads.
@@ -29,6 +30,7 @@ pub mod export;
 pub mod generation;
 pub mod jobs;
 pub mod layout;
+pub mod level;
 pub mod params;
 pub mod shared;
 pub mod state;
@@ -193,6 +195,12 @@ impl Plugin for EzAudio {
     }
 
     fn editor(&mut self, _async_executor: AsyncExecutor<Self>) -> Option<Self::Editor> {
+        // The window opens at the size saved with the project (restored into the params after
+        // construction, so the state is built here, while no window uses it).
+        if !self.editor_state.is_open() {
+            let (w, h) = params::editor_size(*self.params.editor_size.read());
+            self.editor_state = editor::state_of_size(w, h);
+        }
         editor::create(
             self.params.clone(),
             self.shared.clone(),
@@ -261,6 +269,11 @@ impl Plugin for EzAudio {
                 playing,
                 position,
             );
+        }
+        // The editor's Stop: auditions and previews carry no MIDI key, so this leaves notes
+        // the host plays alone. Before new auditions, so Stop then Play restarts.
+        if self.shared.stop_auditions.swap(false, Ordering::Relaxed) {
+            self.voices.choke(Some(NO_KEY));
         }
         let audition = self.shared.audition.swap(0, Ordering::Relaxed);
         for pad in (0..PAD_COUNT).filter(|p| audition & (1 << p) != 0) {

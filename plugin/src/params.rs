@@ -182,6 +182,24 @@ impl PadParams {
     }
 }
 
+/// The editor's first size (logical points): the pad grid, the pad panel and its waveform
+/// without scrolling for the common controls.
+pub const EDITOR_SIZE: (f32, f32) = (1100.0, 780.0);
+/// The smallest size the editor can be resized to: the grid and a usable pad panel.
+pub const EDITOR_MIN_SIZE: (f32, f32) = (860.0, 560.0);
+
+/// A saved editor size, clamped to what the editor supports (a state may hold anything).
+pub fn editor_size(saved: (f32, f32)) -> (f32, f32) {
+    let fix = |v: f32, min: f32, default: f32| match v.is_finite() {
+        true => v.clamp(min, 4096.0),
+        false => default,
+    };
+    (
+        fix(saved.0, EDITOR_MIN_SIZE.0, EDITOR_SIZE.0),
+        fix(saved.1, EDITOR_MIN_SIZE.1, EDITOR_SIZE.1),
+    )
+}
+
 #[derive(Params)]
 pub struct EzAudioParams {
     /// Level of the main stereo mix (stems are not affected).
@@ -244,6 +262,12 @@ pub struct EzAudioParams {
     /// applies it when it submits a job (see `ezaudio_engine::engine::compute`).
     #[persist = "generation_cores"]
     pub generation_cores: Arc<AtomicU32>,
+
+    /// The editor window's logical size (width, height), saved with the project so the editor
+    /// reopens as the user left it. nice-plug's `EguiEditorState` is not a persistent field,
+    /// so the editor writes its size here and the plugin builds the state from it.
+    #[persist = "editor_size"]
+    pub editor_size: Arc<parking_lot::RwLock<(f32, f32)>>,
 }
 
 impl EzAudioParams {
@@ -323,6 +347,7 @@ impl EzAudioParams {
             pad16: PadParams::new(15),
             store,
             generation_cores: Arc::new(AtomicU32::new(0)),
+            editor_size: Arc::new(parking_lot::RwLock::new(EDITOR_SIZE)),
         }
     }
 }

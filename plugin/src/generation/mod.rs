@@ -65,6 +65,8 @@ pub enum Command {
     },
     /// Download the official model in the background.
     Download,
+    /// Load the model from this folder from now on (the editor checked it first).
+    UseModelFolder(std::path::PathBuf),
     Stop,
 }
 
@@ -189,7 +191,10 @@ impl Runner {
 
     fn handle(&mut self, command: Command) {
         let shared = self.shared.clone();
-        if matches!(command, Command::Generate { .. } | Command::Variations { .. }) {
+        if matches!(
+            command,
+            Command::Generate { .. } | Command::Variations { .. }
+        ) {
             // Process-wide: with several instances, the last one to submit decides.
             let cores = shared.generation_cores.load(Ordering::Relaxed);
             compute::set_compute_threads(cores as usize);
@@ -251,6 +256,13 @@ impl Runner {
                 shared.jobs.lock()[pad] = JobView::default();
             }
             Command::Download => download::start(&self.shared, self.backend.as_ref()),
+            Command::UseModelFolder(dir) => {
+                self.backend.use_folder(dir);
+                let (line, missing) = self.backend.model_view();
+                let downloadable = self.backend.downloader().map(|(m, _)| m);
+                let mut model = self.shared.model.lock();
+                (model.line, model.missing, model.downloadable) = (line, missing, downloadable);
+            }
             _ => {}
         }
     }
