@@ -73,6 +73,8 @@ pub struct EzAudio {
     editor_state: Arc<nice_plug_egui::EguiEditorState>,
     /// Test-only switch (feature `test_alloc_probe`): allocate in process on purpose.
     alloc_probe: bool,
+    /// The model folder last handed to the generation thread.
+    model_folder_sent: String,
     // Last: stops the generation thread when the plugin goes away.
     generator: Generator,
 }
@@ -96,6 +98,7 @@ impl Default for EzAudio {
             recorder: Recorder::default(),
             editor_state: editor::default_state(),
             alloc_probe: false,
+            model_folder_sent: String::new(),
             generator,
         }
     }
@@ -237,6 +240,15 @@ impl Plugin for EzAudio {
         capture.set_limit_seconds(self.shared.store.with(|b| follow::capture_seconds(&b.pads)));
         self.recorder.set_buffer(capture);
         self.shared.publish_all();
+        // A model folder chosen in the editor and saved with the project (once per change).
+        let folder = self.params.model_folder.read().clone();
+        if !folder.is_empty() && folder != self.model_folder_sent {
+            let _ = self
+                .generator
+                .sender()
+                .send(generation::Command::UseModelFolder(folder.clone().into()));
+            self.model_folder_sent = folder;
+        }
         true
     }
 

@@ -268,6 +268,11 @@ pub struct EzAudioParams {
     /// so the editor writes its size here and the plugin builds the state from it.
     #[persist = "editor_size"]
     pub editor_size: Arc<parking_lot::RwLock<(f32, f32)>>,
+
+    /// The model folder chosen in the editor (empty: the default model), saved with the
+    /// project; the plugin hands it to the generation thread on activation.
+    #[persist = "model_folder"]
+    pub model_folder: Arc<parking_lot::RwLock<String>>,
 }
 
 impl EzAudioParams {
@@ -348,6 +353,7 @@ impl EzAudioParams {
             store,
             generation_cores: Arc::new(AtomicU32::new(0)),
             editor_size: Arc::new(parking_lot::RwLock::new(EDITOR_SIZE)),
+            model_folder: Arc::default(),
         }
     }
 }

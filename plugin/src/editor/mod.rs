@@ -123,7 +123,13 @@ impl EditorApp {
             ui.heading("EzAudio");
             ui.separator();
             ui.vertical(|ui| {
-                setup::model_panel(ui, &self.shared, &self.commands, &mut self.folder)
+                setup::model_panel(
+                    ui,
+                    &self.shared,
+                    &self.params,
+                    &self.commands,
+                    &mut self.folder,
+                )
             });
         });
         let messages = self.shared.store.load_messages();

@@ -9,6 +9,7 @@ use crossbeam_channel::Sender;
 use ezaudio_engine::install::ModelFolder;
 
 use crate::generation::Command;
+use crate::params::EzAudioParams;
 use crate::shared::Shared;
 
 use super::model;
@@ -18,6 +19,8 @@ use super::model;
 pub struct FolderChooser {
     pub text: String,
     pub note: Option<Result<String, String>>,
+    /// The field was filled from the project's saved folder (once, so it can be cleared).
+    filled: bool,
 }
 
 /// Checks a model folder with the engine's own install API (the files a load needs);
@@ -45,9 +48,15 @@ fn wrapped(ui: &mut egui::Ui, text: impl Into<egui::WidgetText>) {
 pub fn model_panel(
     ui: &mut egui::Ui,
     shared: &Shared,
+    params: &EzAudioParams,
     commands: &Sender<Command>,
     chooser: &mut FolderChooser,
 ) {
+    if !chooser.filled {
+        // Show the folder saved with the project.
+        chooser.text = params.model_folder.read().clone();
+        chooser.filled = true;
+    }
     let view = shared.model.lock().clone();
     let strip = model::model_strip(&view);
     ui.horizontal(|ui| {
@@ -86,6 +95,7 @@ pub fn model_panel(
                 let dir = PathBuf::from(chooser.text.trim());
                 let checked = check_folder(&dir);
                 if checked.is_ok() {
+                    *params.model_folder.write() = dir.display().to_string();
                     let _ = commands.send(Command::UseModelFolder(dir));
                 }
                 chooser.note = Some(checked);
