@@ -407,6 +407,37 @@ mod tests {
         false
     }
 
+    /// A backend whose status line names the folder it was told to use.
+    struct Folders(Option<std::path::PathBuf>);
+
+    impl Backend for Folders {
+        fn submit(&mut self, job: Job) -> Box<dyn PendingJob> {
+            Instant24k.submit(job)
+        }
+        fn model_view(&mut self) -> (String, Option<String>) {
+            match &self.0 {
+                Some(dir) => (format!("Model: {}", dir.display()), None),
+                None => ("Model: default".into(), Some("not installed".into())),
+            }
+        }
+        fn use_folder(&mut self, dir: std::path::PathBuf) {
+            self.0 = Some(dir);
+        }
+    }
+
+    #[test]
+    fn a_chosen_model_folder_reaches_the_backend_and_the_status() {
+        let (shared, _readers) = Shared::new(Arc::new(PadStore::default()));
+        let generator = Generator::spawn(shared.clone(), Box::new(Folders(None)));
+        generator
+            .sender()
+            .send(Command::UseModelFolder("/models/mine".into()))
+            .unwrap();
+        assert!(wait(|| shared.model.lock().line == "Model: /models/mine"));
+        assert_eq!(shared.model.lock().missing, None);
+        drop(generator);
+    }
+
     #[test]
     fn finished_clips_are_stored_resampled_and_published() {
         let (shared, mut readers) = Shared::new(Arc::new(PadStore::default()));
