@@ -369,6 +369,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn saved_editor_sizes_are_clamped() {
+        assert_eq!(editor_size((1200.0, 900.0)), (1200.0, 900.0));
+        assert_eq!(editor_size((10.0, 10.0)), EDITOR_MIN_SIZE);
+        assert_eq!(editor_size((f32::NAN, 1e9)), (EDITOR_SIZE.0, 4096.0));
+        // The persisted field starts at the default size.
+        let p = EzAudioParams::new(std::sync::Arc::default());
+        assert_eq!(*p.editor_size.read(), EDITOR_SIZE);
+    }
+
+    #[test]
     fn labelled_ints_roundtrip() {
         let store = Arc::new(PadStore::default());
         let params = EzAudioParams::new(store);
