@@ -6,6 +6,7 @@
 //!
 //! * [`layout`]: the fixed shape (ports, pad count, rate bound, capture length).
 //! * [`audio`]: the realtime path (voices, sidechain recorder); reads only published clips.
+//! * [`level`]: a pad's output level (off / peak / LUFS), a gain applied at publish.
 //! * [`state`], [`store`]: the persisted format, and the live pads behind a lock.
 //! * [`params`]: the host-automatable parameters (and the store, persisted with them).
 //! * [`status`]: what the editor sees of jobs, the model and downloads.
@@ -29,6 +30,7 @@ pub mod export;
 pub mod generation;
 pub mod jobs;
 pub mod layout;
+pub mod level;
 pub mod params;
 pub mod shared;
 pub mod state;
@@ -76,6 +78,8 @@ pub struct EzAudio {
     editor_state: Arc<nice_plug_egui::EguiEditorState>,
     /// Test-only switch (feature `test_alloc_probe`): allocate in process on purpose.
     alloc_probe: bool,
+    /// The model folder last handed to the generation thread.
+    model_folder_sent: String,
     // Last: stops the generation thread when the plugin goes away.
     generator: Generator,
 }
@@ -102,6 +106,7 @@ impl Default for EzAudio {
             locked: LockedPlayer::default(),
             editor_state: editor::default_state(),
             alloc_probe: false,
+            model_folder_sent: String::new(),
             generator,
         }
     }
@@ -230,6 +235,12 @@ impl Plugin for EzAudio {
     }
 
     fn editor(&mut self, _async_executor: AsyncExecutor<Self>) -> Option<Self::Editor> {
+        // The window opens at the size saved with the project (restored into the params after
+        // construction, so the state is built here, while no window uses it).
+        if !self.editor_state.is_open() {
+            let (w, h) = params::editor_size(*self.params.editor_size.read());
+            self.editor_state = editor::state_of_size(w, h);
+        }
         editor::create(
             self.params.clone(),
             self.shared.clone(),
@@ -269,6 +280,15 @@ impl Plugin for EzAudio {
         // The lock origins at this rate, before the first block (the generation thread keeps
         // them up to date afterwards).
         follow::publish_locks(&self.shared);
+        // A model folder chosen in the editor and saved with the project (once per change).
+        let folder = self.params.model_folder.read().clone();
+        if !folder.is_empty() && folder != self.model_folder_sent {
+            let _ = self
+                .generator
+                .sender()
+                .send(generation::Command::UseModelFolder(folder.clone().into()));
+            self.model_folder_sent = folder;
+        }
         true
     }
 
@@ -311,6 +331,11 @@ impl Plugin for EzAudio {
             }
         };
         self.plan_locked(block);
+        // The editor's Stop: auditions and previews carry no MIDI key, so this leaves notes
+        // the host plays alone. Before new auditions, so Stop then Play restarts.
+        if self.shared.stop_auditions.swap(false, Ordering::Relaxed) {
+            self.voices.choke(Some(NO_KEY));
+        }
         let audition = self.shared.audition.swap(0, Ordering::Relaxed);
         for pad in (0..PAD_COUNT).filter(|p| audition & (1 << p) != 0) {
             self.trigger(pad, NO_KEY, 1.0, 0.0, true);

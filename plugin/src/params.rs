@@ -188,6 +188,24 @@ impl PadParams {
     }
 }
 
+/// The editor's first size (logical points): the pad grid, the pad panel and its waveform
+/// without scrolling for the common controls.
+pub const EDITOR_SIZE: (f32, f32) = (1100.0, 780.0);
+/// The smallest size the editor can be resized to: the grid and a usable pad panel.
+pub const EDITOR_MIN_SIZE: (f32, f32) = (860.0, 560.0);
+
+/// A saved editor size, clamped to what the editor supports (a state may hold anything).
+pub fn editor_size(saved: (f32, f32)) -> (f32, f32) {
+    let fix = |v: f32, min: f32, default: f32| match v.is_finite() {
+        true => v.clamp(min, 4096.0),
+        false => default,
+    };
+    (
+        fix(saved.0, EDITOR_MIN_SIZE.0, EDITOR_SIZE.0),
+        fix(saved.1, EDITOR_MIN_SIZE.1, EDITOR_SIZE.1),
+    )
+}
+
 #[derive(Params)]
 pub struct EzAudioParams {
     /// Level of the main stereo mix (stems are not affected).
@@ -250,6 +268,17 @@ pub struct EzAudioParams {
     /// applies it when it submits a job (see `ezaudio_engine::engine::compute`).
     #[persist = "generation_cores"]
     pub generation_cores: Arc<AtomicU32>,
+
+    /// The editor window's logical size (width, height), saved with the project so the editor
+    /// reopens as the user left it. nice-plug's `EguiEditorState` is not a persistent field,
+    /// so the editor writes its size here and the plugin builds the state from it.
+    #[persist = "editor_size"]
+    pub editor_size: Arc<parking_lot::RwLock<(f32, f32)>>,
+
+    /// The model folder chosen in the editor (empty: the default model), saved with the
+    /// project; the plugin hands it to the generation thread on activation.
+    #[persist = "model_folder"]
+    pub model_folder: Arc<parking_lot::RwLock<String>>,
 }
 
 impl EzAudioParams {
@@ -329,6 +358,8 @@ impl EzAudioParams {
             pad16: PadParams::new(15),
             store,
             generation_cores: Arc::new(AtomicU32::new(0)),
+            editor_size: Arc::new(parking_lot::RwLock::new(EDITOR_SIZE)),
+            model_folder: Arc::default(),
         }
     }
 }
@@ -342,6 +373,16 @@ impl Default for EzAudioParams {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn saved_editor_sizes_are_clamped() {
+        assert_eq!(editor_size((1200.0, 900.0)), (1200.0, 900.0));
+        assert_eq!(editor_size((10.0, 10.0)), EDITOR_MIN_SIZE);
+        assert_eq!(editor_size((f32::NAN, 1e9)), (EDITOR_SIZE.0, 4096.0));
+        // The persisted field starts at the default size.
+        let p = EzAudioParams::new(std::sync::Arc::default());
+        assert_eq!(*p.editor_size.read(), EDITOR_SIZE);
+    }
 
     #[test]
     fn labelled_ints_roundtrip() {

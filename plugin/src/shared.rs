@@ -5,23 +5,24 @@
 //! thread (activate) or the generation thread, never on the audio thread, which holds only
 //! the slots' readers and its own handle on the capture buffer.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
-use ezaudio_engine::audio::published::{ClipSlot, SlotReader};
-use ezaudio_engine::audio::Clip;
+use ezaudio_engine::audio::published::{ClipSlot, PlaybackBuffer, SlotReader};
+use ezaudio_engine::audio::{resample, Clip};
 use parking_lot::Mutex;
 
 use crate::audio::locked::LockPoints;
 use crate::audio::recorder::CaptureBuffer;
 use crate::layout::PAD_COUNT;
+use crate::level::OutputLevel;
 use crate::status::{JobView, ModelView, Progress, StepCost};
 use crate::store::PadStore;
 
 #[derive(Default)]
 struct Published {
-    /// (clip serial, rate) currently in each slot.
-    pads: [(u64, u32); PAD_COUNT],
+    /// (clip serial, rate, level) currently in each slot.
+    pads: [(u64, u32, OutputLevel); PAD_COUNT],
     next_id: u64,
 }
 
@@ -32,6 +33,9 @@ pub struct Shared {
     pub host_rate: AtomicU32,
     /// Bit N set: the editor asks the audio thread to play pad N once.
     pub audition: AtomicU32,
+    /// Set: the editor asks the audio thread to stop what the editor started (auditions and
+    /// previews; MIDI-played voices are the host's business).
+    pub stop_auditions: AtomicBool,
     /// Per pad: the state of its generation job, for the editor.
     pub progress: Mutex<[Progress; PAD_COUNT]>,
     /// The model's status and download state.
@@ -67,6 +71,7 @@ impl Shared {
             slots,
             host_rate: AtomicU32::new(0),
             audition: AtomicU32::new(0),
+            stop_auditions: AtomicBool::new(false),
             progress: Mutex::new(Default::default()),
             model: Mutex::new(ModelView::default()),
             jobs: Mutex::new(Default::default()),
@@ -93,14 +98,15 @@ impl Shared {
         let mut changed = 0;
         for pad in 0..PAD_COUNT {
             let (serial, clip) = self.store.clip(pad);
-            if published.pads[pad] == (serial, rate) {
+            let level = self.store.with(|b| b.pads[pad].level);
+            if published.pads[pad] == (serial, rate, level) {
                 continue;
             }
             match clip {
                 None => self.slots[pad].clear(),
                 Some(clip) => {
                     published.next_id += 1;
-                    match clip.to_playback(rate, published.next_id) {
+                    match levelled_playback(&clip, level, rate, published.next_id) {
                         Ok(buffer) => self.slots[pad].publish(Arc::new(buffer)),
                         Err(e) => {
                             self.slots[pad].clear();
@@ -112,7 +118,7 @@ impl Shared {
                     }
                 }
             }
-            published.pads[pad] = (serial, rate);
+            published.pads[pad] = (serial, rate, level);
             self.previewing.lock()[pad] = None;
             changed += 1;
         }
@@ -130,14 +136,14 @@ impl Shared {
         if rate == 0 {
             return Err("the plugin is not active (no host sample rate yet)".into());
         }
+        let level = self.store.with(|b| b.pads[pad].level);
         let mut published = self.published.lock();
         published.next_id += 1;
-        let buffer = clip
-            .to_playback(rate, published.next_id)
-            .map_err(|e| e.to_string())?;
+        // A candidate is heard at the pad's level, as it would sound once kept.
+        let buffer = levelled_playback(clip, level, rate, published.next_id)?;
         self.slots[pad].publish(Arc::new(buffer));
         // Anything but the pad's (serial, rate): the next publish puts the pad's clip back.
-        published.pads[pad] = (u64::MAX, rate);
+        published.pads[pad] = (u64::MAX, rate, level);
         self.previewing.lock()[pad] = Some(candidate);
         drop(published);
         self.audition(pad);
@@ -147,9 +153,14 @@ impl Shared {
     /// Ends auditioning: the pad's own clip goes back into its slot.
     pub fn unpreview(&self, pad: usize) {
         if pad < PAD_COUNT && self.previewing.lock()[pad].take().is_some() {
-            self.published.lock().pads[pad] = (u64::MAX, 0);
+            self.published.lock().pads[pad] = (u64::MAX, 0, OutputLevel::Off);
             self.publish_all();
         }
+    }
+
+    /// Asks the audio thread to stop the editor's auditions and previews.
+    pub fn stop_auditions(&self) {
+        self.stop_auditions.store(true, Ordering::SeqCst);
     }
 
     /// Frees buffers no voice plays any more.
@@ -165,4 +176,20 @@ impl Shared {
             self.audition.fetch_or(1 << pad, Ordering::SeqCst);
         }
     }
+}
+
+/// `clip` at `rate`, scaled by the pad's level (measured on the raw clip at its own rate, so
+/// the gain does not depend on the host's rate). Off the audio thread: resamples, allocates.
+pub fn levelled_playback(
+    clip: &Clip,
+    level: OutputLevel,
+    rate: u32,
+    id: u64,
+) -> Result<PlaybackBuffer, String> {
+    let gain = level.gain(&clip.samples, clip.sample_rate);
+    let mut samples = resample(&clip.samples, clip.sample_rate, rate).map_err(|e| e.to_string())?;
+    if gain != 1.0 {
+        samples.iter_mut().for_each(|s| *s *= gain);
+    }
+    Ok(PlaybackBuffer::new(samples, rate, id))
 }

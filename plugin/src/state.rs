@@ -246,6 +246,9 @@ pub struct PadRecord {
     pub clip: Option<ClipRecord>,
     pub history: Vec<HistoryRecord>,
     pub control: ControlSettings,
+    /// The pad's output level (a gain applied at publish; the clip stays raw). States
+    /// without it load as off.
+    pub level: crate::level::OutputLevel,
 }
 
 pub fn encode_samples(samples: &[f32]) -> String {
@@ -331,6 +334,7 @@ pub struct LoadedPad {
     pub clip: Option<Clip>,
     pub history: Vec<(ClipMeta, Option<Clip>)>,
     pub control: ControlSettings,
+    pub level: crate::level::OutputLevel,
 }
 
 /// Reads one pad's JSON as far as possible. Problems are appended to `messages`, prefixed
@@ -371,6 +375,12 @@ pub fn decode_pad(index: usize, text: &str, messages: &mut Vec<String>) -> Loade
             Err(e) => messages.push(format!(
                 "{name}: control settings unreadable ({e}); defaults used"
             )),
+        }
+    }
+    if let Some(l) = obj.get("level").filter(|l| !l.is_null()) {
+        match serde_json::from_value::<crate::level::OutputLevel>(l.clone()) {
+            Ok(l) => pad.level = l.sanitized(),
+            Err(e) => messages.push(format!("{name}: output level unreadable ({e}); off")),
         }
     }
     let mut notes = Vec::new();
@@ -501,6 +511,7 @@ mod tests {
                 capture_start: Some(96_000),
                 ..Default::default()
             },
+            level: crate::level::OutputLevel::Lufs { lufs: -14.0 },
         };
         let (pad, msgs) = roundtrip(&record);
         assert!(msgs.is_empty(), "{msgs:?}");
@@ -517,6 +528,7 @@ mod tests {
         assert_eq!(pad.history.len(), 1);
         assert_eq!(pad.history[0].0.recipe.seed, 1);
         assert_eq!(pad.control, record.control);
+        assert_eq!(pad.level, record.level);
     }
 
     #[test]
@@ -614,6 +626,8 @@ mod tests {
         );
         assert!(msgs.is_empty(), "{msgs:?}");
         assert_eq!(pad.control, ControlSettings::default());
+        // A state from before the output level plays its clips as they are.
+        assert_eq!(pad.level, crate::level::OutputLevel::Off);
         // Settings a state lacks take the pad defaults; the prompt comes from the top level.
         let expected = Recipe {
             prompt: "rain".into(),

@@ -12,6 +12,7 @@ use nice_plug::prelude::*;
 use parking_lot::Mutex;
 
 use crate::layout::PAD_COUNT;
+use crate::level::OutputLevel;
 use crate::state::{self, ClipRecord, ControlSettings, HistoryRecord, PadRecord, SavedSettings};
 
 /// Earlier generations kept per pad.
@@ -41,6 +42,8 @@ pub struct PadData {
     pub history: Vec<HistoryItem>,
     /// Loudness control: follow the sidechain, drawn envelope.
     pub control: ControlSettings,
+    /// The level the publisher applies to the clip (the clip itself stays raw).
+    pub level: OutputLevel,
     /// Changes whenever `clip` changes; the publisher compares it.
     pub serial: u64,
 }
@@ -54,6 +57,7 @@ impl Default for PadData {
             clip: None,
             history: Vec::new(),
             control: ControlSettings::default(),
+            level: OutputLevel::Off,
             serial: 0,
         }
     }
@@ -90,6 +94,20 @@ impl PadStore {
     /// Bumped whenever a pad's clip changes (generation, restore, state load).
     pub fn clip_changes(&self) -> u64 {
         self.clip_changes.load(Ordering::SeqCst)
+    }
+
+    /// Sets the pad's output level; the publisher applies it on its next look.
+    pub fn set_level(&self, pad: usize, level: OutputLevel) {
+        let changed = self.with(|b| match b.pads.get_mut(pad) {
+            Some(p) if p.level != level => {
+                p.level = level;
+                true
+            }
+            _ => false,
+        });
+        if changed {
+            self.clip_changes.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     /// The pad's clip and its serial, for publishing.
@@ -187,6 +205,7 @@ impl PadStore {
                 })
                 .collect(),
             control: p.control.clone(),
+            level: p.level,
         }
     }
 }
@@ -277,6 +296,7 @@ unsafe impl Params for PadStore {
                     clip: pad.clip.map(Arc::new),
                     history,
                     control: pad.control,
+                    level: pad.level,
                     serial: next,
                 };
             }

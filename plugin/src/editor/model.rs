@@ -56,22 +56,67 @@ pub fn clip_summary(clip: &Clip) -> String {
 }
 
 /// Prompt characters shown on a pad button (it has a fixed size).
-const CAPTION_CHARS: usize = 9;
+const CAPTION_CHARS: usize = 10;
 
-/// The caption of a pad button: number, then the start of its prompt.
-pub fn pad_caption(index: usize, pad: &PadData) -> String {
-    let prompt = pad
-        .clip
-        .as_ref()
-        .map(|c| c.meta.recipe.prompt.as_str())
-        .unwrap_or(pad.recipe.prompt.as_str());
-    let short: String = prompt.chars().take(CAPTION_CHARS).collect();
-    let ellipsis = if prompt.chars().count() > CAPTION_CHARS {
-        "..."
+/// A MIDI note as "36 C1": the number (which every DAW agrees on) and a name with middle C
+/// (60) called C3. DAWs disagree on octave numbers (C3 or C4 for 60), so the number comes first.
+pub fn note_name(note: i32) -> String {
+    const NAMES: [&str; 12] = [
+        "C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B",
+    ];
+    let n = note.clamp(0, 127);
+    format!("{n} {}{}", NAMES[n as usize % 12], n / 12 - 2)
+}
+
+/// The pad's name: its own prompt (what the prompt field says), else its clip's. A span edit
+/// makes a clip whose recipe holds the span's prompt; the pad keeps its name.
+pub fn pad_name(pad: &PadData) -> &str {
+    match pad.recipe.prompt.trim() {
+        "" => pad
+            .clip
+            .as_ref()
+            .map(|c| c.meta.recipe.prompt.as_str())
+            .unwrap_or(""),
+        prompt => prompt,
+    }
+}
+
+/// The caption of a pad button: number and note, then the start of its name (at most
+/// [`CAPTION_CHARS`], so every caption has the same shape).
+pub fn pad_caption(index: usize, pad: &PadData, note: i32) -> String {
+    let name = pad_name(pad);
+    let short: String = name.chars().take(CAPTION_CHARS).collect();
+    let ellipsis = if name.chars().count() > CAPTION_CHARS {
+        "…"
     } else {
         ""
     };
-    format!("{}\n{short}{ellipsis}", index + 1)
+    format!("{}  ·  {}\n{short}{ellipsis}", index + 1, note_name(note))
+}
+
+/// Peak of a clip in dBFS (None for silence), for the waveform's readout.
+pub fn peak_dbfs(samples: &[f32]) -> Option<f32> {
+    let p = crate::level::peak(samples);
+    (p > 0.0).then(|| crate::level::to_db(p))
+}
+
+/// "peak -3.2 dBFS", or "peak +23.5 dBFS - over full scale" when it would clip.
+pub fn peak_text(samples: &[f32]) -> String {
+    match peak_dbfs(samples) {
+        None => "silent".into(),
+        Some(db) if db > 0.0 => format!("peak {db:+.1} dBFS - over full scale"),
+        Some(db) => format!("peak {db:.1} dBFS"),
+    }
+}
+
+/// The vertical zoom of a waveform: full scale, or the clip's peak when it is hotter or much
+/// quieter, so a hot clip is not a solid block and a quiet one is visible.
+pub fn waveform_scale(peak: f32) -> f32 {
+    if peak > 1e-6 {
+        peak
+    } else {
+        1.0
+    }
 }
 
 /// Min/max per column over `columns` equal slices of `samples`.
@@ -165,8 +210,22 @@ pub fn span_from_drag(x0: f32, x1: f32, width: f32, duration: f32) -> Option<(f3
     (b - a >= MIN_EDIT_S).then_some((a, b))
 }
 
-/// What the model strip shows: the status line, and whether to offer a download.
-pub fn model_strip(view: &ModelView) -> (String, Option<String>, bool) {
+/// What the model strip shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StripView {
+    pub line: String,
+    /// The download's progress or result.
+    pub download: Option<String>,
+    /// The label of the download button, when one is offered ("Download ezaudio-l", or
+    /// "Retry download" after a failure).
+    pub button: Option<String>,
+    /// A download is running (where a Cancel button goes).
+    pub running: bool,
+}
+
+/// What the model strip shows: the status line, the download's state and whether to offer a
+/// download (or a retry: a failed download keeps its button).
+pub fn model_strip(view: &ModelView) -> StripView {
     let download = match &view.download {
         Download::Idle => None,
         Download::Running {
@@ -190,15 +249,30 @@ pub fn model_strip(view: &ModelView) -> (String, Option<String>, bool) {
         Download::Done(msg) => Some(msg.clone()),
         Download::Failed(e) => Some(format!("Download failed: {e}")),
     };
-    let can_download = view.missing.is_some()
-        && view.downloadable.is_some()
-        && !matches!(view.download, Download::Running { .. });
-    let line = if view.line.is_empty() {
+    let running = matches!(view.download, Download::Running { .. });
+    let failed = matches!(view.download, Download::Failed(_));
+    let button = view
+        .downloadable
+        .filter(|_| !running && (view.missing.is_some() || failed))
+        .map(|m| match failed {
+            true => "Retry download".to_string(),
+            false => format!("Download {}", m.name()),
+        });
+    // The engine says "not loaded (loads with the first generation)" before its first job,
+    // which reads as if all were well; a model that is not there is "not installed".
+    let line = if view.missing.is_some() {
+        "Model: not installed".to_string()
+    } else if view.line.is_empty() {
         "Model: checking...".to_string()
     } else {
         view.line.clone()
     };
-    (line, download, can_download)
+    StripView {
+        line,
+        download,
+        button,
+        running,
+    }
 }
 
 #[cfg(test)]
@@ -236,7 +310,18 @@ mod tests {
         assert_eq!(waveform_envelope(&[0.5], 4), vec![(0.5, 0.5); 4]);
         let mut pad = PadData::default();
         pad.recipe.prompt = "a very long prompt about thunder".into();
-        assert_eq!(pad_caption(0, &pad), "1\na very lo...");
+        assert_eq!(pad_caption(0, &pad, 36), "1  ·  36 C1\na very lon…");
+        // The pad's own prompt names it, not the span prompt of an edited clip.
+        pad.recipe.prompt = "glass".into();
+        pad.clip = Some(std::sync::Arc::new(Clip::new(
+            vec![0.0],
+            24_000,
+            ClipMeta {
+                recipe: Recipe::new("glass breaking"),
+                ..Default::default()
+            },
+        )));
+        assert_eq!(pad_name(&pad), "glass");
         let clip = Clip::new(
             vec![0.0; 24_000],
             24_000,
@@ -281,13 +366,16 @@ mod tests {
             line: "Model: not loaded".into(),
             ..Default::default()
         };
+        let s = model_strip(&v);
         assert_eq!(
-            model_strip(&v),
-            ("Model: not loaded".to_string(), None, false)
+            (s.line.as_str(), s.download, s.button),
+            ("Model: not loaded", None, None)
         );
         v.missing = Some("ezaudio-l is not installed".into());
         v.downloadable = Some(ezaudio_engine::install::Official::L);
-        assert!(model_strip(&v).2);
+        let s = model_strip(&v);
+        assert_eq!(s.line, "Model: not installed");
+        assert_eq!(s.button.as_deref(), Some("Download ezaudio-l"));
         v.download = Download::Running {
             file: "ckpts/vae/1m.pt".into(),
             index: 4,
@@ -295,10 +383,32 @@ mod tests {
             done: 50_000_000,
             total: 200_000_000,
         };
-        let (_, d, can) = model_strip(&v);
+        let s = model_strip(&v);
         assert_eq!(
-            (d.as_deref(), can),
-            (Some("Downloading 1m.pt (4/6): 50 of 200 MB"), false)
+            (s.download.as_deref(), s.button, s.running),
+            (Some("Downloading 1m.pt (4/6): 50 of 200 MB"), None, true)
         );
+        // A failure keeps a button (a retry), even when the files now look present.
+        v.download = Download::Failed("connection reset".into());
+        v.missing = None;
+        let s = model_strip(&v);
+        assert_eq!(s.button.as_deref(), Some("Retry download"));
+        assert_eq!(
+            s.download.as_deref(),
+            Some("Download failed: connection reset")
+        );
+    }
+
+    #[test]
+    fn notes_peaks_and_names() {
+        assert_eq!(note_name(36), "36 C1");
+        assert_eq!(note_name(37), "37 C#1");
+        assert_eq!(note_name(60), "60 C3");
+        assert_eq!(note_name(0), "0 C-2");
+        assert_eq!(peak_text(&[0.5, -0.25]), "peak -6.0 dBFS");
+        assert_eq!(peak_text(&[15.0]), "peak +23.5 dBFS - over full scale");
+        assert_eq!(peak_text(&[0.0]), "silent");
+        assert_eq!(waveform_scale(15.0), 15.0);
+        assert_eq!(waveform_scale(0.0), 1.0);
     }
 }

@@ -93,7 +93,9 @@ pub fn prompt_and_settings(ui: &mut egui::Ui, shared: &Shared, pad: usize) {
             ui.end_row();
         }
         let l = ui.label("Seed");
-        ui.add(egui::DragValue::new(&mut s.seed)).labelled_by(l.id);
+        // Fixed width (a u64 seed has up to 20 digits): a new seed must not move the row.
+        ui.add_sized([170.0, 20.0], egui::DragValue::new(&mut s.seed))
+            .labelled_by(l.id);
         ui.checkbox(&mut data.seed_locked, "Lock");
         if ui.button("Randomise").clicked() {
             s.seed = jobs::random_seed();

@@ -1,11 +1,12 @@
 //! The sound-design tools under the waveform: variations (audition, keep), span editing with
-//! undo, WAV export, and the model strip (status, download). Nothing here blocks: jobs go to
+//! undo and WAV export. Nothing here blocks: jobs go to
 //! the generation thread, exports and downloads run on threads of their own.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
+use ezaudio_engine::audio::wav::SampleFormat;
 use ezaudio_engine::audio::Clip;
 use parking_lot::Mutex;
 
@@ -13,9 +14,8 @@ use ezaudio_engine::engine::Job;
 
 use crate::generation::Command;
 use crate::jobs;
+use crate::level::OutputLevel;
 use crate::shared::Shared;
-
-use super::model;
 
 /// How many candidates "Variations" generates.
 pub const VARIATIONS: usize = 4;
@@ -31,28 +31,42 @@ pub fn variations(ui: &mut egui::Ui, shared: &Shared, commands: &Sender<Command>
             "Variations ({}): audition each, keep one",
             candidates.len()
         ));
-        for (i, c) in candidates.iter().enumerate() {
-            ui.horizontal(|ui| match c {
-                Some(clip) => {
-                    let label = format!(
-                        "{}. seed {} ({:.1} s)",
-                        i + 1,
-                        clip.meta.recipe.seed,
-                        clip.duration_s()
-                    );
-                    let picked = ui.selectable_label(previewing == Some(i), label).clicked();
-                    if picked || ui.button("Audition").clicked() {
-                        let _ = commands.send(Command::Preview { pad, index: i });
+        // A grid, so every row's buttons line up whatever its caption's width.
+        egui::Grid::new("variations")
+            .num_columns(5)
+            .spacing([8.0, 4.0])
+            .show(ui, |ui| {
+                for (i, c) in candidates.iter().enumerate() {
+                    match c {
+                        Some(clip) => {
+                            let label = format!("{}. seed {}", i + 1, clip.meta.recipe.seed);
+                            // Fixed width: a longer seed must not push the buttons.
+                            ui.add_sized(
+                                egui::vec2(180.0, 20.0),
+                                egui::Button::selectable(previewing == Some(i), label),
+                            );
+                            super::waveform::mini(ui, &clip.samples, egui::vec2(110.0, 24.0));
+                            if ui.button("Audition").clicked() {
+                                let _ = commands.send(Command::Preview { pad, index: i });
+                            }
+                            if ui.button("Stop").clicked() {
+                                shared.stop_auditions();
+                            }
+                            if ui.button("Keep").clicked() {
+                                // The seed field follows the kept clip, so Lock + Generate
+                                // makes it again.
+                                let seed = clip.meta.recipe.seed;
+                                shared.store.with(|b| b.pads[pad].recipe.seed = seed);
+                                let _ = commands.send(Command::Keep { pad, index: i });
+                            }
+                        }
+                        None => {
+                            ui.label(format!("{}. generating...", i + 1));
+                        }
                     }
-                    if ui.button("Keep").clicked() {
-                        let _ = commands.send(Command::Keep { pad, index: i });
-                    }
-                }
-                None => {
-                    ui.label(format!("{}. generating...", i + 1));
+                    ui.end_row();
                 }
             });
-        }
         if ui.button("Discard variations").clicked() {
             let _ = commands.send(Command::Discard { pad });
         }
@@ -116,11 +130,24 @@ pub fn edit(
     });
 }
 
-/// Export settings and the result of the last export (written by the export thread).
+/// What the last export said: a confirmation or an error (written by the export thread).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum ExportNote {
+    #[default]
+    None,
+    Running,
+    Saved(String),
+    Failed(String),
+}
+
+/// Export settings and the result of the last export.
 pub struct Export {
     pub dir: PathBuf,
     pub at_host_rate: bool,
-    pub note: Arc<Mutex<String>>,
+    pub int24: bool,
+    /// Apply the pad's output level (else the raw clip).
+    pub levelled: bool,
+    pub note: Arc<Mutex<ExportNote>>,
 }
 
 impl Default for Export {
@@ -128,9 +155,37 @@ impl Default for Export {
         Self {
             dir: crate::export::default_export_dir(),
             at_host_rate: false,
+            int24: false,
+            levelled: true,
             note: Arc::default(),
         }
     }
+}
+
+/// The confirmation of an export, naming both files.
+pub fn saved_text(e: &crate::export::Exported) -> String {
+    let name = |p: &std::path::Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let folder = e
+        .wav
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let mut text = format!(
+        "Exported {} (+ {}) to {folder}",
+        name(&e.wav),
+        name(&e.sidecar)
+    );
+    if e.renamed {
+        text += " - that name was taken, so a number was added";
+    }
+    if e.gain_db.abs() > 0.005 {
+        text += &format!(", gain {:+.1} dB", e.gain_db);
+    }
+    text
 }
 
 pub fn export(
@@ -141,30 +196,45 @@ pub fn export(
     state: &mut Export,
 ) {
     let host_rate = shared.host_rate.load(std::sync::atomic::Ordering::Relaxed);
-    ui.horizontal(|ui| {
+    let pad_level = shared.store.with(|b| b.pads[pad].level);
+    ui.horizontal_wrapped(|ui| {
         if ui.button("Export WAV").clicked() {
             let rate = if state.at_host_rate && host_rate > 0 {
                 host_rate
             } else {
                 clip.sample_rate
             };
+            let spec = crate::export::ExportSpec {
+                rate,
+                format: if state.int24 {
+                    SampleFormat::Int24
+                } else {
+                    SampleFormat::Float32
+                },
+                level: if state.levelled {
+                    pad_level
+                } else {
+                    OutputLevel::Off
+                },
+            };
             let (clip, dir, note) = (clip.clone(), state.dir.clone(), state.note.clone());
-            *note.lock() = "Exporting...".into();
-            let stem = crate::export::file_stem(pad, &clip.meta);
+            *note.lock() = ExportNote::Running;
+            let stem = crate::export::spec_stem(&crate::export::file_stem(pad, &clip.meta), &spec);
             let spawned = std::thread::Builder::new()
                 .name("ezaudio-export".into())
                 .spawn(move || {
-                    *note.lock() = match crate::export::export_wav_at(&clip, &dir, &stem, rate) {
-                        Ok(path) => format!("Saved {}", path.display()),
-                        Err(e) => format!("Export failed: {e}"),
+                    *note.lock() = match crate::export::export_clip(&clip, &dir, &stem, &spec) {
+                        Ok(e) => ExportNote::Saved(saved_text(&e)),
+                        Err(e) => ExportNote::Failed(format!("Export failed: {e}")),
                     };
                 });
             if let Err(e) = spawned {
-                *state.note.lock() = format!("Export failed: {e}");
+                *state.note.lock() = ExportNote::Failed(format!("Export failed: {e}"));
             }
         }
         let l = ui.label("at");
         egui::ComboBox::from_id_salt("export_rate")
+            .width(170.0)
             .selected_text(if state.at_host_rate {
                 format!("host rate ({host_rate} Hz)")
             } else {
@@ -186,49 +256,28 @@ pub fn export(
             })
             .response
             .labelled_by(l.id);
+        ui.checkbox(&mut state.int24, "24-bit").on_hover_text(
+            "24-bit PCM instead of 32-bit float; a clip over full scale is scaled to -1 dBFS",
+        );
+        ui.checkbox(&mut state.levelled, format!("Level: {}", pad_level.label()))
+            .on_hover_text("Apply the pad's output level (off: the raw clip)");
     });
     ui.horizontal(|ui| {
         let l = ui.label("Folder");
         let mut dir = state.dir.display().to_string();
         if ui
-            .add(egui::TextEdit::singleline(&mut dir).desired_width(300.0))
+            .add(egui::TextEdit::singleline(&mut dir).desired_width(ui.available_width()))
             .labelled_by(l.id)
             .changed()
         {
             state.dir = PathBuf::from(dir);
         }
     });
-    let note = state.note.lock().clone();
-    if !note.is_empty() {
-        ui.small(note);
-    }
-}
-
-/// The model's status (always visible), with Download and the install instructions when
-/// the model is missing.
-pub fn model_strip(ui: &mut egui::Ui, shared: &Shared, commands: &Sender<Command>) {
-    let view = shared.model.lock().clone();
-    let (line, download, can_download) = model::model_strip(&view);
-    ui.horizontal(|ui| {
-        ui.label(line);
-        if can_download {
-            if let Some(m) = view.downloadable {
-                if ui
-                    .button(format!("Download {}", m.name()))
-                    .on_hover_text(m.download_size())
-                    .clicked()
-                {
-                    let _ = commands.send(Command::Download);
-                }
-            }
-        }
-        if let Some(d) = &download {
-            ui.small(d);
-        }
-    });
-    if let Some(missing) = &view.missing {
-        ui.collapsing("The model is not installed: how to install it", |ui| {
-            ui.small(missing);
-        });
-    }
+    let (text, color) = match state.note.lock().clone() {
+        ExportNote::None => return,
+        ExportNote::Running => ("Exporting...".to_string(), egui::Color32::GRAY),
+        ExportNote::Saved(t) => (t, egui::Color32::from_rgb(120, 220, 120)),
+        ExportNote::Failed(t) => (t, egui::Color32::from_rgb(240, 120, 90)),
+    };
+    ui.add(egui::Label::new(egui::RichText::new(text).color(color).strong()).wrap());
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{By, Queryable};
 use egui_kittest::Harness;
 use ezaudio_engine::audio::{Clip, ClipMeta};
 use ezaudio_engine::engine::{Job, JobStatus};
@@ -218,6 +218,8 @@ fn draft_then_render_final_with_expected_times() {
         Sampler::DpmPp2m,
         "a new pad drafts with DPM++ 2M"
     );
+    // The sampler combo shows the default sampler (its label is "Sampler", its value the choice).
+    h.get(By::new().value("DPM++ 2M"));
     h.get_by_label_contains("time known after the first generation");
     // No draft yet: Render final sends nothing.
     h.get_by_label("Render final").click();

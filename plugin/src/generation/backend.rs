@@ -32,6 +32,10 @@ pub trait Backend: Send {
     fn downloader(&self) -> Option<(Official, Downloader)> {
         None
     }
+    /// Load from this model folder from now on (the editor's folder chooser).
+    fn use_folder(&mut self, dir: PathBuf) {
+        let _ = dir;
+    }
 }
 
 impl PendingJob for JobHandle {
@@ -91,6 +95,12 @@ impl Backend for EngineBackend {
             }),
         };
         (format!("Model: {status}"), missing)
+    }
+
+    fn use_folder(&mut self, dir: PathBuf) {
+        // A new choice gets its own engine (the old one's model is dropped with it).
+        self.choice.source = ModelSource::Folder(dir);
+        self.engine = None;
     }
 
     fn downloader(&self) -> Option<(Official, Downloader)> {

@@ -65,6 +65,8 @@ pub enum Command {
     },
     /// Download the official model in the background.
     Download,
+    /// Load the model from this folder from now on (the editor checked it first).
+    UseModelFolder(std::path::PathBuf),
     Stop,
 }
 
@@ -254,6 +256,13 @@ impl Runner {
                 shared.jobs.lock()[pad] = JobView::default();
             }
             Command::Download => download::start(&self.shared, self.backend.as_ref()),
+            Command::UseModelFolder(dir) => {
+                self.backend.use_folder(dir);
+                let (line, missing) = self.backend.model_view();
+                let downloadable = self.backend.downloader().map(|(m, _)| m);
+                let mut model = self.shared.model.lock();
+                (model.line, model.missing, model.downloadable) = (line, missing, downloadable);
+            }
             _ => {}
         }
     }
@@ -396,6 +405,37 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         false
+    }
+
+    /// A backend whose status line names the folder it was told to use.
+    struct Folders(Option<std::path::PathBuf>);
+
+    impl Backend for Folders {
+        fn submit(&mut self, job: Job) -> Box<dyn PendingJob> {
+            Instant24k.submit(job)
+        }
+        fn model_view(&mut self) -> (String, Option<String>) {
+            match &self.0 {
+                Some(dir) => (format!("Model: {}", dir.display()), None),
+                None => ("Model: default".into(), Some("not installed".into())),
+            }
+        }
+        fn use_folder(&mut self, dir: std::path::PathBuf) {
+            self.0 = Some(dir);
+        }
+    }
+
+    #[test]
+    fn a_chosen_model_folder_reaches_the_backend_and_the_status() {
+        let (shared, _readers) = Shared::new(Arc::new(PadStore::default()));
+        let generator = Generator::spawn(shared.clone(), Box::new(Folders(None)));
+        generator
+            .sender()
+            .send(Command::UseModelFolder("/models/mine".into()))
+            .unwrap();
+        assert!(wait(|| shared.model.lock().line == "Model: /models/mine"));
+        assert_eq!(shared.model.lock().missing, None);
+        drop(generator);
     }
 
     #[test]
