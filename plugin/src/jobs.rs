@@ -36,6 +36,7 @@ pub fn generate_request(pad: &PadData, fresh_seed: u64) -> Recipe {
         negative: s.negative.trim().to_string(),
         seconds: s.seconds.clamp(0.5, 30.0),
         steps: s.steps.clamp(1, 1000),
+        sampler: s.sampler,
         guidance: s.guidance.clamp(0.0, 50.0),
         rescale: s.rescale.clamp(0.0, 1.0),
         eta: s.eta.clamp(0.0, 1.0),

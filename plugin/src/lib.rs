@@ -35,6 +35,9 @@ pub mod state;
 pub mod status;
 pub mod store;
 
+#[cfg(test)]
+mod state_fuzz;
+
 use audio::recorder::{CaptureBuffer, Recorder};
 use audio::voice::{VoiceStart, FADE_MS, NO_KEY};
 use audio::voices::{pan_gains, PadGains, Voices};

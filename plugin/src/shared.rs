@@ -5,7 +5,7 @@
 //! thread (activate) or the generation thread, never on the audio thread, which holds only
 //! the slots' readers and its own handle on the capture buffer.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use ezaudio_engine::audio::published::{ClipSlot, SlotReader};
@@ -35,6 +35,8 @@ pub struct Shared {
     pub progress: Mutex<[Progress; PAD_COUNT]>,
     /// The model's status and download state.
     pub model: Mutex<ModelView>,
+    /// The running download's cancel flag (set by Cancel; a new download gets a new one).
+    pub download_cancel: Mutex<Arc<AtomicBool>>,
     pub jobs: Mutex<[JobView; PAD_COUNT]>,
     /// Per pad: the candidates of the last Variations run (None while still generating).
     pub candidates: Mutex<[Vec<Option<Arc<Clip>>>; PAD_COUNT]>,
@@ -60,6 +62,7 @@ impl Shared {
             audition: AtomicU32::new(0),
             progress: Mutex::new(Default::default()),
             model: Mutex::new(ModelView::default()),
+            download_cancel: Mutex::new(Arc::new(AtomicBool::new(false))),
             jobs: Mutex::new(Default::default()),
             candidates: Mutex::new(Default::default()),
             previewing: Mutex::new(Default::default()),

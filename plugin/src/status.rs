@@ -67,6 +67,8 @@ pub enum Download {
     },
     Done(String),
     Failed(String),
+    /// Stopped by the user; nothing partial was installed (Download starts it again).
+    Cancelled,
 }
 
 /// Learns how long a denoising step takes, to estimate the time left. Fed with the step

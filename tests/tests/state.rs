@@ -42,7 +42,7 @@ fn saved_state_reproduces_every_clip_bit_for_bit_in_a_fresh_instance() {
     );
     assert!(saved_clip(&saved, 1).is_none());
     let json = parse_state(&saved);
-    assert_eq!(json["fields"]["ezaudio_version"], "2");
+    assert_eq!(json["fields"]["ezaudio_version"], "3");
     let pad6: serde_json::Value =
         serde_json::from_str(json["fields"]["pad6"].as_str().unwrap()).unwrap();
     assert_eq!(pad6["history"][0]["meta"]["prompt"], "older");
@@ -74,7 +74,7 @@ fn states_saved_before_pads_existed_still_load() {
     plugin.load_state(&old).expect("old state loads");
     let saved = parse_state(&plugin.save_state().expect("save"));
     assert_eq!(saved["params"]["main_gain"]["f32"], 0.5);
-    assert_eq!(saved["fields"]["ezaudio_version"], "2");
+    assert_eq!(saved["fields"]["ezaudio_version"], "3");
 }
 
 fn plays_pad_one(plugin: &mut PluginUnderTest, x: &[f32]) {

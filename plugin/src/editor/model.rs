@@ -152,6 +152,7 @@ pub fn model_strip(view: &ModelView) -> (String, Option<String>, bool) {
         }
         Download::Done(msg) => Some(msg.clone()),
         Download::Failed(e) => Some(format!("Download failed: {e}")),
+        Download::Cancelled => Some("Download cancelled; nothing was installed".into()),
     };
     let can_download = view.missing.is_some()
         && view.downloadable.is_some()

@@ -14,6 +14,7 @@ use ezaudio_engine::engine::Job;
 use crate::generation::Command;
 use crate::jobs;
 use crate::shared::Shared;
+use crate::status::Download;
 
 use super::model;
 
@@ -221,6 +222,14 @@ pub fn model_strip(ui: &mut egui::Ui, shared: &Shared, commands: &Sender<Command
                     let _ = commands.send(Command::Download);
                 }
             }
+        }
+        if matches!(view.download, Download::Running { .. })
+            && ui
+                .button("Cancel download")
+                .on_hover_text("Stops the download; nothing partial is installed")
+                .clicked()
+        {
+            let _ = commands.send(Command::CancelDownload);
         }
         if let Some(d) = &download {
             ui.small(d);

@@ -65,6 +65,8 @@ pub enum Command {
     },
     /// Download the official model in the background.
     Download,
+    /// Stop the running download.
+    CancelDownload,
     Stop,
 }
 
@@ -231,6 +233,7 @@ impl Runner {
                 shared.jobs.lock()[pad] = JobView::default();
             }
             Command::Download => download::start(&self.shared, self.backend.as_ref()),
+            Command::CancelDownload => download::cancel(&self.shared),
             _ => {}
         }
     }
@@ -357,6 +360,7 @@ mod tests {
             rescale: 0.75,
             eta: 1.0,
             seed,
+            ..Recipe::default()
         }
     }
 
