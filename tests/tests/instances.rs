@@ -98,7 +98,10 @@ fn sixteen_instances_share_one_model_and_all_their_jobs_complete() {
     let t0 = Instant::now();
     let mut done = vec![None; INSTANCES];
     while done.iter().any(Option::is_none) {
-        for (i, plugin) in plugins.iter_mut().enumerate().filter(|(i, _)| done[*i].is_none()) {
+        for (i, plugin) in plugins.iter_mut().enumerate() {
+            if done[i].is_some() {
+                continue;
+            }
             let pad = pad_of(&parse_state(&plugin.save_state().expect("save")), i);
             if pad["clip"]["meta"]["kind"]["type"] == "controlled" {
                 done[i] = Some(pad);
