@@ -426,4 +426,30 @@ mod tests {
         );
         assert!(other.clip(5).1.is_some());
     }
+
+    #[test]
+    fn a_damaged_audio_block_is_reported_in_plain_words() {
+        let store = PadStore::default();
+        store.set_clip(2, clip(7, 3 * crate::state::codec::BLOCK));
+        let mut fields = store.serialize_fields();
+        let mut pad: serde_json::Value = serde_json::from_str(&fields["pad3"]).unwrap();
+        pad["clip"]["blocks"][1] = "not a block".into();
+        fields.insert("pad3".into(), pad.to_string());
+        let other = PadStore::default();
+        other.deserialize_fields(&fields);
+        assert_eq!(
+            other.load_messages(),
+            vec![
+                "Pad 3: part of its audio silenced. Every other pad loaded intact.".to_string(),
+                "Pad 3: audio damaged at 0.68-1.37 s (16384 samples silenced; the rest is intact)"
+                    .to_string(),
+            ]
+        );
+        let samples = other.clip(2).1.unwrap().samples.clone();
+        assert!(samples[16_384..32_768].iter().all(|&s| s == 0.0));
+        assert!(samples[..16_384]
+            .iter()
+            .chain(&samples[32_768..])
+            .all(|&s| s == 0.07));
+    }
 }

@@ -48,9 +48,10 @@ fn pipeline_loads() -> u64 {
     // symbol is `extern "C" fn() -> u64`, as declared in plugin/src/lib.rs.
     unsafe {
         let lib = libloading::Library::new(clap_bundle()).expect("open the bundle");
-        let f: libloading::Symbol<unsafe extern "C" fn() -> u64> = lib
-            .get(b"ezaudio_test_pipeline_loads")
-            .expect("the test bundle exports ezaudio_test_pipeline_loads (feature test_alloc_probe)");
+        let f: libloading::Symbol<unsafe extern "C" fn() -> u64> =
+            lib.get(b"ezaudio_test_pipeline_loads").expect(
+                "the test bundle exports ezaudio_test_pipeline_loads (feature test_alloc_probe)",
+            );
         f()
     }
 }
@@ -91,7 +92,13 @@ fn sixteen_instances_share_one_model_and_all_their_jobs_complete() {
             ))
             .expect("state");
         plugin
-            .render_with_inputs(RATE, 480, frames as u32, &[], &[vec![side.clone(), side.clone()]])
+            .render_with_inputs(
+                RATE,
+                480,
+                frames as u32,
+                &[],
+                &[vec![side.clone(), side.clone()]],
+            )
             .expect("render");
     }
 
@@ -110,7 +117,9 @@ fn sixteen_instances_share_one_model_and_all_their_jobs_complete() {
         assert!(
             t0.elapsed() < Duration::from_secs(600),
             "after 600 s, instances without a clip: {:?}",
-            (0..INSTANCES).filter(|&i| done[i].is_none()).collect::<Vec<_>>()
+            (0..INSTANCES)
+                .filter(|&i| done[i].is_none())
+                .collect::<Vec<_>>()
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -121,15 +130,27 @@ fn sixteen_instances_share_one_model_and_all_their_jobs_complete() {
         let samples = clip_samples(clip).expect("the clip's audio reads back");
         assert_eq!(samples.len() as u64, clip["len"].as_u64().unwrap());
         let len_s = samples.len() as f64 / rate as f64;
-        assert!((len_s - seconds).abs() < 1e-3, "instance {i}: clip is {len_s} s, not {seconds}");
+        assert!(
+            (len_s - seconds).abs() < 1e-3,
+            "instance {i}: clip is {len_s} s, not {seconds}"
+        );
         assert!(samples.iter().all(|s| s.is_finite()) && samples.iter().any(|&s| s != 0.0));
-        assert_eq!(clip["meta"]["seed"], 100 + i as u64, "instance {i} made its own clip");
+        assert_eq!(
+            clip["meta"]["seed"],
+            100 + i as u64,
+            "instance {i} made its own clip"
+        );
     }
     // Compact state: a saved state holding one real clip of the tiny model, per sample.
     let saved = plugins[0].save_state().expect("save");
-    let n = clip_samples(&done[0].as_ref().unwrap()["clip"]).unwrap().len();
+    let n = clip_samples(&done[0].as_ref().unwrap()["clip"])
+        .unwrap()
+        .len();
     let per_sample = saved.len() as f64 / n as f64;
-    eprintln!("saved state with one tiny-model clip: {} bytes, {per_sample:.2} bytes per sample", saved.len());
+    eprintln!(
+        "saved state with one tiny-model clip: {} bytes, {per_sample:.2} bytes per sample",
+        saved.len()
+    );
     assert!(per_sample <= 4.0, "{per_sample:.2} bytes per sample");
     let loads = pipeline_loads();
     eprintln!(

@@ -177,7 +177,10 @@ fn bytes_per_sample(audio: impl Fn(usize, u32) -> Vec<f32>, len: usize) -> f64 {
     let mut plugin = PluginUnderTest::load(&clap_bundle()).expect("load");
     plugin.load_state(&state_blob(&pads, &[])).expect("state");
     let saved = plugin.save_state().expect("save");
-    assert_eq!(saved_clip(&saved, 3).map(|c| bits(&c)), Some(bits(&audio(len, 3))));
+    assert_eq!(
+        saved_clip(&saved, 3).map(|c| bits(&c)),
+        Some(bits(&audio(len, 3)))
+    );
     saved.len() as f64 / (16 * (len + len / 4)) as f64
 }
 
@@ -190,7 +193,8 @@ fn the_saved_state_costs_at_most_4_bytes_per_sample() {
             (0..len)
                 .map(|i| {
                     let t = i as f32 / 24_000.0;
-                    (-3.0 * t).exp() * (2.0 * std::f32::consts::PI * (110.0 + seed as f32) * t).sin()
+                    (-3.0 * t).exp()
+                        * (2.0 * std::f32::consts::PI * (110.0 + seed as f32) * t).sin()
                 })
                 .collect()
         },

@@ -134,7 +134,9 @@ fn damaged_states_through_the_host_never_crash_and_keep_undamaged_pads() {
                 let got = audio(&parse_state(&plugin.save_state().expect("save")));
                 kept += (0..16).filter(|&p| got[p] == want[p]).count();
                 let _ = plugin.render(24_000.0, 256, 600, &[Note::on(10, 36, 1.0)]);
-                plugin.load_state(&saved).expect("the good state loads again");
+                plugin
+                    .load_state(&saved)
+                    .expect("the good state loads again");
                 plays(&mut plugin, &pad1);
             }
         }
@@ -142,7 +144,12 @@ fn damaged_states_through_the_host_never_crash_and_keep_undamaged_pads() {
 
     // Single fields inside a readable (plain JSON) container.
     let fields: Vec<String> = (0..4)
-        .map(|i| state["fields"][format!("pad{}", i + 1)].as_str().unwrap().to_string())
+        .map(|i| {
+            state["fields"][format!("pad{}", i + 1)]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     let mut intact_checked = 0;
     for case in 0..CASES {
@@ -162,7 +169,12 @@ fn damaged_states_through_the_host_never_crash_and_keep_undamaged_pads() {
             .unwrap_or_else(|e| panic!("case {case}: a readable container was refused: {e}"));
         let got = audio(&parse_state(&plugin.save_state().expect("save")));
         for pad in (0..16).filter(|&p| !hit[p]) {
-            assert_eq!(got[pad], want[pad], "case {case}: undamaged pad {} changed", pad + 1);
+            assert_eq!(
+                got[pad],
+                want[pad],
+                "case {case}: undamaged pad {} changed",
+                pad + 1
+            );
             intact_checked += 1;
         }
         if !hit[0] {
@@ -176,5 +188,8 @@ fn damaged_states_through_the_host_never_crash_and_keep_undamaged_pads() {
         read * 16,
         t0.elapsed().as_secs_f32()
     );
-    assert!(refused > CASES / 2, "most container damage is refused, not misread");
+    assert!(
+        refused > CASES / 2,
+        "most container damage is refused, not misread"
+    );
 }

@@ -231,14 +231,12 @@ fn a_running_download_can_be_cancelled_and_a_cancelled_one_offers_download_again
 #[test]
 fn the_history_budget_shows_its_use_and_can_be_set() {
     let (app, shared, _rx) = app();
-    shared.store.set_clip(
-        0,
-        Clip::new(vec![0.1; 24_000], 24_000, Default::default()),
-    );
-    shared.store.set_clip(
-        0,
-        Clip::new(vec![0.2; 2_400], 24_000, Default::default()),
-    );
+    shared
+        .store
+        .set_clip(0, Clip::new(vec![0.1; 24_000], 24_000, Default::default()));
+    shared
+        .store
+        .set_clip(0, Clip::new(vec![0.2; 2_400], 24_000, Default::default()));
     let mut h = harness(app);
     h.run();
     h.get_by_label("History audio: 1.0 s of 166.7 s kept (all pads, 0.1 of 16.0 MB)");
