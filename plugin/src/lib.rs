@@ -38,6 +38,9 @@ pub mod status;
 pub mod store;
 
 use audio::locked::{BlockTransport, LockPoints, LockedPad, LockedPlayer};
+#[cfg(test)]
+mod state_fuzz;
+
 use audio::recorder::{CaptureBuffer, Recorder};
 use audio::voice::{VoiceStart, FADE_MS, NO_KEY};
 use audio::voices::{mix, pan_gains, PadGains, Voices};
@@ -400,3 +403,12 @@ impl Vst3Plugin for EzAudio {
 
 nice_export_clap!(EzAudio);
 nice_export_vst3!(EzAudio);
+
+/// Test-only (feature `test_alloc_probe`, never in a release bundle): how many pipelines this
+/// process has loaded, read by the CLAP host tests through the bundle's symbol table, since
+/// the engine's counters live inside the bundle's copy of the engine.
+#[cfg(feature = "test_alloc_probe")]
+#[no_mangle]
+pub extern "C" fn ezaudio_test_pipeline_loads() -> u64 {
+    ezaudio_engine::engine::Engine::pipeline_loads() as u64
+}

@@ -40,6 +40,8 @@ pub struct Shared {
     pub progress: Mutex<[Progress; PAD_COUNT]>,
     /// The model's status and download state.
     pub model: Mutex<ModelView>,
+    /// The running download's cancel flag (set by Cancel; a new download gets a new one).
+    pub download_cancel: Mutex<Arc<AtomicBool>>,
     pub jobs: Mutex<[JobView; PAD_COUNT]>,
     /// How many cores generation may use (0: auto); the same value as the persisted
     /// `EzAudioParams::generation_cores`.
@@ -74,6 +76,7 @@ impl Shared {
             stop_auditions: AtomicBool::new(false),
             progress: Mutex::new(Default::default()),
             model: Mutex::new(ModelView::default()),
+            download_cancel: Mutex::new(Arc::new(AtomicBool::new(false))),
             jobs: Mutex::new(Default::default()),
             step_cost: Mutex::new(StepCost::default()),
             generation_cores: Arc::new(AtomicU32::new(0)),

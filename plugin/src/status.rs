@@ -67,6 +67,8 @@ pub enum Download {
     },
     Done(String),
     Failed(String),
+    /// Stopped by the user; nothing partial was installed (Download starts it again).
+    Cancelled,
 }
 
 /// What a denoising step costs on this machine, learned from the jobs that ran, so the editor

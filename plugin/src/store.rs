@@ -17,9 +17,12 @@ use crate::state::{self, ClipRecord, ControlSettings, HistoryRecord, PadRecord, 
 
 /// Earlier generations kept per pad.
 pub const HISTORY_LEN: usize = 8;
-/// Samples of history audio kept over all pads (~2.8 minutes at 24 kHz, 16 MB as f32).
-/// Beyond it the oldest entries keep only their recipe.
-pub const HISTORY_AUDIO_BUDGET: usize = 4_000_000;
+/// Samples of history audio kept over all pads unless the project says otherwise (~2.8
+/// minutes at 24 kHz, 16 MB as f32). Beyond it the oldest entries keep only their recipe.
+/// A project setting ([`Bank::history_budget`], saved as `history_budget`).
+pub const DEFAULT_HISTORY_BUDGET: usize = 4_000_000;
+/// Largest settable budget (~23 minutes at 24 kHz, 128 MB of memory as f32).
+pub const MAX_HISTORY_BUDGET: usize = 32_000_000;
 
 #[derive(Debug, Clone)]
 pub struct HistoryItem {
@@ -63,15 +66,45 @@ impl Default for PadData {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Bank {
     pub pads: [PadData; PAD_COUNT],
     /// Problems found by the last state load (shown in the editor).
     pub load_messages: Vec<String>,
+    /// Samples of history audio kept over all pads (a project setting).
+    pub history_budget: usize,
     next_serial: u64,
 }
 
+impl Default for Bank {
+    fn default() -> Self {
+        Self {
+            pads: Default::default(),
+            load_messages: Vec::new(),
+            history_budget: DEFAULT_HISTORY_BUDGET,
+            next_serial: 0,
+        }
+    }
+}
+
 impl Bank {
+    /// Samples of history audio held now (what the budget limits).
+    pub fn history_samples(&self) -> usize {
+        self.pads
+            .iter()
+            .flat_map(|p| &p.history)
+            .filter_map(|h| h.clip.as_ref())
+            .map(|c| c.samples.len())
+            .sum()
+    }
+
+    /// Sets the history budget (clamped to [`MAX_HISTORY_BUDGET`]) and drops the oldest
+    /// history audio beyond it at once.
+    pub fn set_history_budget(&mut self, samples: usize) {
+        self.history_budget = samples.min(MAX_HISTORY_BUDGET);
+        enforce_budget(self);
+    }
+
     fn serial(&mut self) -> u64 {
         self.next_serial += 1;
         self.next_serial
@@ -223,7 +256,7 @@ fn enforce_budget(b: &mut Bank) {
     let mut total: usize = items.iter().map(|i| i.3).sum();
     items.sort_unstable();
     for (_, pi, hi, len) in items {
-        if total <= HISTORY_AUDIO_BUDGET {
+        if total <= b.history_budget {
             break;
         }
         b.pads[pi].history[hi].clip = None;
@@ -244,6 +277,10 @@ unsafe impl Params for PadStore {
             state::STATE_VERSION.to_string(),
         );
         self.with(|b| {
+            fields.insert(
+                state::HISTORY_BUDGET_KEY.to_string(),
+                b.history_budget.to_string(),
+            );
             for (i, p) in b.pads.iter().enumerate() {
                 if let Ok(json) = serde_json::to_string(&Self::to_record(p)) {
                     fields.insert(state::pad_key(i), json);
@@ -270,7 +307,21 @@ unsafe impl Params for PadStore {
                 }
             })
             .collect();
+        let budget = match serialized.get(state::HISTORY_BUDGET_KEY) {
+            None => DEFAULT_HISTORY_BUDGET,
+            Some(text) => match serde_json::from_str::<u64>(text) {
+                Ok(n) => usize::try_from(n)
+                    .unwrap_or(usize::MAX)
+                    .min(MAX_HISTORY_BUDGET),
+                Err(_) => {
+                    messages.push("History budget unreadable; the default is used".into());
+                    DEFAULT_HISTORY_BUDGET
+                }
+            },
+        };
+        let summary = state::summary(&messages);
         self.with(|b| {
+            b.history_budget = budget;
             let mut next = b.next_serial;
             for (slot, pad) in b.pads.iter_mut().zip(loaded) {
                 let mut history: Vec<HistoryItem> = pad
@@ -302,7 +353,7 @@ unsafe impl Params for PadStore {
             }
             b.next_serial = next;
             enforce_budget(b);
-            b.load_messages = messages;
+            b.load_messages = summary.into_iter().chain(messages).collect();
         });
         self.clip_changes.fetch_add(1, Ordering::SeqCst);
     }
@@ -356,7 +407,7 @@ mod tests {
         assert_eq!(store.with(|b| b.pads[0].history.len()), HISTORY_LEN);
         assert_eq!(store.with(|b| b.pads[0].history[0].meta.recipe.seed), 10);
         // Big clips: only the newest history audio fits the budget, recipes stay.
-        let big = HISTORY_AUDIO_BUDGET / 3 + 1;
+        let big = DEFAULT_HISTORY_BUDGET / 3 + 1;
         for s in 0..4 {
             store.set_clip(1, clip(100 + s, big));
         }
@@ -392,7 +443,38 @@ mod tests {
         let mut damaged = fields.clone();
         damaged.insert("pad2".into(), "{\"prompt\": 3".into());
         other.deserialize_fields(&damaged);
-        assert_eq!(other.load_messages().len(), 1);
+        let messages = other.load_messages();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert_eq!(
+            messages[0],
+            "Pad 2: lost, left empty. Every other pad loaded intact."
+        );
         assert!(other.clip(5).1.is_some());
+    }
+
+    #[test]
+    fn a_damaged_audio_block_is_reported_in_plain_words() {
+        let store = PadStore::default();
+        store.set_clip(2, clip(7, 3 * crate::state::codec::BLOCK));
+        let mut fields = store.serialize_fields();
+        let mut pad: serde_json::Value = serde_json::from_str(&fields["pad3"]).unwrap();
+        pad["clip"]["blocks"][1] = "not a block".into();
+        fields.insert("pad3".into(), pad.to_string());
+        let other = PadStore::default();
+        other.deserialize_fields(&fields);
+        assert_eq!(
+            other.load_messages(),
+            vec![
+                "Pad 3: part of its audio silenced. Every other pad loaded intact.".to_string(),
+                "Pad 3: audio damaged at 0.68-1.37 s (16384 samples silenced; the rest is intact)"
+                    .to_string(),
+            ]
+        );
+        let samples = other.clip(2).1.unwrap().samples.clone();
+        assert!(samples[16_384..32_768].iter().all(|&s| s == 0.0));
+        assert!(samples[..16_384]
+            .iter()
+            .chain(&samples[32_768..])
+            .all(|&s| s == 0.07));
     }
 }

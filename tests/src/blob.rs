@@ -8,6 +8,12 @@
 //! "history": [{"meta", "clip"}], "control"}` (`control` since version 2); `samples` is base64
 //! of the little-endian f32 samples. The blobs here say version 1 unless a test sets more.
 //!
+//! What the plugin saves since version 3 differs in two ways, both read here ([`parse_state`],
+//! [`clip_samples`]): the JSON after the length is compressed with zstd (nice-plug's `zstd`
+//! feature), and a clip holds `"codec": "f32le-planes-zlib", "blocks": [...]` instead of
+//! `samples`: runs of 16384 samples, each as its four byte planes (byte 0 of every sample,
+//! then byte 1, ...) in a zlib stream, in base64.
+//!
 //! This is the one builder of whole states. It is written from the format, not from the
 //! plugin's code, on purpose: the end-to-end tests check the format from outside, so a change
 //! to it in the plugin shows up here (and this crate needs only the bundle, not the plugin crate).
@@ -57,23 +63,57 @@ pub fn with_length(json: &[u8]) -> Vec<u8> {
     blob
 }
 
-/// The JSON part of a saved state, parsed.
+/// The JSON part of a saved state (zstd-compressed or plain), parsed.
 pub fn parse_state(blob: &[u8]) -> Value {
-    serde_json::from_slice(&blob[8.min(blob.len())..]).unwrap_or(Value::Null)
+    let body = &blob[8.min(blob.len())..];
+    match zstd::decode_all(body) {
+        Ok(json) => serde_json::from_slice(&json).unwrap_or(Value::Null),
+        Err(_) => serde_json::from_slice(body).unwrap_or(Value::Null),
+    }
+}
+
+/// A stored clip's samples in either format (None if absent or unreadable).
+pub fn clip_samples(clip: &Value) -> Option<Vec<f32>> {
+    if let Some(text) = clip["samples"].as_str() {
+        let bytes = B64.decode(text).ok()?;
+        return Some(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        );
+    }
+    if clip["codec"] != "f32le-planes-zlib" {
+        return None;
+    }
+    let mut out = Vec::new();
+    for block in clip["blocks"].as_array()? {
+        let z = B64.decode(block.as_str()?).ok()?;
+        let planes = miniz_oxide::inflate::decompress_to_vec_zlib(&z).ok()?;
+        let n = planes.len() / 4;
+        out.extend((0..n).map(|i| {
+            f32::from_le_bytes([
+                planes[i],
+                planes[n + i],
+                planes[2 * n + i],
+                planes[3 * n + i],
+            ])
+        }));
+    }
+    (out.len() as u64 == clip["len"].as_u64()?).then_some(out)
+}
+
+/// Pad `index`'s JSON in a parsed state (Null if absent).
+pub fn pad_of(state: &Value, index: usize) -> Value {
+    state["fields"][format!("pad{}", index + 1)]
+        .as_str()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or(Value::Null)
 }
 
 /// Decodes pad `index`'s clip samples from a saved state (None if absent).
 pub fn saved_clip(blob: &[u8], index: usize) -> Option<Vec<f32>> {
-    let state = parse_state(blob);
-    let pad: Value =
-        serde_json::from_str(state["fields"][format!("pad{}", index + 1)].as_str()?).ok()?;
-    let bytes = B64.decode(pad["clip"]["samples"].as_str()?).ok()?;
-    Some(
-        bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-    )
+    clip_samples(&pad_of(&parse_state(blob), index)["clip"])
 }
 
 pub fn f32_param(v: f32) -> Value {

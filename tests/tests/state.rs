@@ -42,7 +42,7 @@ fn saved_state_reproduces_every_clip_bit_for_bit_in_a_fresh_instance() {
     );
     assert!(saved_clip(&saved, 1).is_none());
     let json = parse_state(&saved);
-    assert_eq!(json["fields"]["ezaudio_version"], "2");
+    assert_eq!(json["fields"]["ezaudio_version"], "3");
     let pad6: serde_json::Value =
         serde_json::from_str(json["fields"]["pad6"].as_str().unwrap()).unwrap();
     assert_eq!(pad6["history"][0]["meta"]["prompt"], "older");
@@ -74,7 +74,7 @@ fn states_saved_before_pads_existed_still_load() {
     plugin.load_state(&old).expect("old state loads");
     let saved = parse_state(&plugin.save_state().expect("save"));
     assert_eq!(saved["params"]["main_gain"]["f32"], 0.5);
-    assert_eq!(saved["fields"]["ezaudio_version"], "2");
+    assert_eq!(saved["fields"]["ezaudio_version"], "3");
 }
 
 fn plays_pad_one(plugin: &mut PluginUnderTest, x: &[f32]) {
@@ -162,4 +162,45 @@ fn corrupt_truncated_and_random_states_never_crash() {
         Some(500),
         "half of the base64 -> 500 samples"
     );
+}
+
+/// Bytes per stored sample of a whole saved state, a clip of `len` samples of `audio` on
+/// each of 16 pads plus one history clip each.
+fn bytes_per_sample(audio: impl Fn(usize, u32) -> Vec<f32>, len: usize) -> f64 {
+    let pads: Vec<_> = (0..16)
+        .map(|i| {
+            let mut pad = pad_json(&audio(len, i), 24_000, "p");
+            pad["history"] = serde_json::json!([{"meta": meta("older", 3), "clip": clip_json(&audio(len / 4, 100 + i), 24_000, "older")}]);
+            (i as usize, pad)
+        })
+        .collect();
+    let mut plugin = PluginUnderTest::load(&clap_bundle()).expect("load");
+    plugin.load_state(&state_blob(&pads, &[])).expect("state");
+    let saved = plugin.save_state().expect("save");
+    assert_eq!(
+        saved_clip(&saved, 3).map(|c| bits(&c)),
+        Some(bits(&audio(len, 3)))
+    );
+    saved.len() as f64 / (16 * (len + len / 4)) as f64
+}
+
+#[test]
+fn the_saved_state_costs_at_most_4_bytes_per_sample() {
+    // Uniform noise (every mantissa bit random: the hardest case) and a decaying tone.
+    let noise = bytes_per_sample(test_clip, 48_000);
+    let tone = bytes_per_sample(
+        |len, seed| {
+            (0..len)
+                .map(|i| {
+                    let t = i as f32 / 24_000.0;
+                    (-3.0 * t).exp()
+                        * (2.0 * std::f32::consts::PI * (110.0 + seed as f32) * t).sin()
+                })
+                .collect()
+        },
+        48_000,
+    );
+    eprintln!("saved state: {noise:.2} bytes per sample of noise, {tone:.2} of a decaying tone (raw f32: 4, base64: 5.33)");
+    assert!(noise <= 4.0, "{noise:.2} bytes per sample");
+    assert!(tone <= 4.0, "{tone:.2} bytes per sample");
 }

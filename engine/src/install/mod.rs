@@ -21,7 +21,10 @@ mod fetch;
 mod integrity;
 
 pub use controlnet::{resolve_controlnet, ControlNetFileConfig, ControlNetFolder};
-pub use fetch::{fetch_official, fetch_official_with, FetchProgress};
+pub use fetch::{
+    fetch_official, fetch_official_cancellable, fetch_official_with, unlink_if_damaged,
+    FetchProgress,
+};
 pub use integrity::{check_checkpoint, damaged_part};
 
 /// The published EzAudio models.

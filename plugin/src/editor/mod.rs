@@ -249,6 +249,7 @@ impl EditorApp {
             tools::export(ui, &self.shared, pad, clip, &mut self.export);
         }
         panel::history(ui, &self.shared, pad);
+        panel::history_budget(ui, &self.shared);
         // Loudness control (sidechain / drawn envelope) comes after the clip tools: it is the
         // less frequent workflow, and the clip tools stay next to the waveform they act on.
         ui.separator();

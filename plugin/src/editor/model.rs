@@ -248,6 +248,7 @@ pub fn model_strip(view: &ModelView) -> StripView {
         }
         Download::Done(msg) => Some(msg.clone()),
         Download::Failed(e) => Some(format!("Download failed: {e}")),
+        Download::Cancelled => Some("Download cancelled; nothing was installed".into()),
     };
     let running = matches!(view.download, Download::Running { .. });
     let failed = matches!(view.download, Download::Failed(_));

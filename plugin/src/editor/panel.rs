@@ -14,6 +14,7 @@ use crate::generation::Command;
 use crate::jobs;
 use crate::params::{EzAudioParams, PadParams};
 use crate::shared::Shared;
+use crate::store::MAX_HISTORY_BUDGET;
 
 use super::model;
 
@@ -243,6 +244,48 @@ pub fn history(ui: &mut egui::Ui, shared: &Shared, pad: usize) {
         });
 }
 
+/// Model rate the budget is shown in (the clips the model makes).
+const BUDGET_RATE: f64 = 24_000.0;
+
+/// "History audio: 12.5 s of 166.7 s kept (all pads, 1.2 of 16.0 MB)".
+pub fn budget_line(used: usize, budget: usize) -> String {
+    format!(
+        "History audio: {:.1} s of {:.1} s kept (all pads, {:.1} of {:.1} MB)",
+        used as f64 / BUDGET_RATE,
+        budget as f64 / BUDGET_RATE,
+        used as f64 * 4.0 / 1e6,
+        budget as f64 * 4.0 / 1e6
+    )
+}
+
+/// The history budget (a project setting): what it holds now, and a field to change it.
+/// Lowering it drops the oldest history audio at once (their recipes stay).
+pub fn history_budget(ui: &mut egui::Ui, shared: &Shared) {
+    let (used, budget) = shared
+        .store
+        .with(|b| (b.history_samples(), b.history_budget));
+    ui.horizontal(|ui| {
+        ui.small(budget_line(used, budget));
+        let mut seconds = budget as f64 / BUDGET_RATE;
+        let max = MAX_HISTORY_BUDGET as f64 / BUDGET_RATE;
+        let field = ui
+            .add(
+                egui::DragValue::new(&mut seconds)
+                    .range(0.0..=max)
+                    .speed(1.0)
+                    .suffix(" s"),
+            )
+            .on_hover_text(
+                "How much earlier audio the project keeps over all pads (saved with it); \
+                 beyond it the oldest history keeps only its recipe",
+            );
+        if field.changed() {
+            let samples = (seconds * BUDGET_RATE).round() as usize;
+            shared.store.with(|b| b.set_history_budget(samples));
+        }
+    });
+}
+
 pub fn pad_params(ui: &mut egui::Ui, p: &PadParams, setter: &ParamSetter) {
     ui.collapsing("Pad settings", |ui| {
         egui::Grid::new("pad_params").num_columns(2).show(ui, |ui| {
@@ -327,4 +370,15 @@ pub fn global_params(ui: &mut egui::Ui, params: &EzAudioParams, setter: &ParamSe
             }
             ui.end_row();
         });
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_budget_line_says_use_and_budget_in_seconds_and_megabytes() {
+        assert_eq!(
+            super::budget_line(300_000, 4_000_000),
+            "History audio: 12.5 s of 166.7 s kept (all pads, 1.2 of 16.0 MB)"
+        );
+    }
 }

@@ -67,7 +67,14 @@ pub fn model_panel(
                 let _ = commands.send(Command::Download);
             }
         }
-        // Room for a Cancel button while `strip.running` (download cancel lands separately).
+        if strip.running
+            && ui
+                .button("Cancel download")
+                .on_hover_text("Stops the download; nothing partial is installed")
+                .clicked()
+        {
+            let _ = commands.send(Command::CancelDownload);
+        }
     });
     if let Some(d) = &strip.download {
         wrapped(ui, d.as_str());

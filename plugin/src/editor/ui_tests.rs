@@ -254,4 +254,50 @@ fn draft_then_render_final_with_expected_times() {
         ),
         _ => panic!("Render final sent no job"),
     }
+
+#[test]
+fn a_running_download_can_be_cancelled_and_a_cancelled_one_offers_download_again() {
+    let (app, shared, rx) = app();
+    {
+        let mut m = shared.model.lock();
+        m.missing = Some("ezaudio-l is not installed".into());
+        m.downloadable = Some(ezaudio_engine::install::Official::L);
+        m.download = crate::status::Download::Running {
+            file: "ckpts/s3/ezaudio_s3_l.pt".into(),
+            index: 4,
+            files: 6,
+            done: 50_000_000,
+            total: 200_000_000,
+        };
+    }
+    let mut h = harness(app);
+    h.get_by_label("Cancel download").click();
+    h.run();
+    assert!(matches!(rx.try_recv(), Ok(Command::CancelDownload)));
+    shared.model.lock().download = crate::status::Download::Cancelled;
+    h.run();
+    h.get_by_label("Download cancelled; nothing was installed");
+    h.get_by_label("Download ezaudio-l").click();
+    h.run();
+    assert!(matches!(rx.try_recv(), Ok(Command::Download)));
+}
+
+#[test]
+fn the_history_budget_shows_its_use_and_can_be_set() {
+    let (app, shared, _rx) = app();
+    shared
+        .store
+        .set_clip(0, Clip::new(vec![0.1; 24_000], 24_000, Default::default()));
+    shared
+        .store
+        .set_clip(0, Clip::new(vec![0.2; 2_400], 24_000, Default::default()));
+    let mut h = harness(app);
+    h.run();
+    h.get_by_label("History audio: 1.0 s of 166.7 s kept (all pads, 0.1 of 16.0 MB)");
+    shared.store.with(|b| b.set_history_budget(1000));
+    assert_eq!(
+        shared.store.with(|b| b.history_samples()),
+        0,
+        "a smaller budget drops the history audio at once"
+    );
 }

@@ -3,11 +3,13 @@
 //! room that talks to the engine's worker API, so the runner can be tested without a model.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use ezaudio_engine::audio::Clip;
 use ezaudio_engine::engine::{Engine, Job, JobError, JobHandle, ModelChoice, ModelStatus};
 use ezaudio_engine::install::{
-    fetch_official, resolve_model, FetchProgress, ModelSource, Official,
+    fetch_official_cancellable, resolve_model, FetchProgress, ModelSource, Official,
 };
 
 use crate::status::Progress;
@@ -19,9 +21,20 @@ pub trait PendingJob: Send {
     fn try_take(&self) -> Option<Result<Clip, JobError>>;
 }
 
-/// Downloads the model, reporting progress; returns where it was installed.
-pub type Downloader =
-    Box<dyn FnOnce(&mut dyn FnMut(FetchProgress)) -> Result<PathBuf, String> + Send>;
+/// Why a download ended without a model.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DownloadError {
+    /// The cancel flag was set: the download stopped, nothing partial was installed.
+    Cancelled,
+    Failed(String),
+}
+
+/// Downloads the model, reporting progress, until done or the flag is set; returns where it
+/// was installed.
+pub type Downloader = Box<
+    dyn FnOnce(&mut dyn FnMut(FetchProgress), Arc<AtomicBool>) -> Result<PathBuf, DownloadError>
+        + Send,
+>;
 
 /// Where jobs go: the engine, or a fake in tests.
 pub trait Backend: Send {
@@ -107,11 +120,16 @@ impl Backend for EngineBackend {
         let ModelSource::Official(model) = self.choice.source else {
             return None;
         };
-        let fetch: Downloader = Box::new(move |progress: &mut dyn FnMut(FetchProgress)| {
-            fetch_official(model, progress)
-                .map(|f| f.root)
-                .map_err(|e| e.to_string())
-        });
+        let fetch: Downloader = Box::new(
+            move |progress: &mut dyn FnMut(FetchProgress), cancel: Arc<AtomicBool>| {
+                fetch_official_cancellable(model, false, progress, cancel)
+                    .map(|f| f.root)
+                    .map_err(|e| match e {
+                        ezaudio_engine::Error::Cancelled => DownloadError::Cancelled,
+                        e => DownloadError::Failed(e.to_string()),
+                    })
+            },
+        );
         Some((model, fetch))
     }
 }

@@ -67,6 +67,8 @@ pub enum Command {
     Download,
     /// Load the model from this folder from now on (the editor checked it first).
     UseModelFolder(std::path::PathBuf),
+    /// Stop the running download.
+    CancelDownload,
     Stop,
 }
 
@@ -263,6 +265,7 @@ impl Runner {
                 let mut model = self.shared.model.lock();
                 (model.line, model.missing, model.downloadable) = (line, missing, downloadable);
             }
+            Command::CancelDownload => download::cancel(&self.shared),
             _ => {}
         }
     }
@@ -393,6 +396,7 @@ mod tests {
             rescale: 0.75,
             eta: 1.0,
             seed,
+            ..Recipe::default()
         }
     }
 
