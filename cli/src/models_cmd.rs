@@ -11,8 +11,8 @@ use ezaudio_engine::install::{
     damaged_part, fetch_official_with, hf_cache_dir, resolve_model, user_models_dir, FetchProgress,
     ModelFolder, ModelSource, Official, MODELS_ENV,
 };
-use ezaudio_engine::model::sampler::Schedule;
 use ezaudio_engine::model::dit::MaskDit;
+use ezaudio_engine::model::sampler::Schedule;
 use ezaudio_engine::model::t5::load_t5_folder;
 use ezaudio_engine::model::text::TextTokenizer;
 use ezaudio_engine::model::vae::{Oobleck, VaeConfig};

@@ -48,7 +48,7 @@ fn model() -> &'static Model {
         let folder = ModelFolder::open(&crate::common::fixtures_dir().join("model-tiny"))
             .unwrap_or_else(|e| panic!("{e}"));
         let pipe =
-            Pipeline::load(&folder, &Device::Cpu, DType::F32).unwrap_or_else(|e| panic!("{e}"));
+            Pipeline::load(&folder, &test_device(), DType::F32).unwrap_or_else(|e| panic!("{e}"));
         let (seed, frames) = (
             c["seed"].as_u64().expect("seed"),
             c["frames"].as_u64().expect("frames"),
