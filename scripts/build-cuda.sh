@@ -44,8 +44,11 @@ t0=$(date +%s)
 stamp() { echo "build-cuda: [$(( $(date +%s) - t0 )) s] $*"; }
 
 # --- 1. the compiler, from PyPI --------------------------------------------------------------
-wheels=("nvidia-cuda-nvcc==$nvcc_version" "nvidia-cuda-runtime==$nvcc_version" "nvidia-cuda-cccl==$nvcc_version")
-marker="$venv/.ezaudio-cuda-${nvcc_version//\*/x}"
+# nvcc's own dependencies (cicc in nvidia-nvvm, the crt headers) must be pinned too: pip would
+# otherwise take the newest (13.5), whose cicc writes PTX 9.5 that ptxas 13.0 rejects.
+wheels=("nvidia-cuda-nvcc==$nvcc_version" "nvidia-nvvm==$nvcc_version" "nvidia-cuda-crt==$nvcc_version"
+  "nvidia-cuda-runtime==$nvcc_version" "nvidia-cuda-cccl==$nvcc_version")
+marker="$venv/.ezaudio-cuda-2-${nvcc_version//\*/x}"
 if [[ ! -f "$marker" ]]; then
   stamp "installing ${wheels[*]} into $venv"
   python3 -m venv "$venv"
@@ -116,15 +119,26 @@ for l in sys.stdin:
     m=json.loads(l)
     if m.get("reason")=="compiler-artifact" and m.get("executable") and m["target"]["name"]=="parity": print(m["executable"])' | tail -n 1)
   cp "$bin" "$out/parity"
+  # The fixtures travel with the binaries (one folder to carry to the GPU machine, 6 MiB).
+  fixtures=${EZAUDIO_FIXTURES:-$root/../shared/fixtures/ezaudio-ref}
+  if [[ -f "$fixtures/README.md" ]]; then
+    rm -rf "$out/fixtures" && cp -a "$fixtures" "$out/fixtures"
+  else
+    echo "build-cuda: no fixture folder at $fixtures (set EZAUDIO_FIXTURES); gpu-check will need one" >&2
+  fi
 fi
 if ((want_plugin)); then
   stamp "bundling the plugin with cuda"
   cargo xtask bundle ezaudio-plugin --release --features cuda
   rm -rf "$out/bundled" && cp -a "$CARGO_TARGET_DIR/bundled" "$out/bundled"
 fi
+# Symbols are not needed on the GPU machine, and what is carried there is limited (64 MiB).
+for f in "$out/ezaudio" "$out/parity"; do
+  [[ -f "$f" ]] && command -v strip >/dev/null && strip "$f"
+done
 # Proof that nothing of CUDA is linked: the NEEDED list must name no cuda/cublas/curand.
 if readelf -d "$out/ezaudio" | grep -Ei 'NEEDED.*(cuda|cublas|curand|nvrtc)'; then
   echo "build-cuda: the binary links CUDA libraries; it would not start without them" >&2
   exit 1
 fi
-stamp "done: $(ls -l "$out" | tail -n +2 | awk '{print $NF, $5}' | tr '\n' ' ')"
+stamp "done: $(du -sh "$out"/* | tr '\t\n' ': ')"

@@ -71,7 +71,11 @@ fi
 info=$(nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader 2>&1 | head -n 1)
 record device nvidia-smi "$([[ $? == 0 ]] && echo ok || echo failed)" 0 \
   "$(python3 -c 'import json,sys; f=[x.strip() for x in sys.argv[1].split(",")]; k=["name","driver","memory","compute_cap"]; print(json.dumps(dict(zip(k,f)) if len(f)==4 else {"detail": sys.argv[1]}))' "$info")"
-record device torch ok 0 "$(python3 -c 'import json, torch; print(json.dumps({"torch": torch.__version__, "cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}))' 2>/dev/null || echo '{"torch": null}')"
+if tinfo=$(python3 -c 'import json, torch; print(json.dumps({"torch": torch.__version__, "cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}))' 2>/dev/null); then
+  record device torch ok 0 "$tinfo"
+else
+  record device torch missing 0 '{"why": "python3 cannot import torch"}'
+fi
 if [[ ! -x "$bin/ezaudio" ]]; then
   record part setup failed 0 "{\"why\": \"no $bin/ezaudio: run scripts/build-cuda.sh --tests and carry target-cuda/out\"}"
 fi
