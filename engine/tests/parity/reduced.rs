@@ -34,8 +34,11 @@ fn prepared_forward(dtype: DType, inpaint: bool) -> (Tensor, Tensor) {
     let case = common::load(file);
     let ckpt = Checkpoint::load(&common::fixture("dit/model.safetensors"), None, None)
         .unwrap_or_else(|e| panic!("{e}"));
-    let model = MaskDit::new(&config(), ckpt.var_builder(dtype, &crate::common::test_device()))
-        .unwrap_or_else(|e| panic!("building the DiT in {dtype:?}: {e}"));
+    let model = MaskDit::new(
+        &config(),
+        ckpt.var_builder(dtype, &crate::common::test_device()),
+    )
+    .unwrap_or_else(|e| panic!("building the DiT in {dtype:?}: {e}"));
     let prepared = model
         .prepare_context(get(&case, "context"), get(&case, "context_mask"), None)
         .unwrap_or_else(|e| panic!("prepare_context: {e}"));

@@ -16,8 +16,8 @@ use crate::common::fixtures_dir;
 fn every_job_kind_runs_with_every_sampler() {
     let folder =
         ModelFolder::open(&fixtures_dir().join("model-tiny")).unwrap_or_else(|e| panic!("{e}"));
-    let pipe =
-        Pipeline::load(&folder, &crate::common::test_device(), DType::F32).unwrap_or_else(|e| panic!("{e}"));
+    let pipe = Pipeline::load(&folder, &crate::common::test_device(), DType::F32)
+        .unwrap_or_else(|e| panic!("{e}"));
     let cn = ControlNet::load(
         &ControlNetFolder::open(&fixtures_dir().join("controlnet"))
             .unwrap_or_else(|e| panic!("{e}")),

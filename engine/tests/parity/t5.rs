@@ -36,7 +36,11 @@ fn i64_rows(t: &Tensor) -> Vec<Vec<i64>> {
 fn fixture_encoder() -> (T5Encoder, T5Config) {
     let cfg = T5Config::from_file(&fixture("t5/config.json")).unwrap();
     let ckpt = Checkpoint::load(&fixture("t5/model.safetensors"), None, None).unwrap();
-    let enc = T5Encoder::new(&cfg, ckpt.var_builder(DType::F32, &crate::common::test_device())).unwrap();
+    let enc = T5Encoder::new(
+        &cfg,
+        ckpt.var_builder(DType::F32, &crate::common::test_device()),
+    )
+    .unwrap();
     ckpt.ensure_all_used(|_| false).unwrap();
     (enc, cfg)
 }
@@ -47,7 +51,9 @@ fn t5_tokenizer_ids_and_mask_exact() {
     let refs = load("t5/outputs.safetensors");
     let tok = TextTokenizer::from_file(&fixture("t5/tokenizer.json"), max_length).unwrap();
     let list: Vec<&str> = prompts.iter().map(String::as_str).collect();
-    let (ids, mask) = tok.encode_batch(&list, &crate::common::test_device()).unwrap();
+    let (ids, mask) = tok
+        .encode_batch(&list, &crate::common::test_device())
+        .unwrap();
     assert_eq!(ids.dtype(), DType::U32);
     assert_eq!(mask.dtype(), DType::U8);
     let (ids, mask) = (i64_rows(&ids), i64_rows(&mask));
@@ -97,7 +103,9 @@ fn t5_encoder_last_hidden_state() {
     let (prompts, max_length) = prompts();
     let tok = TextTokenizer::from_file(&fixture("t5/tokenizer.json"), max_length).unwrap();
     let list: Vec<&str> = prompts.iter().map(String::as_str).collect();
-    let (ids, mask) = tok.encode_batch(&list, &crate::common::test_device()).unwrap();
+    let (ids, mask) = tok
+        .encode_batch(&list, &crate::common::test_device())
+        .unwrap();
     let out = enc.forward(&ids, &mask).unwrap();
     assert_close(
         "t5 last_hidden_state via tokenizer",
@@ -156,7 +164,9 @@ fn t5_model_tiny_folder_loads() {
     let (prompts, max_length) = prompts();
     let tok = TextTokenizer::from_file(&dir.join("tokenizer.json"), max_length).unwrap();
     let list: Vec<&str> = prompts.iter().map(String::as_str).collect();
-    let (ids, mask) = tok.encode_batch(&list, &crate::common::test_device()).unwrap();
+    let (ids, mask) = tok
+        .encode_batch(&list, &crate::common::test_device())
+        .unwrap();
     let out = enc.forward(&ids, &mask).unwrap();
     assert_eq!(out.dims(), &[list.len(), max_length, cfg.d_model]);
 }

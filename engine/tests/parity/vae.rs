@@ -19,7 +19,11 @@ fn checkpoint(rel: &str) -> Checkpoint {
 }
 
 fn model(ckpt: &Checkpoint, cfg: &VaeConfig) -> Oobleck {
-    let vae = Oobleck::new(cfg, ckpt.var_builder(DType::F32, &crate::common::test_device())).expect("build VAE");
+    let vae = Oobleck::new(
+        cfg,
+        ckpt.var_builder(DType::F32, &crate::common::test_device()),
+    )
+    .expect("build VAE");
     ckpt.ensure_all_used(|_| false)
         .expect("every checkpoint tensor used");
     vae
@@ -165,8 +169,11 @@ fn vae_safetensors_twin_matches_reference() {
 fn vae_decoder_only_skips_the_encoder() {
     let ckpt = checkpoint("vae/vae.pt");
     let cfg = config();
-    let vae =
-        Oobleck::new_decoder_only(&cfg, ckpt.var_builder(DType::F32, &crate::common::test_device())).unwrap();
+    let vae = Oobleck::new_decoder_only(
+        &cfg,
+        ckpt.var_builder(DType::F32, &crate::common::test_device()),
+    )
+    .unwrap();
     let unused = ckpt.unused();
     assert!(
         !unused.is_empty() && unused.iter().all(|n| n.starts_with("encoder.")),
@@ -296,7 +303,11 @@ fn vae_real_layout() {
 fn vae_f64_uses_the_generic_path() {
     // Float64 skips the fused CPU SnakeBeta, so this checks the tensor-op path and the dtype casts.
     let ckpt = checkpoint("vae/vae.pt");
-    let vae = Oobleck::new(&config(), ckpt.var_builder(DType::F64, &crate::common::test_device())).unwrap();
+    let vae = Oobleck::new(
+        &config(),
+        ckpt.var_builder(DType::F64, &crate::common::test_device()),
+    )
+    .unwrap();
     let io = load("vae/decode.safetensors");
     let latent = get(&io, "latent").to_dtype(DType::F64).unwrap();
     let audio = vae.decode(&latent).unwrap();
@@ -330,8 +341,11 @@ fn vae_real_size_timing() {
     let ckpt = Checkpoint::from_tensors("random", tensors);
     let cfg = VaeConfig::oobleck_24k();
     let t0 = std::time::Instant::now();
-    let vae =
-        Oobleck::new_decoder_only(&cfg, ckpt.var_builder(DType::F32, &crate::common::test_device())).unwrap();
+    let vae = Oobleck::new_decoder_only(
+        &cfg,
+        ckpt.var_builder(DType::F32, &crate::common::test_device()),
+    )
+    .unwrap();
     eprintln!("build: {:?}", t0.elapsed());
     let frames: usize = std::env::var("VAE_FRAMES")
         .ok()
