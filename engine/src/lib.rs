@@ -28,4 +28,5 @@ pub mod weights;
 
 pub use engine::{Engine, Job, JobError, JobHandle, JobStatus, ModelChoice, ModelStatus};
 pub use error::{Error, Result};
+pub use model::sampler::Sampler;
 pub use recipe::Recipe;

@@ -8,7 +8,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
-use ezaudio_engine::audio::Clip;
+use ezaudio_engine::audio::{Clip, ClipKind};
 use ezaudio_engine::engine::{ControlParams, ControlSource, EditParams, Job};
 use ezaudio_engine::Recipe;
 
@@ -35,12 +35,47 @@ pub fn generate_request(pad: &PadData, fresh_seed: u64) -> Recipe {
         prompt: s.prompt.trim().to_string(),
         negative: s.negative.trim().to_string(),
         seconds: s.seconds.clamp(0.5, 30.0),
-        steps: s.steps.clamp(1, 1000),
+        steps: s.steps.clamp(1, MAX_STEPS),
+        sampler: s.sampler,
         guidance: s.guidance.clamp(0.0, 50.0),
         rescale: s.rescale.clamp(0.0, 1.0),
         eta: s.eta.clamp(0.0, 1.0),
         seed: if pad.seed_locked { s.seed } else { fresh_seed },
     }
+}
+
+/// Most steps a pad asks for (the engine refuses more than the model's training timesteps).
+pub const MAX_STEPS: u32 = 1000;
+
+/// The job for "Render final": the pad's clip made again from its own recipe — same prompt,
+/// seed, sampler and guidance — at the pad's final step count. With a deterministic sampler
+/// the draft and the final solve the same ODE, so the final is the draft, cleaner.
+pub fn final_request(pad: &PadData) -> Result<Recipe, &'static str> {
+    let Some(clip) = &pad.clip else {
+        return Err("Generate a draft first");
+    };
+    if !matches!(clip.meta.kind, ClipKind::Generate) {
+        return Err(
+            "Render final re-runs a generated clip; this one is an edit or follows a control",
+        );
+    }
+    let steps = pad.final_steps.clamp(1, MAX_STEPS);
+    if clip.meta.recipe.steps >= steps {
+        return Err("This clip already has at least the final step count");
+    }
+    Ok(Recipe {
+        steps,
+        ..clip.meta.recipe.clone()
+    })
+}
+
+/// Why a final rendered from `recipe` will not sound like its draft, if it will not: the
+/// stochastic samplers draw fresh noise at every step, so another step count is another sound.
+pub fn final_differs(recipe: &Recipe) -> Option<&'static str> {
+    (!recipe.sampler.is_deterministic(recipe.eta)).then_some(
+        "This draft's sampler adds fresh noise every step (DDIM with eta > 0, or DPM++ 2M SDE): \
+         the final will be a different take. Draft with DPM++ 2M or UniPC to refine the same sound.",
+    )
 }
 
 /// The seeds of `count` variations: the pad's seed and the following ones when locked (so
@@ -135,6 +170,9 @@ pub fn envelope_job(pad: &PadData, seed: u64) -> Option<Job> {
 mod tests {
     use super::*;
     use ezaudio_engine::audio::ClipMeta;
+    use ezaudio_engine::Sampler;
+
+    use crate::state;
 
     #[test]
     fn seed_lock_and_request() {
@@ -146,8 +184,9 @@ mod tests {
         let r = generate_request(&pad, 99);
         assert_eq!(
             (r.seed, r.prompt.as_str(), r.steps),
-            (5, "rain on a tin roof", 50)
+            (5, "rain on a tin roof", state::default_recipe().steps)
         );
+        assert_eq!(r.sampler, pad.recipe.sampler);
         assert_ne!(random_seed(), random_seed());
     }
 
@@ -192,5 +231,63 @@ mod tests {
             "glass"
         );
         assert!(edit_request(&pad, clip, (0.5, 0.5), "", 3).is_err());
+    }
+
+    #[test]
+    fn render_final_reruns_the_clips_recipe_at_the_final_steps() {
+        let mut pad = PadData::default();
+        assert!(final_request(&pad).is_err(), "no clip, no final");
+        let draft = Recipe {
+            steps: 10,
+            sampler: Sampler::UniPc,
+            seed: 42,
+            ..Recipe::new("thunder")
+        };
+        let meta = ClipMeta {
+            recipe: draft.clone(),
+            ..ClipMeta::default()
+        };
+        pad.clip = Some(Arc::new(Clip::new(vec![0.0; 2400], 24_000, meta)));
+        // The pad's own settings have moved on since; the final follows the clip.
+        pad.recipe.prompt = "something else".into();
+        pad.recipe.seed = 1;
+        pad.final_steps = 60;
+        let r = final_request(&pad).unwrap();
+        assert_eq!(
+            r,
+            Recipe {
+                steps: 60,
+                ..draft.clone()
+            }
+        );
+        assert_eq!(final_differs(&r), None);
+        // Stochastic drafts are allowed but flagged.
+        let sde = Recipe {
+            sampler: Sampler::DpmPp2mSde,
+            ..draft.clone()
+        };
+        assert!(final_differs(&sde).is_some());
+        let ddim = Recipe {
+            sampler: Sampler::Ddim,
+            eta: 1.0,
+            ..draft.clone()
+        };
+        assert!(final_differs(&ddim).is_some());
+        assert_eq!(final_differs(&Recipe { eta: 0.0, ..ddim }), None);
+        // Nothing to refine: already at (or past) the final count; or not a generated clip.
+        pad.final_steps = 10;
+        assert!(final_request(&pad).is_err());
+        pad.final_steps = 60;
+        let edited = ClipMeta {
+            recipe: draft,
+            kind: ClipKind::Edit {
+                start_s: 0.0,
+                length_s: 0.05,
+                source: None,
+            },
+            ..ClipMeta::default()
+        };
+        pad.clip = Some(Arc::new(Clip::new(vec![0.0; 2400], 24_000, edited)));
+        assert!(final_request(&pad).is_err());
     }
 }

@@ -78,8 +78,11 @@ pub struct EzAudio {
 impl Default for EzAudio {
     fn default() -> Self {
         let store = Arc::new(PadStore::default());
-        let params = Arc::new(EzAudioParams::new(store.clone()));
+        let mut params = EzAudioParams::new(store.clone());
         let (shared, readers) = Shared::new(store);
+        // One value: the host restores it into the params, the generation thread reads it.
+        params.generation_cores = shared.generation_cores.clone();
+        let params = Arc::new(params);
         let generator = Generator::spawn(shared.clone(), Box::new(EngineBackend::default()));
         Self {
             params,

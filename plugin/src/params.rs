@@ -6,6 +6,7 @@
 //! Everything that is not a number a host could automate (prompts, clips, history) is in
 //! [`crate::store::PadStore`], persisted alongside these.
 
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
 use nice_plug::prelude::*;
@@ -237,6 +238,12 @@ pub struct EzAudioParams {
     /// Prompts, clips and history (persisted, not automatable).
     #[nested]
     pub store: Arc<PadStore>,
+
+    /// How many cores generation may use (0: all but one, leaving one to the host's audio).
+    /// Saved with the project, not automatable; shared with the generation thread, which
+    /// applies it when it submits a job (see `ezaudio_engine::engine::compute`).
+    #[persist = "generation_cores"]
+    pub generation_cores: Arc<AtomicU32>,
 }
 
 impl EzAudioParams {
@@ -315,6 +322,7 @@ impl EzAudioParams {
             pad15: PadParams::new(14),
             pad16: PadParams::new(15),
             store,
+            generation_cores: Arc::new(AtomicU32::new(0)),
         }
     }
 }

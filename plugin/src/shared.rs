@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 
 use crate::audio::recorder::CaptureBuffer;
 use crate::layout::PAD_COUNT;
-use crate::status::{JobView, ModelView, Progress};
+use crate::status::{JobView, ModelView, Progress, StepCost};
 use crate::store::PadStore;
 
 #[derive(Default)]
@@ -36,6 +36,11 @@ pub struct Shared {
     /// The model's status and download state.
     pub model: Mutex<ModelView>,
     pub jobs: Mutex<[JobView; PAD_COUNT]>,
+    /// How many cores generation may use (0: auto); the same value as the persisted
+    /// `EzAudioParams::generation_cores`.
+    pub generation_cores: Arc<AtomicU32>,
+    /// What a step costs here, learned from every pad's jobs (for the editor's estimates).
+    pub step_cost: Mutex<StepCost>,
     /// Per pad: the candidates of the last Variations run (None while still generating).
     pub candidates: Mutex<[Vec<Option<Arc<Clip>>>; PAD_COUNT]>,
     /// Per pad: the candidate now in the pad's slot for auditioning, if any.
@@ -61,6 +66,8 @@ impl Shared {
             progress: Mutex::new(Default::default()),
             model: Mutex::new(ModelView::default()),
             jobs: Mutex::new(Default::default()),
+            step_cost: Mutex::new(StepCost::default()),
+            generation_cores: Arc::new(AtomicU32::new(0)),
             candidates: Mutex::new(Default::default()),
             previewing: Mutex::new(Default::default()),
             capture: Mutex::new(None),

@@ -69,6 +69,37 @@ pub enum Download {
     Failed(String),
 }
 
+/// What a denoising step costs on this machine, learned from the jobs that ran, so the editor
+/// can say what a draft and a final will take before either runs. Kept per unit of work — a
+/// second of audio through one DiT branch — because a step's cost grows with the clip's length,
+/// and a guided step runs the DiT on two branches (conditional and unconditional).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepCost {
+    per_unit_s: Option<f64>,
+}
+
+impl StepCost {
+    /// Units of work in one step of a job making `seconds` of audio with `guidance`.
+    pub fn units(seconds: f32, guidance: f32) -> f64 {
+        let branches = if guidance > 0.0 { 2.0 } else { 1.0 };
+        f64::from(seconds.max(0.1)) * branches
+    }
+
+    /// A running job of `units` per step takes `per_step_s` per step.
+    pub fn learn(&mut self, per_step_s: f64, units: f64) {
+        let rate = per_step_s / units;
+        if rate.is_finite() && rate > 0.0 {
+            self.per_unit_s = Some(rate);
+        }
+    }
+
+    /// Expected denoising time of a job of `steps` steps (None before any step was timed).
+    pub fn expected_s(&self, steps: u32, seconds: f32, guidance: f32) -> Option<f32> {
+        self.per_unit_s
+            .map(|r| (r * Self::units(seconds, guidance) * f64::from(steps)) as f32)
+    }
+}
+
 /// Learns how long a denoising step takes, to estimate the time left. Fed with the step
 /// counter of the running job and a clock reading (seconds, any origin).
 #[derive(Debug, Clone, Default)]
@@ -102,6 +133,12 @@ impl StepClock {
         }
     }
 
+    /// Seconds per step of the current job, once two of its steps were timed (not the rate
+    /// carried over from an earlier job, which may have been longer or shorter).
+    pub fn job_per_step_s(&self) -> Option<f64> {
+        self.last.and(self.per_step)
+    }
+
     /// Seconds left: the rest of this job (at step `k` of `n`) plus `queued` jobs of `n`
     /// steps. None until two steps were timed.
     pub fn remaining_s(&self, k: u32, n: u32, queued: usize) -> Option<f32> {
@@ -128,7 +165,33 @@ mod tests {
         c.start_job();
         c.observe(1, 60.0);
         assert_eq!(c.remaining_s(1, 11, 0), Some(5.0));
+        assert_eq!(
+            c.job_per_step_s(),
+            None,
+            "the carried rate is not this job's"
+        );
         c.observe(2, 61.0);
         assert_eq!(c.remaining_s(2, 11, 0), Some(9.0));
+    }
+
+    #[test]
+    fn step_cost_scales_with_length_guidance_and_steps() {
+        let mut c = StepCost::default();
+        assert_eq!(c.expected_s(25, 10.0, 5.0), None);
+        // 0.8 s per guided step of a 4 s clip: 0.1 s per second of audio per branch.
+        c.learn(0.8, StepCost::units(4.0, 5.0));
+        let close = |a: Option<f32>, b: f32| (a.unwrap() - b).abs() < 1e-4;
+        assert!(close(c.expected_s(25, 10.0, 5.0), 50.0));
+        assert!(close(c.expected_s(100, 10.0, 5.0), 200.0));
+        assert!(
+            close(c.expected_s(25, 10.0, 0.0), 25.0),
+            "unguided: one branch"
+        );
+        c.learn(f64::NAN, 1.0);
+        c.learn(0.0, 1.0);
+        assert!(
+            close(c.expected_s(1, 1.0, 0.0), 0.1),
+            "nonsense timings are ignored"
+        );
     }
 }

@@ -34,6 +34,8 @@ pub struct PadData {
     pub recipe: Recipe,
     /// Keep the seed for the next generation (otherwise a new random one is drawn).
     pub seed_locked: bool,
+    /// Steps of "Render final": the clip's recipe run again at this many steps.
+    pub final_steps: u32,
     pub clip: Option<Arc<Clip>>,
     /// Newest first.
     pub history: Vec<HistoryItem>,
@@ -48,6 +50,7 @@ impl Default for PadData {
         Self {
             recipe: state::default_recipe(),
             seed_locked: false,
+            final_steps: state::DEFAULT_FINAL_STEPS,
             clip: None,
             history: Vec::new(),
             control: ControlSettings::default(),
@@ -172,6 +175,7 @@ impl PadStore {
             settings: SavedSettings {
                 recipe: p.recipe.clone(),
                 seed_locked: p.seed_locked,
+                final_steps: p.final_steps,
             },
             clip: p.clip.as_deref().map(ClipRecord::from_clip),
             history: p
@@ -269,6 +273,7 @@ unsafe impl Params for PadStore {
                 *slot = PadData {
                     recipe: pad.settings.recipe,
                     seed_locked: pad.settings.seed_locked,
+                    final_steps: pad.settings.final_steps,
                     clip: pad.clip.map(Arc::new),
                     history,
                     control: pad.control,

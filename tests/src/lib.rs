@@ -88,6 +88,11 @@ impl Note {
 pub type Render = Vec<Vec<Vec<f32>>>;
 
 pub struct PluginUnderTest {
+    /// Render in real time (sleep until each block is due) instead of as fast as possible,
+    /// as a DAW's audio callback is driven.
+    pub real_time: bool,
+    /// How long each `process()` call of the last render took.
+    pub process_times: Vec<std::time::Duration>,
     instance: PluginInstance<TestHost>,
     // The entry must outlive the instance: keep it last so it drops after.
     _entry: PluginEntry,
@@ -105,6 +110,8 @@ impl PluginUnderTest {
             PluginInstance::<TestHost>::new(|_| TestHostShared, |_| (), &entry, &id, &host_info)
                 .map_err(|e| format!("cannot instantiate {PLUGIN_ID}: {e:?}"))?;
         Ok(Self {
+            real_time: false,
+            process_times: Vec::new(),
             instance,
             _entry: entry,
         })
@@ -228,6 +235,10 @@ impl PluginUnderTest {
         let mut events = EventBuffer::new();
         let mut out_events = EventBuffer::new();
         let mut steady_time = 0u64;
+        self.process_times.clear();
+        self.process_times
+            .reserve(frames.div_ceil(block.max(1)) as usize);
+        let wall_start = std::time::Instant::now();
 
         let mut start = 0u32;
         while start < frames {
@@ -270,8 +281,15 @@ impl PluginUnderTest {
                 }));
             // Under RealtimeSanitizer (feature `rtsan`) the plugin's process() may not
             // allocate, lock or make blocking calls.
+            if self.real_time {
+                let due = std::time::Duration::from_secs_f64(start as f64 / sample_rate);
+                if let Some(wait) = due.checked_sub(wall_start.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
             #[cfg(feature = "rtsan")]
             rtsan_standalone::realtime_enter();
+            let called = std::time::Instant::now();
             let processed = processor.process(
                 &input_audio,
                 &mut output_audio,
@@ -280,6 +298,7 @@ impl PluginUnderTest {
                 Some(steady_time),
                 None,
             );
+            self.process_times.push(called.elapsed());
             #[cfg(feature = "rtsan")]
             rtsan_standalone::realtime_exit();
             processed.map_err(|e| format!("process: {e:?}"))?;

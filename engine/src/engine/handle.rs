@@ -222,7 +222,12 @@ impl Engine {
         let worker = Worker::new(choice.clone(), load, status.clone(), idle);
         let spawned = std::thread::Builder::new()
             .name("ezaudio-engine".into())
-            .spawn(move || worker.run(rx));
+            .spawn(move || {
+                // It runs a job's serial parts while the compute threads wait; keep it as
+                // polite as they are (see `compute`).
+                super::compute::lower_this_thread();
+                worker.run(rx)
+            });
         if let Err(e) = spawned {
             *status.lock() = ModelStatus::Failed(format!("cannot start the engine thread: {e}"));
         }

@@ -3,8 +3,10 @@
 //!
 //! * [`job`]: what is asked and answered (jobs, statuses, typed errors) — plain data;
 //! * [`handle`]: the caller's side — the per-process registry, lock-free job status, cancel;
-//! * `worker`: the thread that owns the [`crate::pipeline::Pipeline`] and runs jobs in order.
+//! * `worker`: the thread that owns the [`crate::pipeline::Pipeline`] and runs jobs in order;
+//! * [`compute`]: the threads a job computes on (how many, at which priority).
 
+pub mod compute;
 pub mod handle;
 pub mod job;
 mod worker;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
 
+use super::compute::ComputePool;
 use super::handle::{JobState, ModelChoice, Queued, DECODING, ENCODING, LOADING, PIPELINE_LOADS};
 use super::job::{panic_message, ControlParams, ControlSource, Job, JobError, ModelStatus};
 use crate::audio::{resample, Clip, ClipKind, ClipMeta};
@@ -30,6 +31,7 @@ pub(super) struct Worker {
     /// The last ControlNet used, by checkpoint path: loaded on the first controlled job.
     controlnet: Option<(PathBuf, ControlNet)>,
     idle: Option<Duration>,
+    compute: ComputePool,
 }
 
 impl Worker {
@@ -47,6 +49,7 @@ impl Worker {
             model_root: None,
             controlnet: None,
             idle,
+            compute: ComputePool::default(),
         }
     }
 
@@ -83,13 +86,19 @@ impl Worker {
         let outcome = if state.is_cancelled() {
             Err(JobError::Cancelled)
         } else {
-            // A bug in one job must not take the engine down with it.
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.execute(&job, &state)
-            })) {
-                Ok(result) => result.map_err(JobError::from),
-                Err(payload) => Err(self.contained_panic(&*payload)),
-            }
+            // The job's parallel work runs on the compute pool (below normal priority).
+            let mut compute = std::mem::take(&mut self.compute);
+            let outcome = compute.run(|| {
+                // A bug in one job must not take the engine down with it.
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.execute(&job, &state)
+                })) {
+                    Ok(result) => result.map_err(JobError::from),
+                    Err(payload) => Err(self.contained_panic(&*payload)),
+                }
+            });
+            self.compute = compute;
+            outcome
         };
         state.finish(outcome);
         let _ = done.try_send(());

@@ -4,9 +4,10 @@
 
 use ezaudio_engine::audio::Clip;
 use ezaudio_engine::engine::{JobError, JobStatus};
+use ezaudio_engine::Sampler;
 
 use crate::jobs::MIN_EDIT_S;
-use crate::status::{Download, JobView, ModelView, Progress};
+use crate::status::{Download, JobView, ModelView, Progress, StepCost};
 use crate::store::PadData;
 
 /// Why Generate is not possible right now, if it isn't.
@@ -45,9 +46,10 @@ pub fn progress_view(p: &Progress) -> (Option<f32>, String) {
 /// One line about a clip: length, seed, steps.
 pub fn clip_summary(clip: &Clip) -> String {
     format!(
-        "{:.2} s, seed {}, {} steps, guidance {}",
+        "{:.2} s, seed {}, {} {} steps, guidance {}",
         clip.duration_s(),
         clip.meta.recipe.seed,
+        sampler_label(clip.meta.recipe.sampler),
         clip.meta.recipe.steps,
         clip.meta.recipe.guidance
     )
@@ -92,13 +94,48 @@ pub fn waveform_envelope(samples: &[f32], columns: usize) -> Vec<(f32, f32)> {
         .collect()
 }
 
-/// "12 s left", "3 min 5 s left".
-pub fn eta_text(seconds: f32) -> String {
+/// "12 s", "3 min 5 s".
+pub fn duration_text(seconds: f32) -> String {
     let s = seconds.max(0.0).round() as u64;
     if s >= 60 {
-        format!("{} min {} s left", s / 60, s % 60)
+        format!("{} min {} s", s / 60, s % 60)
     } else {
-        format!("{s} s left")
+        format!("{s} s")
+    }
+}
+
+/// "12 s left", "3 min 5 s left".
+pub fn eta_text(seconds: f32) -> String {
+    format!("{} left", duration_text(seconds))
+}
+
+/// A sampler as the editor names it.
+pub fn sampler_label(s: Sampler) -> &'static str {
+    match s {
+        Sampler::Ddim => "DDIM",
+        Sampler::DpmPp2m => "DPM++ 2M",
+        Sampler::DpmPp2mSde => "DPM++ 2M SDE",
+        Sampler::UniPc => "UniPC",
+    }
+}
+
+/// What the editor says a sampler is for.
+pub fn sampler_hint(s: Sampler) -> &'static str {
+    match s {
+        Sampler::Ddim => "The official sampler (100 steps, eta 1 in EzAudio's own API)",
+        Sampler::DpmPp2m => {
+            "Deterministic, second order: closer than DDIM from about 10 steps; a draft and its final refine the same sound"
+        }
+        Sampler::DpmPp2mSde => "Stochastic second-order solver (fresh noise every step, like DDIM at eta 1)",
+        Sampler::UniPc => "Deterministic predictor-corrector (bh2): about as close as DPM++ 2M",
+    }
+}
+
+/// "about 40 s" for a job of `steps`, from what steps cost so far; what to expect otherwise.
+pub fn expected_text(cost: &StepCost, steps: u32, seconds: f32, guidance: f32) -> String {
+    match cost.expected_s(steps, seconds, guidance) {
+        Some(s) => format!("about {}", duration_text(s)),
+        None => "time known after the first generation".into(),
     }
 }
 
@@ -213,7 +250,10 @@ mod tests {
                 ..Default::default()
             },
         );
-        assert_eq!(clip_summary(&clip), "1.00 s, seed 3, 50 steps, guidance 5");
+        assert_eq!(
+            clip_summary(&clip),
+            "1.00 s, seed 3, DDIM 50 steps, guidance 5"
+        );
     }
 
     #[test]

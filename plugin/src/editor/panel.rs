@@ -5,7 +5,10 @@ use crossbeam_channel::Sender;
 use nice_plug::prelude::*;
 use nice_plug_egui::widgets::ParamSlider;
 
-use ezaudio_engine::engine::Job;
+use std::sync::atomic::Ordering;
+
+use ezaudio_engine::engine::{compute, Job};
+use ezaudio_engine::Sampler;
 
 use crate::generation::Command;
 use crate::jobs;
@@ -16,7 +19,7 @@ use super::model;
 
 pub fn prompt_and_settings(ui: &mut egui::Ui, shared: &Shared, pad: usize) {
     let mut data = shared.store.with(|b| b.pads[pad].clone());
-    let before = (data.recipe.clone(), data.seed_locked);
+    let before = (data.recipe.clone(), data.seed_locked, data.final_steps);
     let l = ui.label("Prompt");
     ui.add(
         egui::TextEdit::multiline(&mut data.recipe.prompt)
@@ -41,9 +44,27 @@ pub fn prompt_and_settings(ui: &mut egui::Ui, shared: &Shared, pad: usize) {
                 .speed(0.1),
         )
         .labelled_by(l.id);
+        let l = ui.label("Sampler");
+        egui::ComboBox::from_id_salt("sampler")
+            .selected_text(model::sampler_label(s.sampler))
+            .show_ui(ui, |ui| {
+                for choice in Sampler::ALL {
+                    ui.selectable_value(&mut s.sampler, choice, model::sampler_label(choice))
+                        .on_hover_text(model::sampler_hint(choice));
+                }
+            })
+            .response
+            .labelled_by(l.id)
+            .on_hover_text(model::sampler_hint(s.sampler));
+        ui.end_row();
         let l = ui.label("Steps");
-        ui.add(egui::DragValue::new(&mut s.steps).range(1..=200))
-            .labelled_by(l.id);
+        ui.add(egui::DragValue::new(&mut s.steps).range(1..=jobs::MAX_STEPS))
+            .labelled_by(l.id)
+            .on_hover_text("Steps of Generate (the draft)");
+        let l = ui.label("Final steps");
+        ui.add(egui::DragValue::new(&mut data.final_steps).range(1..=jobs::MAX_STEPS))
+            .labelled_by(l.id)
+            .on_hover_text("Steps of Render final: the clip's own recipe, run again at this count");
         ui.end_row();
         let l = ui.label("Guidance");
         ui.add(
@@ -60,6 +81,17 @@ pub fn prompt_and_settings(ui: &mut egui::Ui, shared: &Shared, pad: usize) {
         )
         .labelled_by(l.id);
         ui.end_row();
+        if s.sampler == Sampler::Ddim {
+            let l = ui.label("Eta");
+            ui.add(
+                egui::DragValue::new(&mut s.eta)
+                    .range(0.0..=1.0)
+                    .speed(0.01),
+            )
+            .labelled_by(l.id)
+            .on_hover_text("DDIM's noise per step: 0 deterministic, 1 the official default");
+            ui.end_row();
+        }
         let l = ui.label("Seed");
         ui.add(egui::DragValue::new(&mut s.seed)).labelled_by(l.id);
         ui.checkbox(&mut data.seed_locked, "Lock");
@@ -68,11 +100,12 @@ pub fn prompt_and_settings(ui: &mut egui::Ui, shared: &Shared, pad: usize) {
         }
         ui.end_row();
     });
-    if (data.recipe.clone(), data.seed_locked) != before {
+    if (data.recipe.clone(), data.seed_locked, data.final_steps) != before {
         shared.store.with(|b| {
             let p = &mut b.pads[pad];
             p.recipe = data.recipe;
             p.seed_locked = data.seed_locked;
+            p.final_steps = data.final_steps;
         });
     }
 }
@@ -112,6 +145,32 @@ pub fn generate_controls(
         variations.on_hover_text(
             "Generate several candidates with different seeds; audition them and keep one",
         );
+        let final_job = jobs::final_request(&data);
+        let render_final = ui.add_enabled(
+            final_job.is_ok() && !progress.is_running(),
+            egui::Button::new("Render final"),
+        );
+        match &final_job {
+            Ok(recipe) if render_final.clicked() => {
+                let _ = commands.send(Command::Generate {
+                    pad,
+                    job: Job::Generate(recipe.clone()),
+                });
+            }
+            Ok(recipe) => {
+                let hint = match jobs::final_differs(recipe) {
+                    Some(warning) => warning.to_string(),
+                    None => format!(
+                        "Make this clip again at {} steps: same prompt, seed and sampler, cleaner",
+                        recipe.steps
+                    ),
+                };
+                render_final.on_hover_text(hint);
+            }
+            Err(why) => {
+                render_final.on_disabled_hover_text(*why);
+            }
+        }
         if ui
             .add_enabled(progress.is_running(), egui::Button::new("Cancel"))
             .clicked()
@@ -119,6 +178,20 @@ pub fn generate_controls(
             let _ = commands.send(Command::Cancel { pad });
         }
     });
+    let cost = *shared.step_cost.lock();
+    let r = &data.recipe;
+    let mut expected = format!(
+        "Generate: {}",
+        model::expected_text(&cost, r.steps, r.seconds, r.guidance)
+    );
+    if let Ok(f) = &jobs::final_request(&data) {
+        expected += &format!(
+            " | Render final: {}",
+            model::expected_text(&cost, f.steps, f.seconds, f.guidance)
+        );
+    }
+    ui.small(expected)
+        .on_hover_text("Denoising time, from the steps timed so far on this machine");
     let job = shared.jobs.lock()[pad].clone();
     let (fraction, caption) = model::progress_caption(&progress, &job);
     match fraction {
@@ -225,6 +298,31 @@ pub fn global_params(ui: &mut egui::Ui, params: &EzAudioParams, setter: &ParamSe
             ui.end_row();
             ui.label("Root note");
             ui.add(ParamSlider::for_param(&params.chromatic_root, setter));
+            ui.end_row();
+            let l = ui.label("Generation cores");
+            let mut cores = params.generation_cores.load(Ordering::Relaxed);
+            let machine = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let response = ui
+                .add(
+                    egui::DragValue::new(&mut cores)
+                        .range(0..=machine as u32)
+                        .custom_formatter(|v, _| match v as usize {
+                            0 => format!("Auto ({})", compute::auto_threads(machine)),
+                            n => n.to_string(),
+                        })
+                        .custom_parser(|t| match t.trim().to_ascii_lowercase() {
+                            t if t.starts_with("auto") => Some(0.0),
+                            t => t.parse().ok(),
+                        }),
+                )
+                .labelled_by(l.id)
+                .on_hover_text(format!(
+                    "How many of this machine's {machine} cores generation may use. Auto leaves \
+                     one to the host's audio; generation always runs below normal priority."
+                ));
+            if response.changed() {
+                params.generation_cores.store(cores, Ordering::Relaxed);
+            }
             ui.end_row();
         });
 }

@@ -200,3 +200,56 @@ fn missing_model_offers_download_and_instructions() {
     h.run();
     assert!(matches!(rx.try_recv(), Ok(Command::Download)));
 }
+
+#[test]
+fn draft_then_render_final_with_expected_times() {
+    use crate::status::StepCost;
+    use ezaudio_engine::Sampler;
+
+    let (app, shared, rx) = app();
+    shared
+        .store
+        .with(|b| b.pads[0].recipe.prompt = "thunder".into());
+    let mut h = harness(app);
+    h.get_by_label("Sampler");
+    h.get_by_label("Final steps");
+    assert_eq!(
+        shared.store.with(|b| b.pads[0].recipe.sampler),
+        Sampler::DpmPp2m,
+        "a new pad drafts with DPM++ 2M"
+    );
+    h.get_by_label_contains("time known after the first generation");
+    // No draft yet: Render final sends nothing.
+    h.get_by_label("Render final").click();
+    h.run();
+    assert!(rx.try_recv().is_err());
+
+    let mut draft = clip(42, "thunder");
+    draft.meta.recipe.sampler = Sampler::DpmPp2m;
+    draft.meta.recipe.steps = 25;
+    shared.store.set_clip(0, draft);
+    shared.store.with(|b| {
+        b.pads[0].final_steps = 100;
+        // The pad's own settings moved on after the draft.
+        b.pads[0].recipe.seed = 5;
+    });
+    // 0.05 s per guided step per second of audio: 25 steps of 10 s = 25 s, 100 steps = 100 s.
+    shared
+        .step_cost
+        .lock()
+        .learn(0.5, StepCost::units(5.0, 5.0));
+    h.run();
+    h.get_by_label_contains("Generate: about 25 s | Render final: about 1 min 40 s");
+    h.get_by_label("Render final").click();
+    h.run();
+    match rx.try_recv() {
+        Ok(Command::Generate {
+            pad: 0,
+            job: Job::Generate(r),
+        }) => assert_eq!(
+            (r.prompt.as_str(), r.seed, r.steps, r.sampler),
+            ("thunder", 42, 100, Sampler::DpmPp2m)
+        ),
+        _ => panic!("Render final sent no job"),
+    }
+}

@@ -17,12 +17,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use ezaudio_engine::engine::{Job, JobError, JobStatus};
+use ezaudio_engine::engine::{compute, Job, JobError, JobStatus};
 
 use crate::jobs::random_seed;
 use crate::layout::PAD_COUNT;
 use crate::shared::Shared;
-use crate::status::{JobView, Progress, StepClock};
+use crate::status::{JobView, Progress, StepClock, StepCost};
 
 pub mod backend;
 pub mod download;
@@ -108,6 +108,17 @@ enum Target {
 struct Pending {
     target: Target,
     job: Box<dyn PendingJob>,
+    /// [`StepCost::units`] of one of its steps.
+    units: f64,
+}
+
+/// The work in one step of `job` (see [`StepCost`]).
+fn step_units(job: &Job) -> f64 {
+    match job {
+        Job::Generate(r) => StepCost::units(r.seconds, r.guidance),
+        Job::Edit(e) => StepCost::units(e.source.duration_s(), e.recipe.guidance),
+        Job::GenerateControlled(c) => StepCost::units(c.recipe.seconds, c.recipe.guidance),
+    }
 }
 
 struct Runner {
@@ -178,13 +189,23 @@ impl Runner {
 
     fn handle(&mut self, command: Command) {
         let shared = self.shared.clone();
+        if matches!(
+            command,
+            Command::Generate { .. } | Command::Variations { .. }
+        ) {
+            // Process-wide: with several instances, the last one to submit decides.
+            let cores = shared.generation_cores.load(Ordering::Relaxed);
+            compute::set_compute_threads(cores as usize);
+        }
         match command {
             Command::Generate { pad, job } if pad < PAD_COUNT => {
                 self.cancel_where(pad, |t| t == Target::Pad);
+                let units = step_units(&job);
                 let job = self.backend.submit(job);
                 self.pending[pad].push(Pending {
                     target: Target::Pad,
                     job,
+                    units,
                 });
                 shared.progress.lock()[pad] = JobStatus::Queued.into();
             }
@@ -194,10 +215,12 @@ impl Runner {
                 shared.candidates.lock()[pad] = vec![None; jobs.len()];
                 self.variations[pad] = jobs.len();
                 for (i, job) in jobs.into_iter().enumerate() {
+                    let units = step_units(&job);
                     let job = self.backend.submit(job);
                     self.pending[pad].push(Pending {
                         target: Target::Candidate(i),
                         job,
+                        units,
                     });
                 }
                 shared.progress.lock()[pad] = JobStatus::Queued.into();
@@ -291,6 +314,9 @@ impl Runner {
                 if let Progress::Job(JobStatus::Step { k, n }) = progress {
                     clock.observe(k, self.started.elapsed().as_secs_f64());
                     view.eta_s = clock.remaining_s(k, n, list.len() - 1);
+                    if let Some(per_step) = clock.job_per_step_s() {
+                        shared.step_cost.lock().learn(per_step, p.units);
+                    }
                 }
                 progress
             }
@@ -353,6 +379,7 @@ mod tests {
             negative: String::new(),
             seconds: 0.1,
             steps: 2,
+            sampler: Default::default(),
             guidance: 5.0,
             rescale: 0.75,
             eta: 1.0,
