@@ -84,7 +84,6 @@ impl Session {
         // Opened here only to fail early and to say which device runs; the engine opens its own.
         let (device, fallback) = opts.device.open_explained()?;
         let name = describe(&device);
-        drop(device);
         let why = match (opts.device, name.as_str(), fallback) {
             (DeviceChoice::Auto, "CPU", _)
                 if !candle_core::utils::cuda_is_available()
