@@ -26,7 +26,7 @@ use ezaudio_engine::model::sampler::Schedule;
 use ezaudio_engine::model::t5::{T5Config, T5Encoder};
 use ezaudio_engine::model::vae::{Oobleck, VaeConfig};
 use ezaudio_engine::pipeline::{vae_dtype, Denoiser, RunOptions};
-use ezaudio_engine::runtime::{release_free_memory, tune_allocator};
+use ezaudio_engine::runtime::{describe, gpu, release_free_memory, tune_allocator, DeviceChoice};
 use ezaudio_engine::weights::random_vb;
 use ezaudio_engine::Recipe;
 
@@ -108,6 +108,8 @@ pub struct BenchOptions {
     /// A [`Part::Job`] keeps every step's trace, as production jobs did before tracing became
     /// opt-in (to measure what that cost).
     pub trace: bool,
+    /// Where to run (the CPU unless asked: numbers of different devices never mix silently).
+    pub device: DeviceChoice,
 }
 
 impl Default for BenchOptions {
@@ -122,6 +124,7 @@ impl Default for BenchOptions {
             steps: 2,
             seconds: 10.0,
             trace: false,
+            device: DeviceChoice::Cpu,
         }
     }
 }
@@ -153,7 +156,7 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<Value>> {
     if opts.runs == 0 {
         return Err(Error::InvalidInput("runs must be at least 1".into()));
     }
-    let device = Device::Cpu;
+    let device = opts.device.open()?;
     reset_peak_rss();
     let (mut step, gflop): (Box<dyn FnMut() -> Result<()>>, Option<f64>) = match opts.part {
         Part::Dit => dit_case(opts, &device)?,
@@ -163,6 +166,7 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<Value>> {
     };
     // Models built, nothing run yet: what the weights (and the process) hold.
     let build_peak_rss = peak_rss_mib();
+    let loaded_gpu = gpu::memory_in_use_mib(&device);
     release_free_memory();
     let loaded_rss = current_rss_mib();
     reset_peak_rss();
@@ -201,6 +205,10 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<Value>> {
         }),
         "threads": candle_core::utils::get_num_threads(),
         "cpu": cpu_record(),
+        "device": describe(&device),
+        // Device-wide memory in use (cudaMemGetInfo: includes the context and other processes).
+        "gpu_mem_loaded_mib": loaded_gpu,
+        "gpu_mem_after_mib": gpu::memory_in_use_mib(&device),
         "dtype": format!("{:?}", opts.dtype).to_lowercase(),
         "gflop": gflop,
         "gflops_median": gflop.map(|g| g / median),

@@ -1,9 +1,10 @@
 //! `ezaudio bench`: times one part of a model at the official size.
 //! Random weights at the real shapes, so no files are needed; one JSON line per result
-//! (see [`crate::bench`]). CPU only.
+//! (see [`crate::bench`]). On the CPU unless `--device` says otherwise.
 
 use candle_core::DType;
 use clap::{Args, ValueEnum};
+use ezaudio_engine::runtime::DeviceChoice;
 
 use crate::bench::{self, BenchOptions};
 
@@ -53,6 +54,9 @@ pub struct BenchArgs {
     /// Precision: f32, f16 or bf16
     #[arg(long, default_value = "f32", value_parser = |s: &str| ezaudio_engine::runtime::parse_dtype(s).map_err(|e| e.to_string()))]
     pub dtype: DType,
+    /// Where to run: cpu (default), cuda, cuda:N, metal, auto
+    #[arg(long, default_value = "cpu", value_parser = |s: &str| s.parse::<DeviceChoice>().map_err(|e| e.to_string()))]
+    pub device: DeviceChoice,
 }
 
 pub fn run(args: BenchArgs) -> CliResult {
@@ -109,6 +113,7 @@ fn bench_backend(args: &BenchArgs) -> CliResult<Vec<serde_json::Value>> {
         runs: args.runs as usize,
         threads: args.threads,
         dtype: args.dtype,
+        device: args.device,
     };
     bench::run(&opts).map_err(|e| CliError::new(e.to_string()))
 }

@@ -12,6 +12,7 @@ use ezaudio_engine::install::{
     Official, MODELS_ENV,
 };
 use ezaudio_engine::model::dit::ImgSize;
+pub use ezaudio_engine::runtime::dtype_name;
 use ezaudio_engine::runtime::{describe, parse_dtype, DeviceChoice};
 
 use super::progress::Reporter;
@@ -41,14 +42,6 @@ fn parse_device_arg(s: &str) -> Result<DeviceChoice, String> {
 
 fn parse_dtype_arg(s: &str) -> Result<DType, String> {
     parse_dtype(s).map_err(|e| e.to_string())
-}
-
-pub fn dtype_name(dtype: DType) -> &'static str {
-    match dtype {
-        DType::F16 => "f16",
-        DType::BF16 => "bf16",
-        _ => "f32",
-    }
 }
 
 impl ModelOpts {
@@ -89,17 +82,19 @@ impl Session {
         let source = opts.source()?;
         let folder = locate_model(&source, rep)?;
         // Opened here only to fail early and to say which device runs; the engine opens its own.
-        let name = describe(&opts.device.open()?);
-        let why = match (opts.device, name.as_str()) {
-            (DeviceChoice::Auto, "CPU")
+        let (device, fallback) = opts.device.open_explained()?;
+        let name = describe(&device);
+        let why = match (opts.device, name.as_str(), fallback) {
+            (DeviceChoice::Auto, "CPU", _)
                 if !candle_core::utils::cuda_is_available()
                     && !candle_core::utils::metal_is_available() =>
             {
-                " (--device auto: this build has no CUDA or Metal support)"
+                " (--device auto: this build has no CUDA or Metal support)".to_string()
             }
-            (DeviceChoice::Auto, "CPU") => " (--device auto: no GPU found)",
-            (DeviceChoice::Auto, _) => " (--device auto)",
-            _ => "",
+            (DeviceChoice::Auto, "CPU", Some(why)) => format!(" (--device auto: {why})"),
+            (DeviceChoice::Auto, "CPU", None) => " (--device auto: no GPU found)".to_string(),
+            (DeviceChoice::Auto, _, _) => " (--device auto)".to_string(),
+            _ => String::new(),
         };
         rep.note(format!(
             "model: {} ({}), device: {name}{why}, dtype: {}",

@@ -8,6 +8,8 @@ use candle_core::{DType, Device};
 
 use crate::error::{Error, Result};
 
+pub mod gpu;
+
 /// What the user asked for; `Auto` picks CUDA or Metal when built in and present, else CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum DeviceChoice {
@@ -50,48 +52,64 @@ impl fmt::Display for DeviceChoice {
 impl DeviceChoice {
     /// Opens the device, with a message a person can act on when it is not available.
     pub fn open(self) -> Result<Device> {
+        self.open_explained().map(|(device, _)| device)
+    }
+
+    /// Like [`Self::open`], plus, when `Auto` ends on the CPU although a GPU backend is built
+    /// in, why the GPU was not used (for the "device: CPU (...)" line the CLI prints).
+    pub fn open_explained(self) -> Result<(Device, Option<String>)> {
         match self {
-            Self::Cpu => Ok(Device::Cpu),
-            Self::Cuda(i) => {
-                if !candle_core::utils::cuda_is_available() {
-                    return Err(Error::Unsupported(
-                        "CUDA: this build has no CUDA support (rebuild with `--features cuda`)"
-                            .into(),
-                    ));
-                }
-                Device::new_cuda(i).map_err(|e| Error::Unsupported(format!("CUDA device {i}: {e}")))
-            }
+            Self::Cpu => Ok((Device::Cpu, None)),
+            Self::Cuda(i) => Ok((gpu::open_cuda(i)?, None)),
             Self::Metal => {
                 if !candle_core::utils::metal_is_available() {
                     return Err(Error::Unsupported(
                         "Metal: this build has no Metal support (rebuild with `--features metal` on macOS)".into(),
                     ));
                 }
-                Device::new_metal(0).map_err(|e| Error::Unsupported(format!("Metal: {e}")))
+                let device =
+                    Device::new_metal(0).map_err(|e| Error::Unsupported(format!("Metal: {e}")))?;
+                Ok((device, None))
             }
             Self::Auto => {
+                let mut why = Vec::new();
                 if candle_core::utils::cuda_is_available() {
-                    if let Ok(d) = Device::new_cuda(0) {
-                        return Ok(d);
+                    match gpu::open_cuda(0) {
+                        Ok(d) => return Ok((d, None)),
+                        Err(e) => why.push(e.to_string()),
                     }
                 }
                 if candle_core::utils::metal_is_available() {
-                    if let Ok(d) = Device::new_metal(0) {
-                        return Ok(d);
+                    match Device::new_metal(0) {
+                        Ok(d) => return Ok((d, None)),
+                        Err(e) => why.push(format!("Metal: {e}")),
                     }
                 }
-                Ok(Device::Cpu)
+                Ok((Device::Cpu, (!why.is_empty()).then(|| why.join("; "))))
             }
         }
     }
 }
 
-/// A short human name of an opened device.
+/// A short human name of an opened device ("CPU", "CUDA GPU 0 (NVIDIA H200, sm_90)").
 pub fn describe(device: &Device) -> String {
+    if let Some(name) = gpu::describe_cuda(device) {
+        return name;
+    }
     match device {
         Device::Cpu => "CPU".into(),
         Device::Cuda(_) => "CUDA GPU".into(),
         Device::Metal(_) => "Metal GPU".into(),
+    }
+}
+
+/// The `--dtype` spelling of a dtype (f32, f16, bf16; others by candle's name).
+pub fn dtype_name(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+        DType::F32 => "f32",
+        other => other.as_str(),
     }
 }
 

@@ -203,5 +203,9 @@ fn a_panic_while_loading_is_reported_and_the_next_job_loads_again() {
     let again = engine.submit(Job::Generate(params(2, 1)));
     let clip = again.wait(WAIT).expect("timed out");
     assert!(clip.is_ok(), "no retry after the panic: {clip:?}");
-    assert!(matches!(engine.model_status(), ModelStatus::Ready { .. }));
+    // The status line people read names the device and the precision that run.
+    match engine.model_status() {
+        ModelStatus::Ready { device } => assert_eq!(device, "CPU, f32"),
+        other => panic!("not ready after the retry: {other:?}"),
+    }
 }

@@ -16,7 +16,7 @@ use crate::audio::{resample, Clip, ClipKind, ClipMeta};
 use crate::error::Error;
 use crate::install::{resolve_controlnet, resolve_model, ModelSource, Official};
 use crate::pipeline::{ControlInput, ControlNet, Pipeline, RunOptions, Span, Stage};
-use crate::runtime::describe;
+use crate::runtime::{describe, dtype_name};
 
 /// How the worker loads its pipeline (and the folder a ControlNet is looked for next to).
 pub type Loader = Box<dyn FnMut(&ModelChoice) -> Result<(Pipeline, PathBuf), Error> + Send>;
@@ -128,8 +128,9 @@ impl Worker {
                 Ok((p, root)) => {
                     self.model_root = Some(root);
                     PIPELINE_LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    // The editor and the CLI show this line: which device and precision run.
                     *self.status.lock() = ModelStatus::Ready {
-                        device: describe(p.device()),
+                        device: format!("{}, {}", describe(p.device()), precision(&p)),
                     };
                     self.pipeline = Some(p);
                 }
@@ -290,6 +291,16 @@ fn controlled(
     let mut meta = ClipMeta::new(c.recipe.clone(), model_id, kind);
     meta.recipe.seconds = out.samples.len() as f32 / out.sample_rate as f32;
     Ok(Clip::new(out.samples, out.sample_rate, meta))
+}
+
+/// The model's precision as shown to people: "bf16", or "bf16 (VAE f32)" where they differ.
+fn precision(p: &Pipeline) -> String {
+    let (model, vae) = (dtype_name(p.dtype()), dtype_name(p.vae_dtype()));
+    if model == vae {
+        model.to_string()
+    } else {
+        format!("{model} (VAE {vae})")
+    }
 }
 
 /// The default [`Loader`]: the model folder `choice` names, on its device and dtype.

@@ -16,7 +16,7 @@ use candle_nn::VarBuilder;
 
 use super::linear::{self, param, Linear};
 
-pub use self::attention::{rope_inv_freq, CrossKv, Rope, RopeCache};
+pub use self::attention::{rope_inv_freq, CrossKv, KeyBias, Rope, RopeCache};
 pub use self::block::TimestepFeatures;
 pub use self::block::{BlockDims, Conditioning, DitBlock, FinalBlock, Mlp2};
 pub use self::config::{DitConfig, ImgSize};

@@ -8,7 +8,7 @@
 mod config;
 mod layers;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 pub use config::{
@@ -27,6 +27,7 @@ pub struct Oobleck {
     latent_channels: usize,
     in_channels: Option<usize>,
     device: Device,
+    dtype: DType,
 }
 
 impl Oobleck {
@@ -62,6 +63,7 @@ impl Oobleck {
             latent_channels: cfg.latent_channels(),
             in_channels: enc_cfg.map(|c| c.in_channels),
             device: vb.device().clone(),
+            dtype: vb.dtype(),
         })
     }
 
@@ -72,14 +74,14 @@ impl Oobleck {
     /// `(B, latent, T)` -> `(B, out_channels, N)`, `N = T * samples_per_latent` for even strides.
     pub fn decode(&self, latent: &Tensor) -> Result<Tensor> {
         self.check_latent(latent)?;
-        run_layers(&self.decoder, latent, None)
+        run_layers(&self.decoder, &self.input(latent)?, None)
     }
 
     /// [`Self::decode`] that also returns the output of every top-level `decoder.layers[i]`.
     pub fn decode_traced(&self, latent: &Tensor) -> Result<(Tensor, Vec<Tensor>)> {
         self.check_latent(latent)?;
         let mut trace = Vec::with_capacity(self.decoder.len());
-        let y = run_layers(&self.decoder, latent, Some(&mut trace))?;
+        let y = run_layers(&self.decoder, &self.input(latent)?, Some(&mut trace))?;
         Ok((y, trace))
     }
 
@@ -109,7 +111,8 @@ impl Oobleck {
             )));
         }
         let stdev = (softplus(&scale)? + 1e-4)?;
-        Ok((mean + stdev * noise.to_dtype(scale.dtype())?)?)
+        let noise = noise.to_device(scale.device())?.to_dtype(scale.dtype())?;
+        Ok((mean + stdev * noise)?)
     }
 
     /// Weight-norm-resolved convolution weights by checkpoint module path
@@ -142,7 +145,13 @@ impl Oobleck {
                 )))
             }
         }
-        run_layers(encoder, audio, trace)
+        run_layers(encoder, &self.input(audio)?, trace)
+    }
+
+    /// An input on this VAE's device and in its dtype (a no-op when it already is): callers
+    /// may hand over host tensors or another precision.
+    fn input(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.to_device(&self.device)?.to_dtype(self.dtype)?)
     }
 
     fn check_latent(&self, latent: &Tensor) -> Result<()> {

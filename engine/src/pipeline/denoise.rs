@@ -81,8 +81,19 @@ impl Denoiser<'_> {
                 .solver(recipe.sampler, recipe.steps as usize, recipe.eta as f64)?;
         let timesteps = solver.timesteps().to_vec();
         let n = timesteps.len();
+        // Everything the loop feeds the model that does not depend on its output is put on the
+        // device here, once: the timesteps (one upload, a view per step) and, for the samplers
+        // that draw noise, every step's draw (same generator, same order as drawing per step).
+        // The loop itself then moves nothing between host and device.
+        let t_all = Tensor::new(timesteps.as_slice(), device)?;
+        let seeded_noise = match noise {
+            Noise::Seeded if solver.needs_noise() && n > 0 => {
+                Some(draw((n, channels, frames))?.unsqueeze(1)?)
+            }
+            _ => None,
+        };
         let mut trace = Vec::with_capacity(if options.trace { n } else { 0 });
-        for (k, &t) in timesteps.iter().enumerate() {
+        for k in 0..n {
             if !progress(Stage::Step { k, n }) {
                 return Err(Error::Cancelled);
             }
@@ -92,7 +103,7 @@ impl Denoiser<'_> {
             } else {
                 x
             };
-            let t_batch = Tensor::full(t, batch, device)?;
+            let t_batch = t_all.narrow(0, k, 1)?.broadcast_as(batch)?.contiguous()?;
             let input = self
                 .dit
                 .prepare_input(&x_batch, gt_batch.as_ref(), mask_batch.as_ref())?;
@@ -116,9 +127,14 @@ impl Denoiser<'_> {
             // DDIM at eta > 0 and the SDE solver: one draw per step after x_T, from the same
             // generator (the reference's order), or the recorded tensors.
             let step_noise = if solver.needs_noise() {
-                Some(match noise {
-                    Noise::Seeded => draw((1, channels, frames))?,
-                    Noise::Recorded { steps, .. } => steps
+                Some(match (noise, &seeded_noise) {
+                    (Noise::Seeded, Some(all)) => all.get(k)?,
+                    (Noise::Seeded, None) => {
+                        return Err(Error::InvalidInput(format!(
+                            "step {k} needs noise that was not drawn"
+                        )))
+                    }
+                    (Noise::Recorded { steps, .. }, _) => steps
                         .get(k)
                         .ok_or_else(|| {
                             Error::InvalidInput(format!("no recorded variance noise for step {k}"))

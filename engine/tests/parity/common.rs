@@ -9,6 +9,25 @@ use candle_core::{DType, Device, Tensor};
 
 pub use crate::support::fixtures_dir;
 
+/// The device the parity checks run their models on: `EZAUDIO_TEST_DEVICE` (`cpu` by default,
+/// `cuda`, `cuda:N`, `metal`). scripts/gpu-check.sh runs this test binary, built with
+/// `--features cuda`, on a GPU this way. Fixtures stay host tensors; the models move their inputs.
+/// A device that was asked for but does not open fails every test instead of falling back.
+pub fn test_device() -> Device {
+    static DEVICE: std::sync::OnceLock<Result<Device, String>> = std::sync::OnceLock::new();
+    let opened = DEVICE.get_or_init(|| match std::env::var("EZAUDIO_TEST_DEVICE") {
+        Err(_) => Ok(Device::Cpu),
+        Ok(name) => name
+            .parse::<ezaudio_engine::runtime::DeviceChoice>()
+            .and_then(|choice| choice.open())
+            .map_err(|e| format!("EZAUDIO_TEST_DEVICE={name}: {e}")),
+    });
+    match opened {
+        Ok(device) => device.clone(),
+        Err(why) => panic!("{why}"),
+    }
+}
+
 /// A file under the fixture folder; panics (fails the test) when it is missing.
 pub fn fixture(rel: &str) -> PathBuf {
     let p = fixtures_dir().join(rel);

@@ -72,7 +72,7 @@ fn controlnet(file: &str) -> DitControlNet {
     let net = DitControlNet::new(
         &cfg.controlnet,
         &cfg.model,
-        ckpt.var_builder(DType::F32, &Device::Cpu),
+        ckpt.var_builder(DType::F32, &crate::common::test_device()),
     )
     .unwrap_or_else(|e| panic!("building the ControlNet from {file}: {e}"));
     ckpt.ensure_all_used(|_| false)
@@ -85,8 +85,11 @@ fn unet() -> MaskDit {
     let folder =
         ModelFolder::open(&fixtures_dir().join("model-tiny")).unwrap_or_else(|e| panic!("{e}"));
     let ckpt = Checkpoint::load(&folder.dit, Some("model"), None).unwrap_or_else(|e| panic!("{e}"));
-    let dit = MaskDit::new(&yml().model, ckpt.var_builder(DType::F32, &Device::Cpu))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let dit = MaskDit::new(
+        &yml().model,
+        ckpt.var_builder(DType::F32, &crate::common::test_device()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     ckpt.ensure_all_used(|_| false)
         .unwrap_or_else(|e| panic!("{e}"));
     dit
@@ -117,7 +120,9 @@ fn controlnet_energy_extractor_matches() {
         as_ref("frame_power", &frames.frame_power);
         as_ref("gain_db", &frames.gain_db);
         as_ref("energy", &frames.energy);
-        let c = cond.condition(&[&audio], &Device::Cpu).unwrap();
+        let c = cond
+            .condition(&[&audio], &crate::common::test_device())
+            .unwrap();
         check(
             &format!("{clip}.condition"),
             &c,
@@ -133,7 +138,9 @@ fn controlnet_energy_extractor_matches() {
         .map(|i| vec1(&audio.get(i).unwrap()))
         .collect();
     let refs: Vec<&[f32]> = rows.iter().map(|r| r.as_slice()).collect();
-    let c = cond.condition(&refs, &Device::Cpu).unwrap();
+    let c = cond
+        .condition(&refs, &crate::common::test_device())
+        .unwrap();
     check("forward.condition", &c, get(&f, "condition"), TOL_FORWARD);
 }
 
@@ -314,7 +321,8 @@ fn controlnet_generation_matches_the_reference() {
     let g = common::load("controlnet/generate.safetensors");
     let folder =
         ModelFolder::open(&fixtures_dir().join("model-tiny")).unwrap_or_else(|e| panic!("{e}"));
-    let pipe = Pipeline::load(&folder, &Device::Cpu, DType::F32).unwrap_or_else(|e| panic!("{e}"));
+    let pipe = Pipeline::load(&folder, &crate::common::test_device(), DType::F32)
+        .unwrap_or_else(|e| panic!("{e}"));
     let cn_folder = ControlNetFolder::open(&fixtures_dir().join("controlnet"))
         .unwrap_or_else(|e| panic!("{e}"));
     let cn = ControlNet::load(&cn_folder, &pipe).unwrap_or_else(|e| panic!("{e}"));
@@ -466,7 +474,8 @@ fn controlnet_envelope_generation_runs() {
     // No reference: a drawn envelope drives the same loop (shape and finiteness only).
     let folder =
         ModelFolder::open(&fixtures_dir().join("model-tiny")).unwrap_or_else(|e| panic!("{e}"));
-    let pipe = Pipeline::load(&folder, &Device::Cpu, DType::F32).unwrap_or_else(|e| panic!("{e}"));
+    let pipe = Pipeline::load(&folder, &crate::common::test_device(), DType::F32)
+        .unwrap_or_else(|e| panic!("{e}"));
     let cn = ControlNet::load(
         &ControlNetFolder::open(&fixtures_dir().join("controlnet")).unwrap(),
         &pipe,

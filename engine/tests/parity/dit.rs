@@ -27,8 +27,11 @@ fn build(file: &str) -> MaskDit {
         None
     };
     let ckpt = Checkpoint::load(&path, container, None).unwrap_or_else(|e| panic!("{e}"));
-    let model = MaskDit::new(&config(), ckpt.var_builder(DType::F32, &Device::Cpu))
-        .unwrap_or_else(|e| panic!("building the DiT from {file}: {e}"));
+    let model = MaskDit::new(
+        &config(),
+        ckpt.var_builder(DType::F32, &crate::common::test_device()),
+    )
+    .unwrap_or_else(|e| panic!("building the DiT from {file}: {e}"));
     ckpt.ensure_all_used(|_| false)
         .unwrap_or_else(|e| panic!("strict loading of {file}: {e}"));
     model
@@ -304,7 +307,11 @@ fn dit_half_precision_runs() {
     let gen = common::load("dit/forward_gen.safetensors");
     let ckpt = Checkpoint::load(&common::fixture("dit/model.safetensors"), None, None).unwrap();
     for (dtype, tol) in [(DType::F16, 2e-2), (DType::BF16, 1e-1)] {
-        let model = MaskDit::new(&config(), ckpt.var_builder(dtype, &Device::Cpu)).unwrap();
+        let model = MaskDit::new(
+            &config(),
+            ckpt.var_builder(dtype, &crate::common::test_device()),
+        )
+        .unwrap();
         let out = run(&model, &case(&gen, false));
         assert_eq!(out.dtype(), DType::F32, "output keeps the input's dtype");
         let rel = rel_error(&out, get(&gen, "out"));

@@ -146,7 +146,7 @@ fn pipeline_fixture_model() -> Pipeline {
         vae_config: fixture("vae/config.json"),
         text_encoder: fixture("t5/config.json").parent().unwrap().to_path_buf(),
     };
-    Pipeline::load(&folder, &Device::Cpu, DType::F32)
+    Pipeline::load(&folder, &crate::common::test_device(), DType::F32)
         .unwrap_or_else(|e| panic!("loading the pipeline fixture: {e}"))
 }
 
@@ -192,7 +192,8 @@ fn pipeline_runs_match_the_reference() {
 fn model_folder_generation_matches_the_reference() {
     let folder =
         ModelFolder::open(&fixtures_dir().join("model-tiny")).unwrap_or_else(|e| panic!("{e}"));
-    let pipe = Pipeline::load(&folder, &Device::Cpu, DType::F32).unwrap_or_else(|e| panic!("{e}"));
+    let pipe = Pipeline::load(&folder, &crate::common::test_device(), DType::F32)
+        .unwrap_or_else(|e| panic!("{e}"));
     let reference = read_json("model-tiny/reference.json");
     let rec = load("model-tiny/reference.safetensors");
     let runs = reference["runs"]

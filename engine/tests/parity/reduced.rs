@@ -8,7 +8,7 @@
 //! with the AVX512-BF16 path (bf16 Linear weights and matmul inputs, f32 elsewhere), and
 //! 1.4e-2 / 1.7e-2 where everything runs in candle's bf16.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use ezaudio_engine::model::dit::{DitConfig, MaskDit};
 use ezaudio_engine::weights::Checkpoint;
 
@@ -34,8 +34,11 @@ fn prepared_forward(dtype: DType, inpaint: bool) -> (Tensor, Tensor) {
     let case = common::load(file);
     let ckpt = Checkpoint::load(&common::fixture("dit/model.safetensors"), None, None)
         .unwrap_or_else(|e| panic!("{e}"));
-    let model = MaskDit::new(&config(), ckpt.var_builder(dtype, &Device::Cpu))
-        .unwrap_or_else(|e| panic!("building the DiT in {dtype:?}: {e}"));
+    let model = MaskDit::new(
+        &config(),
+        ckpt.var_builder(dtype, &crate::common::test_device()),
+    )
+    .unwrap_or_else(|e| panic!("building the DiT in {dtype:?}: {e}"));
     let prepared = model
         .prepare_context(get(&case, "context"), get(&case, "context_mask"), None)
         .unwrap_or_else(|e| panic!("prepare_context: {e}"));
@@ -99,7 +102,7 @@ fn bf16_on_cpu_uses_the_packed_kernel_when_available() {
     use ezaudio_engine::model::linear::compute_dtype;
     let ckpt = Checkpoint::load(&common::fixture("dit/model.safetensors"), None, None)
         .unwrap_or_else(|e| panic!("{e}"));
-    let vb = ckpt.var_builder(DType::BF16, &Device::Cpu);
+    let vb = ckpt.var_builder(DType::BF16, &crate::common::test_device());
     let expected = if bf16_gemm::is_available() {
         DType::F32
     } else {

@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use ezaudio_engine::install::ModelFolder;
 use ezaudio_engine::model::sampler::{Sampler, Schedule, Spacing};
 use ezaudio_engine::pipeline::{Denoiser, Noise, Pipeline, RunOptions};
@@ -47,8 +47,8 @@ fn model() -> &'static Model {
         let c = conv();
         let folder = ModelFolder::open(&crate::common::fixtures_dir().join("model-tiny"))
             .unwrap_or_else(|e| panic!("{e}"));
-        let pipe =
-            Pipeline::load(&folder, &Device::Cpu, DType::F32).unwrap_or_else(|e| panic!("{e}"));
+        let pipe = Pipeline::load(&folder, &crate::common::test_device(), DType::F32)
+            .unwrap_or_else(|e| panic!("{e}"));
         let (seed, frames) = (
             c["seed"].as_u64().expect("seed"),
             c["frames"].as_u64().expect("frames"),

@@ -403,7 +403,8 @@ fn fast_pipeline_runs_match_diffusers_end_to_end() {
             .expect("pipeline.json model_tiny"),
     );
     let folder = ModelFolder::open(&model).unwrap_or_else(|e| panic!("{e}"));
-    let pipe = Pipeline::load(&folder, &Device::Cpu, DType::F32).unwrap_or_else(|e| panic!("{e}"));
+    let pipe = Pipeline::load(&folder, &crate::common::test_device(), DType::F32)
+        .unwrap_or_else(|e| panic!("{e}"));
     let runs = json["runs"].as_object().expect("pipeline.json runs");
     assert!(!runs.is_empty());
     for (name, run) in runs {

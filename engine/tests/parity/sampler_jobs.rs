@@ -4,7 +4,7 @@
 //! `sampler_fast`): shapes, finiteness, exactness of what is kept, and that the sampler is
 //! really the one asked for.
 
-use candle_core::{DType, Device};
+use candle_core::DType;
 use ezaudio_engine::install::{ControlNetFolder, ModelFolder};
 use ezaudio_engine::model::sampler::Sampler;
 use ezaudio_engine::pipeline::{ControlInput, ControlNet, Pipeline, RunOptions, Span};
@@ -16,7 +16,8 @@ use crate::common::fixtures_dir;
 fn every_job_kind_runs_with_every_sampler() {
     let folder =
         ModelFolder::open(&fixtures_dir().join("model-tiny")).unwrap_or_else(|e| panic!("{e}"));
-    let pipe = Pipeline::load(&folder, &Device::Cpu, DType::F32).unwrap_or_else(|e| panic!("{e}"));
+    let pipe = Pipeline::load(&folder, &crate::common::test_device(), DType::F32)
+        .unwrap_or_else(|e| panic!("{e}"));
     let cn = ControlNet::load(
         &ControlNetFolder::open(&fixtures_dir().join("controlnet"))
             .unwrap_or_else(|e| panic!("{e}")),

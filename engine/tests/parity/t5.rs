@@ -36,7 +36,11 @@ fn i64_rows(t: &Tensor) -> Vec<Vec<i64>> {
 fn fixture_encoder() -> (T5Encoder, T5Config) {
     let cfg = T5Config::from_file(&fixture("t5/config.json")).unwrap();
     let ckpt = Checkpoint::load(&fixture("t5/model.safetensors"), None, None).unwrap();
-    let enc = T5Encoder::new(&cfg, ckpt.var_builder(DType::F32, &Device::Cpu)).unwrap();
+    let enc = T5Encoder::new(
+        &cfg,
+        ckpt.var_builder(DType::F32, &crate::common::test_device()),
+    )
+    .unwrap();
     ckpt.ensure_all_used(|_| false).unwrap();
     (enc, cfg)
 }
@@ -47,7 +51,9 @@ fn t5_tokenizer_ids_and_mask_exact() {
     let refs = load("t5/outputs.safetensors");
     let tok = TextTokenizer::from_file(&fixture("t5/tokenizer.json"), max_length).unwrap();
     let list: Vec<&str> = prompts.iter().map(String::as_str).collect();
-    let (ids, mask) = tok.encode_batch(&list, &Device::Cpu).unwrap();
+    let (ids, mask) = tok
+        .encode_batch(&list, &crate::common::test_device())
+        .unwrap();
     assert_eq!(ids.dtype(), DType::U32);
     assert_eq!(mask.dtype(), DType::U8);
     let (ids, mask) = (i64_rows(&ids), i64_rows(&mask));
@@ -97,7 +103,9 @@ fn t5_encoder_last_hidden_state() {
     let (prompts, max_length) = prompts();
     let tok = TextTokenizer::from_file(&fixture("t5/tokenizer.json"), max_length).unwrap();
     let list: Vec<&str> = prompts.iter().map(String::as_str).collect();
-    let (ids, mask) = tok.encode_batch(&list, &Device::Cpu).unwrap();
+    let (ids, mask) = tok
+        .encode_batch(&list, &crate::common::test_device())
+        .unwrap();
     let out = enc.forward(&ids, &mask).unwrap();
     assert_close(
         "t5 last_hidden_state via tokenizer",
@@ -152,11 +160,13 @@ fn t5_debug_tensors() {
 #[test]
 fn t5_model_tiny_folder_loads() {
     let dir = fixture("model-tiny/text_encoder");
-    let (enc, cfg) = load_t5_folder(&dir, DType::F32, &Device::Cpu).unwrap();
+    let (enc, cfg) = load_t5_folder(&dir, DType::F32, &crate::common::test_device()).unwrap();
     let (prompts, max_length) = prompts();
     let tok = TextTokenizer::from_file(&dir.join("tokenizer.json"), max_length).unwrap();
     let list: Vec<&str> = prompts.iter().map(String::as_str).collect();
-    let (ids, mask) = tok.encode_batch(&list, &Device::Cpu).unwrap();
+    let (ids, mask) = tok
+        .encode_batch(&list, &crate::common::test_device())
+        .unwrap();
     let out = enc.forward(&ids, &mask).unwrap();
     assert_eq!(out.dims(), &[list.len(), max_length, cfg.d_model]);
 }
@@ -291,7 +301,7 @@ fn t5_half_precision_stays_close() {
     let cfg = T5Config::from_file(&fixture("t5/config.json")).unwrap();
     let ckpt = Checkpoint::load(&fixture("t5/model.safetensors"), None, None).unwrap();
     for dtype in [DType::F16, DType::BF16] {
-        let vb = ckpt.var_builder(dtype, &Device::Cpu);
+        let vb = ckpt.var_builder(dtype, &crate::common::test_device());
         // bf16 on an AVX512-BF16 CPU: bf16 Linear weights, f32 activations (model::linear).
         let compute = ezaudio_engine::model::linear::compute_dtype(&vb);
         let enc = T5Encoder::new(&cfg, vb).unwrap();

@@ -19,7 +19,11 @@ fn checkpoint(rel: &str) -> Checkpoint {
 }
 
 fn model(ckpt: &Checkpoint, cfg: &VaeConfig) -> Oobleck {
-    let vae = Oobleck::new(cfg, ckpt.var_builder(DType::F32, &Device::Cpu)).expect("build VAE");
+    let vae = Oobleck::new(
+        cfg,
+        ckpt.var_builder(DType::F32, &crate::common::test_device()),
+    )
+    .expect("build VAE");
     ckpt.ensure_all_used(|_| false)
         .expect("every checkpoint tensor used");
     vae
@@ -118,6 +122,17 @@ fn vae_encode_matches_reference() {
     eprintln!("vae encode: max rel error {worst:e}");
 }
 
+/// The device-generic layers, what a GPU runs (candle's convolutions, the padding-0 transposed
+/// convolution + trim, op-by-op Snake), against the reference: on the CPU in f64, where none of
+/// the CPU kernels of `kernels/` takes part.
+#[test]
+fn vae_generic_path_matches_reference() {
+    let ckpt = checkpoint("vae/vae.pt");
+    let vae = Oobleck::new(&config(), ckpt.var_builder(DType::F64, &Device::Cpu)).unwrap();
+    let worst = check_decode(&vae).max(check_encode(&vae));
+    eprintln!("vae generic path (f64, CPU): max rel error {worst:e}");
+}
+
 #[test]
 fn vae_effective_weights_match_reference() {
     let vae = model(&checkpoint("vae/vae.pt"), &config());
@@ -154,7 +169,11 @@ fn vae_safetensors_twin_matches_reference() {
 fn vae_decoder_only_skips_the_encoder() {
     let ckpt = checkpoint("vae/vae.pt");
     let cfg = config();
-    let vae = Oobleck::new_decoder_only(&cfg, ckpt.var_builder(DType::F32, &Device::Cpu)).unwrap();
+    let vae = Oobleck::new_decoder_only(
+        &cfg,
+        ckpt.var_builder(DType::F32, &crate::common::test_device()),
+    )
+    .unwrap();
     let unused = ckpt.unused();
     assert!(
         !unused.is_empty() && unused.iter().all(|n| n.starts_with("encoder.")),
@@ -284,7 +303,11 @@ fn vae_real_layout() {
 fn vae_f64_uses_the_generic_path() {
     // Float64 skips the fused CPU SnakeBeta, so this checks the tensor-op path and the dtype casts.
     let ckpt = checkpoint("vae/vae.pt");
-    let vae = Oobleck::new(&config(), ckpt.var_builder(DType::F64, &Device::Cpu)).unwrap();
+    let vae = Oobleck::new(
+        &config(),
+        ckpt.var_builder(DType::F64, &crate::common::test_device()),
+    )
+    .unwrap();
     let io = load("vae/decode.safetensors");
     let latent = get(&io, "latent").to_dtype(DType::F64).unwrap();
     let audio = vae.decode(&latent).unwrap();
@@ -318,7 +341,11 @@ fn vae_real_size_timing() {
     let ckpt = Checkpoint::from_tensors("random", tensors);
     let cfg = VaeConfig::oobleck_24k();
     let t0 = std::time::Instant::now();
-    let vae = Oobleck::new_decoder_only(&cfg, ckpt.var_builder(DType::F32, &Device::Cpu)).unwrap();
+    let vae = Oobleck::new_decoder_only(
+        &cfg,
+        ckpt.var_builder(DType::F32, &crate::common::test_device()),
+    )
+    .unwrap();
     eprintln!("build: {:?}", t0.elapsed());
     let frames: usize = std::env::var("VAE_FRAMES")
         .ok()

@@ -198,6 +198,37 @@ pub fn key_padding_bias(mask: &Tensor, dtype: DType) -> Result<Tensor> {
     Ok(keep.affine(-min, min)?.reshape((b, 1, 1, l))?)
 }
 
+/// The additive key-padding bias `(B, 1, 1, L)` of a job's text, with the same values as host
+/// rows when the fused CPU softmax will read them. Built once per job (it lives in the prepared
+/// context), so no sampling step copies the bias out of its tensor again; on a GPU only the
+/// tensor exists and stays on the device.
+#[derive(Debug, Clone)]
+pub struct KeyBias {
+    pub tensor: Tensor,
+    host: Option<Arc<[f32]>>,
+}
+
+impl KeyBias {
+    pub fn new(tensor: Tensor) -> Result<Self> {
+        let host = if fused::applies(&tensor) {
+            Some(fused::host_rows(&tensor)?.into())
+        } else {
+            None
+        };
+        Ok(Self { tensor, host })
+    }
+
+    /// From a `(B, L)` mask (non-zero = attend), see [`key_padding_bias`].
+    pub fn from_mask(mask: &Tensor, dtype: DType) -> Result<Self> {
+        Self::new(key_padding_bias(mask, dtype)?)
+    }
+
+    /// The host rows, when prepared (an f32 bias on the CPU).
+    pub fn host(&self) -> Option<&[f32]> {
+        self.host.as_deref()
+    }
+}
+
 /// `Attention` of `src/models/utils/attention.py`: keys `to_q`, `to_k`, `to_v`, `norm_q`,
 /// `norm_k`, `proj` (and `rotary.inv_freq` for self-attention with RoPE).
 #[derive(Debug, Clone)]
@@ -260,7 +291,7 @@ impl Attention {
         &self,
         x: &Tensor,
         context: Option<&Tensor>,
-        bias: Option<&Tensor>,
+        bias: Option<&KeyBias>,
         rope: Option<&Rope>,
     ) -> Result<Tensor> {
         match context {
@@ -296,26 +327,38 @@ impl Attention {
     }
 
     /// Attention of the queries of `x` `(B, T, D)` over precomputed keys/values (no RoPE).
-    pub fn forward_kv(&self, x: &Tensor, kv: &CrossKv, bias: Option<&Tensor>) -> Result<Tensor> {
+    pub fn forward_kv(&self, x: &Tensor, kv: &CrossKv, bias: Option<&KeyBias>) -> Result<Tensor> {
         let q = self.norm_q.forward(&self.heads(&self.to_q.forward(x)?)?)?;
         self.attend(&q, kv, bias)
     }
 
     /// `q`: `(B, T, H, hd)`; `kv`: `(B, H, L, hd)` each. Returns the projected `(B, T, D)`.
-    fn attend(&self, q: &Tensor, kv: &CrossKv, bias: Option<&Tensor>) -> Result<Tensor> {
+    fn attend(&self, q: &Tensor, kv: &CrossKv, bias: Option<&KeyBias>) -> Result<Tensor> {
         let (b, t, _, _) = q.dims4()?;
         // (B, T, H, hd) -> (B, H, T, hd): batched matmuls need the head dims outermost. The
         // 1/sqrt(hd) scale rides on that copy (one pass over q instead of one over the T x L scores).
         let q = q.transpose(1, 2)?.affine(self.scale, 0.0)?;
         let scores = q.matmul(&kv.k.t()?)?;
         let probs = if fused::applies(&scores) && scores.is_contiguous() {
-            // `scores` is this function's own fresh tensor: safe to overwrite in place.
-            let bias = bias.map(fused::host_rows).transpose()?;
-            fused::softmax_last_dim_in_place(&scores, bias.as_deref())?;
+            // `scores` is this function's own fresh tensor: safe to overwrite in place. The bias
+            // rows were made host values once per job; only a bias built elsewhere (another
+            // dtype than the scores) is converted here.
+            let converted;
+            let rows = match bias {
+                None => None,
+                Some(b) => match b.host() {
+                    Some(rows) => Some(rows),
+                    None => {
+                        converted = fused::host_rows(&b.tensor)?;
+                        Some(converted.as_slice())
+                    }
+                },
+            };
+            fused::softmax_last_dim_in_place(&scores, rows)?;
             scores
         } else {
             let scores = match bias {
-                Some(bias) => scores.broadcast_add(bias)?,
+                Some(bias) => scores.broadcast_add(&bias.tensor)?,
                 None => scores,
             };
             candle_nn::ops::softmax_last_dim(&scores)?

@@ -4,7 +4,7 @@
 use candle_core::{DType, Module, Tensor, D};
 use candle_nn::{Conv1d, Conv1dConfig, VarBuilder};
 
-use super::attention::{Attention, CrossKv, LayerNorm, Rope};
+use super::attention::{Attention, CrossKv, KeyBias, LayerNorm, Rope};
 use super::Recorder;
 use crate::error::{Error, Result};
 use crate::kernels::fused;
@@ -136,7 +136,7 @@ pub struct Conditioning {
     /// Embedded text context (before each block's `norm_context`), `(B, L, D)`.
     pub context: Tensor,
     /// Additive key-padding bias for cross-attention, `(B, 1, 1, L)`.
-    pub context_bias: Tensor,
+    pub context_bias: KeyBias,
     /// RoPE tables for the latent length.
     pub rope: Rope,
 }

@@ -6,7 +6,7 @@
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 
-use super::attention::{key_padding_bias, CrossKv, Rope, RopeCache};
+use super::attention::{CrossKv, KeyBias, Rope, RopeCache};
 use super::block::{DitBlock, Mlp2, TimestepFeatures, TIME_FREQ_DIM};
 use super::{batch_timesteps, DitConfig, Recorder};
 use crate::error::{Error, Result};
@@ -18,8 +18,8 @@ use crate::model::linear::{self, compute_dtype, param, Linear};
 pub struct PreparedContext {
     /// `context_embed(context)`, `(B, L, D)`.
     pub context: Tensor,
-    /// Additive key-padding bias `(B, 1, 1, L)`.
-    pub bias: Tensor,
+    /// Additive key-padding bias `(B, 1, 1, L)` (with its host rows on the CPU).
+    pub bias: KeyBias,
     /// Cross-attention keys/values of the blocks, in the order they were prepared for.
     pub kv: Vec<CrossKv>,
 }
@@ -153,7 +153,7 @@ impl DitStem {
         let context = context.to_device(&self.device)?.to_dtype(self.dtype)?;
         let context = self.context_embed.forward(&context)?;
         rec.record(|| "context_embed".into(), &context);
-        let bias = key_padding_bias(&context_mask.to_device(&self.device)?, self.dtype)?;
+        let bias = KeyBias::from_mask(&context_mask.to_device(&self.device)?, self.dtype)?;
         let kv = blocks
             .map(|blk| blk.cross_kv(&context))
             .collect::<Result<Vec<_>>>()?;

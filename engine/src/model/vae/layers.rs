@@ -295,7 +295,8 @@ struct ConvTranspose1d {
 
 impl ConvTranspose1d {
     fn new(c_in: usize, c_out: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
-        let weight = weight_norm_weight(&vb, (c_in, c_out, 2 * stride))?;
+        // Contiguous: candle's matmul + col2im path takes no strided kernel.
+        let weight = weight_norm_weight(&vb, (c_in, c_out, 2 * stride))?.contiguous()?;
         let bias = channel_vec(vb.get(c_out, "bias")?)?;
         let bias_host = bias.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
         Ok(Self {
@@ -309,34 +310,51 @@ impl ConvTranspose1d {
     }
 }
 
+impl ConvTranspose1d {
+    /// The device-generic path (GPUs, and dtypes the CPU kernel does not take).
+    ///
+    /// PyTorch's `padding = p` only crops p samples from each end of the padding-0 result
+    /// ((T-1)s + k samples, k = 2s): so this convolves with padding 0, which candle runs as one
+    /// matmul + col2im on every backend (with padding it falls back to a direct per-output loop,
+    /// the slow kernel on CUDA), and narrows the ends away. Batch items go one at a time: candle
+    /// 0.11's padding-0 path folds the batch wrongly on the CPU for batch > 1 (a transposed lhs
+    /// against a broadcast rhs), and the decoder runs one clip anyway.
+    fn forward_generic(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, _, t) = x.dims3()?;
+        let k = self.weight.dim(2)?;
+        let (s, p) = (self.stride, self.padding);
+        let full = (t.max(1) - 1) * s + k;
+        if t == 0 || full < 2 * p {
+            candle_core::bail!("conv_transpose1d: input of {t} frames is too short")
+        }
+        let len = full - 2 * p;
+        let one = |x: &Tensor| -> candle_core::Result<Tensor> {
+            x.contiguous()?
+                .conv_transpose1d(&self.weight, 0, 0, s, 1, 1)?
+                .narrow(2, p, len)
+        };
+        let y = if b == 1 {
+            one(x)?
+        } else {
+            let items = (0..b)
+                .map(|i| one(&x.narrow(0, i, 1)?))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            Tensor::cat(&items, 0)?
+        };
+        y.broadcast_add(&self.bias)
+    }
+}
+
 impl Module for ConvTranspose1d {
-    /// Written as one matmul plus overlap-add rather than `Tensor::conv_transpose1d`: candle
-    /// 0.11's fast path (padding 0) folds the batch wrongly on CPU for batch > 1 (its matmul
-    /// mishandles a transposed lhs against a broadcast rhs), and its padded path is a scalar loop.
-    /// With k = 2s, input frame i writes output block i (kernel taps 0..s) and block i+1
-    /// (taps s..2s); PyTorch's `padding` then crops p = ceil(s/2) samples from each end, giving
-    /// (T-1)s - 2p + 2s samples (s*T for even s, s*T - 1 for odd s).
+    /// f32 on the CPU: our strided gemm kernel (`kernels::conv`); anything else:
+    /// [`ConvTranspose1d::forward_generic`]. Output length (T-1)s - 2p + 2s (s*T for even s,
+    /// s*T - 1 for odd s), as PyTorch's.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         if conv::applies(x, &self.weight) {
             let (s, p) = (self.stride, self.padding);
             return conv::conv_transpose1d(x, &self.weight, &self.bias_host, s, p);
         }
-        let (b, c_in, t) = x.dims3()?;
-        let (_, c_out, k) = self.weight.dims3()?;
-        let s = self.stride;
-        let cols = x
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b * t, c_in))?
-            .matmul(&self.weight.reshape((c_in, c_out * k))?)?
-            .reshape((b, t, c_out, k))?;
-        let first = cols.narrow(3, 0, s)?.pad_with_zeros(1, 0, 1)?;
-        let second = cols.narrow(3, s, s)?.pad_with_zeros(1, 1, 0)?;
-        let full = (first + second)?
-            .permute((0, 2, 1, 3))?
-            .reshape((b, c_out, (t + 1) * s))?;
-        let len = (t + 1) * s - 2 * self.padding;
-        full.narrow(2, self.padding, len)?.broadcast_add(&self.bias)
+        self.forward_generic(x)
     }
 }
 
@@ -636,139 +654,4 @@ impl Layer {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::Device;
-
-    #[test]
-    fn conv_in_pieces_matches_one_piece() -> Result<()> {
-        let dev = Device::Cpu;
-        for (stride, dilation, k, padding, l_in) in
-            [(1, 9, 7, 27, 50), (3, 1, 6, 2, 31), (1, 1, 3, 1, 8)]
-        {
-            let x = Tensor::randn(0f32, 1.0, (2, 3, l_in), &dev)?;
-            let weight = Tensor::randn(0f32, 1.0, (4, 3, k), &dev)?;
-            let conv = Conv1d {
-                weight,
-                bias: None,
-                bias_host: Vec::new(),
-                padding,
-                stride,
-                dilation,
-                name: String::new(),
-            };
-            let whole = x.conv1d(&conv.weight, padding, stride, dilation, 1)?;
-            for limit in [1, 2 * 3 * k * 5, 2 * 3 * k * 7] {
-                let pieces = conv.conv_in_pieces(&x, limit)?;
-                let diff = (pieces - &whole)?.abs()?.max_all()?.to_scalar::<f32>()?;
-                assert!(
-                    diff < 1e-5,
-                    "stride {stride} dil {dilation} k {k} limit {limit}: {diff}"
-                );
-            }
-        }
-        Ok(())
-    }
-
-    #[test]
-    fn gemm_conv_matches_candle_conv_with_bias_and_residual() -> Result<()> {
-        let dev = Device::Cpu;
-        for (stride, dilation, k, padding, l_in) in [
-            (1, 9, 7, 27, 50),
-            (2, 1, 4, 1, 31),
-            (1, 1, 1, 0, 8),
-            (3, 2, 3, 0, 40),
-        ] {
-            let x = Tensor::randn(0f32, 1.0, (2, 3, l_in), &dev)?;
-            let weight = Tensor::randn(0f32, 1.0, (5, 3, k), &dev)?;
-            let bias = Tensor::randn(0f32, 1.0, 5, &dev)?;
-            let want = x
-                .conv1d(&weight, padding, stride, dilation, 1)?
-                .broadcast_add(&bias.reshape((1, 5, 1))?)?;
-            let residual = Tensor::randn(0f32, 1.0, want.shape(), &dev)?;
-            let geometry = conv::Geometry {
-                stride,
-                dilation,
-                padding,
-            };
-            let bias_host: Vec<f32> = bias.to_vec1()?;
-            let got = conv::conv1d(&x, &weight, &bias_host, geometry, None)?;
-            let plus = conv::conv1d(&x, &weight, &bias_host, geometry, Some(&residual))?;
-            let diff = (got - &want)?.abs()?.max_all()?.to_scalar::<f32>()?;
-            let diff_plus = (plus - (want + residual)?)?
-                .abs()?
-                .max_all()?
-                .to_scalar::<f32>()?;
-            assert!(
-                diff < 1e-5 && diff_plus < 1e-5,
-                "k {k} dil {dilation}: {diff} {diff_plus}"
-            );
-        }
-        Ok(())
-    }
-
-    #[test]
-    fn gemm_conv_transpose_matches_the_matmul_formulation() -> Result<()> {
-        let dev = Device::Cpu;
-        for (stride, t) in [(2, 5), (3, 4), (5, 1), (8, 7)] {
-            let weight = Tensor::randn(0f32, 1.0, (3, 4, 2 * stride), &dev)?;
-            let bias = Tensor::randn(0f32, 1.0, 4, &dev)?;
-            let up = ConvTranspose1d {
-                bias_host: bias.to_vec1()?,
-                bias: channel_vec(bias.clone())?,
-                weight: weight.clone(),
-                stride,
-                padding: stride.div_ceil(2),
-                name: String::new(),
-            };
-            // f64 takes the generic matmul + overlap-add path; f32 the strided gemm kernel.
-            let up64 = ConvTranspose1d {
-                weight: weight.to_dtype(DType::F64)?,
-                bias: channel_vec(bias.to_dtype(DType::F64)?)?,
-                ..up.clone()
-            };
-            let x = Tensor::randn(0f32, 1.0, (2, 3, t), &dev)?;
-            let got = up.forward(&x)?;
-            let want = up64.forward(&x.to_dtype(DType::F64)?)?;
-            assert_eq!(got.dims(), want.dims(), "stride {stride}");
-            let diff = (got.to_dtype(DType::F64)? - want)?
-                .abs()?
-                .max_all()?
-                .to_scalar::<f64>()?;
-            assert!(diff < 1e-5, "stride {stride} t {t}: {diff}");
-        }
-        Ok(())
-    }
-
-    #[test]
-    fn tiled_residual_unit_matches_the_op_by_op_chain() -> Result<()> {
-        let dev = Device::Cpu;
-        for (channels, dilation, len) in [
-            (3, 9, 700),
-            (4, 1, 37),
-            (2, 3, 5),
-            (64, 9, 3000),
-            (64, 3, 10_000),
-            (300, 100, 900),
-        ] {
-            let unit = ResidualUnit::new(
-                channels,
-                dilation,
-                true,
-                crate::weights::random_vb(DType::F32, &dev),
-            )?;
-            let x = Tensor::randn(0f32, 1.0, (2, channels, len), &dev)?;
-            let tiled = unit.forward(&x)?;
-            assert!(unit.tiled(&x).is_some());
-            let y = unit.conv1.forward(&unit.act1.forward(&x)?)?;
-            let chain = (unit.conv2.forward(&unit.act2.forward(&y)?)? + &x)?;
-            let scale = chain.abs()?.max_all()?.to_scalar::<f32>()?;
-            let diff = (tiled - chain)?.abs()?.max_all()?.to_scalar::<f32>()?;
-            assert!(
-                diff <= 1e-5 * scale.max(1.0),
-                "C {channels} dil {dilation} L {len}: {diff}"
-            );
-        }
-        Ok(())
-    }
-}
+mod tests;
