@@ -11,7 +11,9 @@ EZAUDIO_SETUP_HOSTS=1 scripts/setup.sh
 # twice; `assert_process_allocs` aborts on any allocation inside process().
 cargo xtask bundle ezaudio-plugin --features assert_process_allocs,test_alloc_probe
 
-# The pedalboard test's Python (scripts/setup.sh made the venv), unless one is given.
+# The pedalboard test's Python (scripts/setup.sh made the venv), unless one is given; the
+# suite requires it (a missing pedalboard fails instead of skipping).
 export EZAUDIO_PYTHON="${EZAUDIO_PYTHON:-$PWD/target/hosts-venv/bin/python}"
+export EZAUDIO_REQUIRE_HOSTS="${EZAUDIO_REQUIRE_HOSTS:-1}"
 
 cargo test --workspace --exclude xtask

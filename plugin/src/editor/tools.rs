@@ -16,7 +16,6 @@ use crate::generation::Command;
 use crate::jobs;
 use crate::level::OutputLevel;
 use crate::shared::Shared;
-use crate::status::Download;
 
 /// How many candidates "Variations" generates.
 pub const VARIATIONS: usize = 4;

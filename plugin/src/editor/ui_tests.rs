@@ -254,6 +254,7 @@ fn draft_then_render_final_with_expected_times() {
         ),
         _ => panic!("Render final sent no job"),
     }
+}
 
 #[test]
 fn a_running_download_can_be_cancelled_and_a_cancelled_one_offers_download_again() {

@@ -126,9 +126,7 @@ fn settings_are_saved_as_the_recipe_without_its_prompts() {
     assert_eq!(back.recipe.prompt, "", "prompts are not read from settings");
     assert!(back.seed_locked);
     assert_eq!(back, saved_without_prompts(&saved));
-    assert!(
-        serde_json::from_value::<SavedSettings>(serde_json::json!({"steps": "many"})).is_err()
-    );
+    assert!(serde_json::from_value::<SavedSettings>(serde_json::json!({"steps": "many"})).is_err());
     for bad in [
         serde_json::json!({"final_steps": 0}),
         serde_json::json!({"final_steps": -3}),
