@@ -204,13 +204,35 @@ pub(crate) unsafe fn deserialize_object<P: Plugin>(
     true
 }
 
+/// PATCH(ezaudio): the most a compressed state may inflate to. `zstd::decode_all` has no limit,
+/// so a few crafted bytes could make the host allocate until it dies; a real state of this
+/// plugin is at most a few hundred MiB.
+#[cfg(feature = "zstd")]
+const MAX_INFLATED_STATE_BYTES: u64 = 1 << 30;
+
+/// PATCH(ezaudio): `zstd::decode_all` with [`MAX_INFLATED_STATE_BYTES`] as the bound.
+#[cfg(feature = "zstd")]
+fn decode_bounded(state: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    zstd::stream::read::Decoder::new(state)?
+        .take(MAX_INFLATED_STATE_BYTES + 1)
+        .read_to_end(&mut out)?;
+    if out.len() as u64 > MAX_INFLATED_STATE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "the state inflates to more than {MAX_INFLATED_STATE_BYTES} bytes"
+        )));
+    }
+    Ok(out)
+}
+
 /// Deserialize a plugin's state from a vector containing (compressed) JSON data. Doesn't load the
 /// plugin state since doing so should be accompanied by calls to `Plugin::init()` and
 /// `Plugin::reset()`, and this way all of that behavior can be encapsulated so it can be reused in
 /// multiple places. The returned state object can be passed to [`deserialize_object()`].
 pub(crate) unsafe fn deserialize_json(state: &[u8]) -> Option<PluginState> {
     #[cfg(feature = "zstd")]
-    let result: Option<PluginState> = match zstd::decode_all(state) {
+    let result: Option<PluginState> = match decode_bounded(state) {
         Ok(decompressed) => match serde_json::from_slice(decompressed.as_slice()) {
             Ok(s) => {
                 let state_bytes = decompressed.len();
