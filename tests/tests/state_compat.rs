@@ -128,9 +128,12 @@ const SCENE_PARAMS: &[&str] = &[
     "pad16_output",
 ];
 
+/// (parent object's key, key, the value a release state loads to).
+type AddedKey = (&'static str, &'static str, fn() -> Value);
+
 /// Keys added to the saved format since the release, with the value a release state must load
 /// to: it ran DDIM only, and its pads get the default final step count.
-const ADDED_KEYS: &[(&str, &str, fn() -> Value)] = &[
+const ADDED_KEYS: &[AddedKey] = &[
     ("meta", "sampler", || json!("ddim")),
     ("settings", "sampler", || json!("ddim")),
     ("settings", "final_steps", || json!(100)),

@@ -211,7 +211,7 @@ mod tiles {
     }
 
     const _: () = assert!(
-        NR % BLOCK == 0,
+        NR.is_multiple_of(BLOCK),
         "a panel is a whole number of micro-tile columns"
     );
 }

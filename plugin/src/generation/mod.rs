@@ -396,7 +396,6 @@ mod tests {
             rescale: 0.75,
             eta: 1.0,
             seed,
-            ..Recipe::default()
         }
     }
 
