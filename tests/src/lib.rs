@@ -62,6 +62,21 @@ pub fn hosts_required() -> bool {
         || std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
 }
 
+/// The reference fixtures (`EZAUDIO_FIXTURES`, default `../shared/fixtures/ezaudio-ref`) with
+/// the tiny model and the tiny ControlNet; panics with instructions when they are missing.
+pub fn fixtures_with_controlnet() -> PathBuf {
+    let dir = std::env::var_os("EZAUDIO_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("../shared/fixtures/ezaudio-ref"));
+    assert!(
+        dir.join("model-tiny/config.yml").is_file()
+            && dir.join("controlnet/generate.json").is_file(),
+        "fixtures (model-tiny, controlnet) missing at {} (set EZAUDIO_FIXTURES)",
+        dir.display()
+    );
+    dir
+}
+
 pub const PLUGIN_ID: &str = "org.ezaudio.daw.instrument";
 
 struct TestHostShared;

@@ -8,27 +8,14 @@
 //! `test_alloc_probe`) exports `ezaudio_test_pipeline_loads`, and the engine's counter lives
 //! in the bundle's copy of the engine, not in this test binary.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ezaudio_tests::blob::*;
-use ezaudio_tests::{clap_bundle, workspace_root, PluginUnderTest};
+use ezaudio_tests::{clap_bundle, fixtures_with_controlnet, PluginUnderTest};
 use serde_json::{json, Value};
 
 const RATE: f64 = 48_000.0;
 const INSTANCES: usize = 16;
-
-fn fixtures_dir() -> PathBuf {
-    let dir = std::env::var_os("EZAUDIO_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("../shared/fixtures/ezaudio-ref"));
-    assert!(
-        dir.join("model-tiny/config.yml").is_file() && dir.join("controlnet").is_dir(),
-        "fixtures missing at {} (set EZAUDIO_FIXTURES)",
-        dir.display()
-    );
-    dir
-}
 
 /// Resident memory of this process in kB (Linux), for the report.
 fn rss_kb() -> u64 {
@@ -58,7 +45,7 @@ fn pipeline_loads() -> u64 {
 
 #[test]
 fn sixteen_instances_share_one_model_and_all_their_jobs_complete() {
-    let fx = fixtures_dir();
+    let fx = fixtures_with_controlnet();
     let gen: Value = serde_json::from_str(
         &std::fs::read_to_string(fx.join("controlnet/generate.json")).expect("generate.json"),
     )

@@ -4,31 +4,13 @@
 //! controlled job, and the condition that reached the model (recorded in the clip's metadata,
 //! saved with the state) must have its peaks where the bursts were.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ezaudio_tests::blob::*;
-use ezaudio_tests::{clap_bundle, workspace_root, PluginUnderTest};
+use ezaudio_tests::{clap_bundle, fixtures_with_controlnet, PluginUnderTest};
 use serde_json::{json, Value};
 
 const RATE: f64 = 48_000.0;
-
-fn fixtures_dir() -> PathBuf {
-    let dir = std::env::var_os("EZAUDIO_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("../shared/fixtures/ezaudio-ref"));
-    assert!(
-        dir.join("model-tiny/config.yml").is_file(),
-        "fixtures missing at {} (set EZAUDIO_FIXTURES)",
-        dir.display()
-    );
-    assert!(
-        dir.join("controlnet/generate.json").is_file(),
-        "ControlNet fixtures missing in {}",
-        dir.display()
-    );
-    dir
-}
 
 fn pad_state(blob: &[u8], index: usize) -> Value {
     let state = parse_state(blob);
@@ -46,7 +28,7 @@ fn in_any(t: f64, bursts: &[(f64, f64)], slack: f64) -> bool {
 
 #[test]
 fn captured_bursts_steer_the_control_that_reaches_the_model() {
-    let fx = fixtures_dir();
+    let fx = fixtures_with_controlnet();
     let gen: Value = serde_json::from_str(
         &std::fs::read_to_string(fx.join("controlnet/generate.json")).unwrap(),
     )
