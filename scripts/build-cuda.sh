@@ -74,11 +74,20 @@ export LIBRARY_PATH="$dir/link${LIBRARY_PATH:+:$LIBRARY_PATH}"
 stamp "$(nvcc --version | tail -n 2 | head -n 1) (compute capability $CUDA_COMPUTE_CAP)"
 
 # --- 2. a copy of the workspace with candle-core switched to dynamic loading ----------------
+# ... and candle-kernels trimmed of the GGUF/MoE kernels EzAudio never runs (over an hour of
+# nvcc on a 2-core machine; see scripts/cuda/trim_candle_kernels.py).
 cargo fetch --quiet
-candle_manifest=$(cargo metadata --format-version 1 --locked |
-  python3 -c 'import json,sys; m=json.load(sys.stdin); print(next(p["manifest_path"] for p in m["packages"] if p["name"]=="candle-core"))')
-candle_src=$(dirname "$candle_manifest")
+manifest_of() {
+  cargo metadata --format-version 1 --locked |
+    python3 -c 'import json,sys; m=json.load(sys.stdin); print(next(p["manifest_path"] for p in m["packages"] if p["name"]==sys.argv[1]))' "$1"
+}
+candle_src=$(dirname "$(manifest_of candle-core)")
+# candle-kernels is only in the graph with the cuda feature on; it sits beside candle-core in
+# the registry at the same version (candle releases them together).
+kernels_src=${candle_src/candle-core-/candle-kernels-}
+[[ -f "$kernels_src/build.rs" ]] || { echo "build-cuda: no candle-kernels at $kernels_src" >&2; exit 1; }
 patched="$dir/patched/$(basename "$candle_src")"
+patched_kernels="$dir/patched/$(basename "$kernels_src")"
 if [[ ! -f "$patched/.ezaudio-patched" ]]; then
   rm -rf "$patched"
   mkdir -p "$(dirname "$patched")"
@@ -90,18 +99,32 @@ if [[ ! -f "$patched/.ezaudio-patched" ]]; then
   sed -i 's/"dynamic-linking",/"dynamic-loading",/' "$patched/Cargo.toml"
   touch "$patched/.ezaudio-patched"
 fi
+trim_script="$root/scripts/cuda/trim_candle_kernels.py"
+kernels_stamp="$patched_kernels/.ezaudio-trimmed-$(sha1sum "$trim_script" | cut -c1-12)"
+if [[ ! -f "$kernels_stamp" ]]; then
+  python3 "$trim_script" "$kernels_src" "$patched_kernels"
+  touch "$kernels_stamp"
+fi
 
 src="$dir/src"
 mkdir -p "$src"
 # tar keeps the files' times, so an unchanged file does not look changed to cargo's fingerprints.
 git ls-files -z --cached --others --exclude-standard |
   tar --null -T - -cf - | tar -xf - -C "$src"
-cat >>"$src/Cargo.toml" <<EOF
-
-# Added by scripts/build-cuda.sh: candle-core with cudarc's dynamic-loading (see the script).
-[patch.crates-io]
-candle-core = { path = "$patched" }
-EOF
+# Into the workspace's own [patch.crates-io] table (TOML allows one): candle-core with cudarc's
+# dynamic-loading, candle-kernels without the GGUF/MoE kernels.
+python3 - "$src/Cargo.toml" "$patched" "$patched_kernels" <<'PY'
+import sys
+path, core, kernels = sys.argv[1:]
+text = open(path).read()
+lines = (f'candle-core = {{ path = "{core}" }}  # added by scripts/build-cuda.sh\n'
+         f'candle-kernels = {{ path = "{kernels}" }}  # added by scripts/build-cuda.sh\n')
+if "[patch.crates-io]\n" in text:
+    text = text.replace("[patch.crates-io]\n", "[patch.crates-io]\n" + lines, 1)
+else:
+    text += "\n[patch.crates-io]\n" + lines
+open(path, "w").write(text)
+PY
 export CARGO_TARGET_DIR="$dir/build"
 cd "$src"
 

@@ -8,8 +8,10 @@ cd "$(dirname "$0")/.."
 EZAUDIO_SETUP_HOSTS=1 scripts/setup.sh
 
 # A debug bundle shares its compiled dependencies with `cargo test` below, so nothing is built
-# twice; `assert_process_allocs` aborts on any allocation inside process().
-cargo xtask bundle ezaudio-plugin --features assert_process_allocs,test_alloc_probe
+# twice; `assert_process_allocs` aborts on any allocation inside process(). Such a bundle must
+# never be mistaken for the plugin: `bundle-test` leaves it in target/test-bundles/ as
+# EzAudio-test.{clap,vst3} and leaves target/bundled/ (the user's release bundles) as it was.
+cargo xtask bundle-test ezaudio-plugin --features assert_process_allocs,test_alloc_probe
 
 # The pedalboard test's Python (scripts/setup.sh made the venv), unless one is given; the
 # suite requires it (a missing pedalboard fails instead of skipping).

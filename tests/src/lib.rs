@@ -27,29 +27,30 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-/// The bundle under test: `EZAUDIO_CLAP_BUNDLE`, else `<target>/bundled/EzAudio.clap`.
+/// The bundle under test: `EZAUDIO_CLAP_BUNDLE`, else `<target>/test-bundles/EzAudio-test.clap`
+/// (`cargo xtask bundle-test`: kept apart from the user's `<target>/bundled/`).
 /// Panics with instructions when it does not exist, so a missing bundle fails the suite.
 pub fn clap_bundle() -> PathBuf {
     let path = std::env::var_os("EZAUDIO_CLAP_BUNDLE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("bundled/EzAudio.clap"));
+        .unwrap_or_else(|| target_dir().join("test-bundles/EzAudio-test.clap"));
     assert!(
         path.exists(),
-        "CLAP bundle {} is missing: build it with `cargo xtask bundle ezaudio-plugin` (scripts/test.sh does)",
+        "CLAP bundle {} is missing: build it with `cargo xtask bundle-test ezaudio-plugin --features assert_process_allocs,test_alloc_probe` (scripts/test.sh does)",
         path.display()
     );
     path
 }
 
 /// The VST3 bundle next to the CLAP one: `EZAUDIO_VST3_BUNDLE`, else
-/// `<target>/bundled/EzAudio.vst3`; panics with instructions when missing.
+/// `<target>/test-bundles/EzAudio-test.vst3`; panics with instructions when missing.
 pub fn vst3_bundle() -> PathBuf {
     let path = std::env::var_os("EZAUDIO_VST3_BUNDLE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("bundled/EzAudio.vst3"));
+        .unwrap_or_else(|| target_dir().join("test-bundles/EzAudio-test.vst3"));
     assert!(
         path.exists(),
-        "VST3 bundle {} is missing: build it with `cargo xtask bundle ezaudio-plugin` (scripts/test.sh does)",
+        "VST3 bundle {} is missing: build it with `cargo xtask bundle-test ezaudio-plugin --features assert_process_allocs,test_alloc_probe` (scripts/test.sh does)",
         path.display()
     );
     path

@@ -69,7 +69,10 @@ impl Sandbox {
         let root = tempfile::tempdir().expect("tempdir");
         let vst3 = root.path().join("home/.vst3");
         std::fs::create_dir_all(&vst3).expect("vst3 dir");
-        std::os::unix::fs::symlink(vst3_bundle(), vst3.join("EzAudio.vst3")).expect("link");
+        // The link keeps the bundle's own name: the library inside is named after it.
+        let bundle = vst3_bundle();
+        let name = bundle.file_name().expect("bundle name");
+        std::os::unix::fs::symlink(&bundle, vst3.join(name)).expect("link");
         let export = root.path().join("config/ardour7/export");
         std::fs::create_dir_all(&export).expect("export dir");
         std::fs::copy(
@@ -208,7 +211,7 @@ fn ardour_renders_a_locked_pad_at_its_capture_start_and_restores_the_clip() {
     let scan = sb
         .command(SCANNER)
         .args(["-f", "-q"])
-        .arg(sb.path("home/.vst3/EzAudio.vst3"))
+        .arg(sb.path("home/.vst3").join(vst3_bundle().file_name().expect("bundle name")))
         .output()
         .expect("scanner runs");
     assert!(

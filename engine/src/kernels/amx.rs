@@ -25,9 +25,8 @@ mod tiles {
     use std::arch::asm;
     use std::ops::Range;
 
-    use rayon::prelude::*;
-
-    use super::super::bf16_gemm::{OutPtr, PackedBf16Weight, NR};
+    use super::super::bf16_gemm::{PackedBf16Weight, NR};
+    use super::super::tiles::{self, OutPtr};
     use super::{BLOCK, PAIRS, TILE};
 
     /// Bytes of packed weight a task sweeps per row block (a share of a 2 MiB L2).
@@ -64,21 +63,8 @@ mod tiles {
         let (n, kp, panels) = (w.n(), w.kp(), w.panels());
         debug_assert_eq!(kp % PAIRS, 0);
         debug_assert!(a.len() >= m.div_ceil(BLOCK) * BLOCK * kp);
-        let blocks = m.div_ceil(BLOCK);
-        let threads = rayon::current_num_threads().max(1);
-        let target = if threads == 1 { 1 } else { threads * 4 };
-        // Columns first, as in the AVX-512 kernel: each core keeps its weight panels in its L2.
-        let col_groups = panels.min(target);
-        let panels_per = panels.div_ceil(col_groups);
-        let col_groups = panels.div_ceil(panels_per);
-        let row_groups = target.div_ceil(col_groups).min(blocks);
-        let blocks_per = blocks.div_ceil(row_groups);
-        let row_groups = blocks.div_ceil(blocks_per);
         let outp = OutPtr(out.as_mut_ptr());
-        (0..row_groups * col_groups).into_par_iter().for_each(|t| {
-            let (rg, cg) = (t / col_groups, t % col_groups);
-            let blocks = rg * blocks_per..((rg + 1) * blocks_per).min(blocks);
-            let panels = cg * panels_per..((cg + 1) * panels_per).min(panels);
+        tiles::for_each_task(m.div_ceil(BLOCK), panels, |blocks, panels| {
             let task = Task {
                 a: a.as_ptr(),
                 b: w.words().as_ptr(),

@@ -15,6 +15,7 @@ use rayon::prelude::*;
 
 use super::amx;
 use super::cpu::{self, Tier};
+use super::tiles::{self, OutPtr};
 
 /// zmm vectors per panel row.
 const NV: usize = 4;
@@ -236,12 +237,6 @@ fn run(
     }
 }
 
-/// Shared output pointer; tasks write disjoint tiles.
-#[derive(Clone, Copy)]
-pub(super) struct OutPtr(pub(super) *mut f32);
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
 /// `a`: bf16 pairs, row-major m x kp.
 fn gemm(
     a: &[u32],
@@ -285,24 +280,9 @@ fn gemm(
 
 #[cfg(target_arch = "x86_64")]
 fn gemm_parallel(a: &[u32], m: usize, w: &PackedBf16Weight, bias: Option<&[f32]>, out: &mut [f32]) {
-    // Tasks are a grid of row groups x column groups. Columns are split first: each core then
-    // keeps its own weight panels in its L2 while the (small) bf16 activations come from L3.
-    // A few tasks per thread let rayon rebalance when a core is busy elsewhere.
-    let tiles = m.div_ceil(MR);
-    let threads = rayon::current_num_threads().max(1);
-    let target = if threads == 1 { 1 } else { threads * 4 };
-    let col_groups = w.panels.min(target);
-    let row_groups = target.div_ceil(col_groups).min(tiles);
-    let panels_per = w.panels.div_ceil(col_groups);
-    let tiles_per = tiles.div_ceil(row_groups);
-    let col_groups = w.panels.div_ceil(panels_per);
-    let row_groups = tiles.div_ceil(tiles_per);
-
     let outp = OutPtr(out.as_mut_ptr());
-    (0..row_groups * col_groups).into_par_iter().for_each(|t| {
-        let (rg, cg) = (t / col_groups, t % col_groups);
-        let rows = rg * tiles_per * MR..((rg + 1) * tiles_per * MR).min(m);
-        let panels = cg * panels_per..((cg + 1) * panels_per).min(w.panels);
+    tiles::for_each_task(m.div_ceil(MR), w.panels, |tiles, panels| {
+        let rows = tiles.start * MR..(tiles.end * MR).min(m);
         // SAFETY: AVX512-BF16 was detected; tasks cover disjoint output tiles inside `out`.
         unsafe { avx::task(a, w, bias, outp, rows, panels) }
     });

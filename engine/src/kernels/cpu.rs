@@ -4,8 +4,10 @@
 //! `EZAUDIO_CPU=portable|avx2|avx512|avx512-bf16|amx|auto` (default `auto`: the best the CPU
 //! and the operating system allow). A tier the CPU lacks is never chosen, whatever is asked.
 //!
-//! The f32 matrix products go through the `gemm` crate (candle's and ours), which picks its
-//! own kernels at run time; this switch does not reach it.
+//! The f32 matrix products go through the `gemm` crate (candle's), which picks its own kernels
+//! at run time (256-bit FMA on x86: it is built without its AVX-512 feature); this switch does
+//! not reach it. The f32 Linear layers may use our AVX-512 kernel instead (`f32_gemm`), only at
+//! the avx512 tier and above.
 
 use std::sync::OnceLock;
 
@@ -197,9 +199,11 @@ pub fn features() -> Vec<&'static str> {
     found
 }
 
-/// Which kernel each kind of operation runs with the current tier.
-pub fn kernels() -> Vec<(&'static str, &'static str)> {
+/// Which kernel each kind of operation runs with the current tier (the f32 Linear choice is
+/// measured on first use, see `f32_gemm::use_packed`).
+pub fn kernels() -> Vec<(&'static str, String)> {
     let t = tier();
+    let f32_linear = super::f32_gemm::choice();
     vec![
         (
             "linear_bf16",
@@ -207,16 +211,24 @@ pub fn kernels() -> Vec<(&'static str, &'static str)> {
                 Tier::Amx => "amx-bf16 tiles (tdpbf16ps)",
                 Tier::Avx512Bf16 => "avx512-bf16 (vdpbf16ps)",
                 _ => "portable (scalar)",
+            }
+            .to_string(),
+        ),
+        (
+            "linear_f32",
+            if f32_linear.packed {
+                format!("packed avx512 f32 ({})", f32_linear.why)
+            } else {
+                format!("gemm crate, fma kernels ({})", f32_linear.why)
             },
         ),
-        ("linear_f32", "gemm crate (its own runtime dispatch)"),
+        (
+            "matmul_f32",
+            "gemm crate, fma kernels (attention, convolutions)".to_string(),
+        ),
         (
             "elementwise",
-            if t >= Tier::Avx2 {
-                "avx2+fma"
-            } else {
-                "portable"
-            },
+            if t >= Tier::Avx2 { "avx2+fma" } else { "portable" }.to_string(),
         ),
     ]
 }
@@ -256,7 +268,8 @@ mod tests {
         let has_amx = amx_bf16_in_cpuid() && std::arch::is_x86_feature_detected!("avx512bf16");
         assert_eq!(tier() == Tier::Amx, has_amx, "features: {:?}", features());
         if has_amx {
-            assert_eq!(kernels()[0], ("linear_bf16", "amx-bf16 tiles (tdpbf16ps)"));
+            let first = kernels().swap_remove(0);
+            assert_eq!(first, ("linear_bf16", "amx-bf16 tiles (tdpbf16ps)".to_string()));
         }
     }
 
@@ -265,6 +278,6 @@ mod tests {
         let c = choice();
         assert!(c.tier <= c.supported);
         assert!(!model_name().is_empty());
-        assert_eq!(kernels().len(), 3);
+        assert_eq!(kernels().len(), 4);
     }
 }

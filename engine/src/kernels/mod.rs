@@ -4,5 +4,7 @@ mod amx;
 pub mod bf16_gemm;
 pub mod conv;
 pub mod cpu;
+pub mod f32_gemm;
 pub mod fused;
 pub mod math;
+mod tiles;

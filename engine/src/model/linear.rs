@@ -7,6 +7,10 @@
 //! softmax, RoPE and the residual stream stay f32 (what PyTorch's CPU autocast does). candle's
 //! own CPU matmul has no bf16 kernel (it widens both operands to f32 on every call), so a model
 //! that merely *stores* bf16 is not faster there.
+//!
+//! In f32 on a CPU, the weights are packed once for our AVX-512 kernel
+//! ([`PackedF32Weight`]) when a measurement at load shows it beats the `gemm` crate on this CPU
+//! (`f32_gemm::use_packed`); otherwise they are stored transposed for `gemm`.
 
 use std::sync::Arc;
 
@@ -16,6 +20,7 @@ use candle_nn::VarBuilder;
 
 use crate::error::Result;
 use crate::kernels::bf16_gemm::{self, PackedBf16Weight};
+use crate::kernels::f32_gemm::{self, PackedF32Weight};
 use crate::kernels::fused::{self, with_slice};
 
 /// True when a part loaded through `vb` packs its Linear weights for the CPU bf16 kernel.
@@ -49,17 +54,58 @@ pub enum Linear {
         weight_t: Tensor,
         bias: Option<Tensor>,
     },
-    /// bf16 weights for the AVX512-BF16 kernel; f32 in, f32 out.
-    PackedBf16(Arc<PackedLinear>),
+    /// Weights packed for one of our CPU kernels; f32 in, f32 out.
+    Packed(Arc<PackedLinear>),
 }
 
 #[derive(Debug)]
 pub struct PackedLinear {
-    weight: PackedBf16Weight,
+    weight: PackedWeight,
     bias: Option<Vec<f32>>,
 }
 
+#[derive(Debug)]
+enum PackedWeight {
+    /// For the AVX512-BF16 / AMX kernels (a bf16 part).
+    Bf16(PackedBf16Weight),
+    /// For the AVX-512 f32 kernel (an f32 part, where it measured faster than `gemm`).
+    F32(PackedF32Weight),
+}
+
+impl PackedWeight {
+    fn n(&self) -> usize {
+        match self {
+            PackedWeight::Bf16(w) => w.n(),
+            PackedWeight::F32(w) => w.n(),
+        }
+    }
+
+    fn k(&self) -> usize {
+        match self {
+            PackedWeight::Bf16(w) => w.k(),
+            PackedWeight::F32(w) => w.k(),
+        }
+    }
+}
+
+fn f32_bias(bias: bool, out_dim: usize, vb: &VarBuilder) -> Result<Option<Vec<f32>>> {
+    if !bias {
+        return Ok(None);
+    }
+    let b = vb.get(out_dim, "bias")?.to_dtype(DType::F32)?;
+    Ok(Some(b.to_vec1::<f32>()?))
+}
+
 pub fn linear_b(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
+    if vb.device().is_cpu() && vb.dtype() == DType::F32 && f32_gemm::use_packed() {
+        let weight = vb.get((out_dim, in_dim), "weight")?;
+        let weight = with_slice(&weight, |w: &[f32]| PackedF32Weight::new(w, out_dim, in_dim))?;
+        let bias = f32_bias(bias, out_dim, &vb)?;
+        return Ok(Linear::Packed(Arc::new(PackedLinear {
+            weight: PackedWeight::F32(weight),
+            bias,
+        })));
+    }
     if vb.device().is_cpu() && vb.dtype() == DType::F32 {
         let weight_t = fused::transpose_2d(&vb.get((out_dim, in_dim), "weight")?)?;
         let bias = if bias {
@@ -82,13 +128,11 @@ pub fn linear_b(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Re
     let weight = with_slice(&weight, |w: &[half::bf16]| {
         PackedBf16Weight::from_bf16(w, out_dim, in_dim)
     })?;
-    let bias = if bias {
-        let b = vb.get(out_dim, "bias")?.to_dtype(DType::F32)?;
-        Some(b.to_vec1::<f32>()?)
-    } else {
-        None
-    };
-    Ok(Linear::PackedBf16(Arc::new(PackedLinear { weight, bias })))
+    let bias = f32_bias(bias, out_dim, &vb)?;
+    Ok(Linear::Packed(Arc::new(PackedLinear {
+        weight: PackedWeight::Bf16(weight),
+        bias,
+    })))
 }
 
 pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
@@ -137,14 +181,14 @@ impl Module for Linear {
                 }
                 y.reshape(dims)
             }
-            Linear::PackedBf16(packed) => x.contiguous()?.apply_op1_no_bwd(packed.as_ref()),
+            Linear::Packed(packed) => x.contiguous()?.apply_op1_no_bwd(packed.as_ref()),
         }
     }
 }
 
 impl CustomOp1 for PackedLinear {
     fn name(&self) -> &'static str {
-        "packed-bf16-linear"
+        "packed-linear"
     }
 
     fn cpu_fwd(
@@ -164,21 +208,24 @@ impl CustomOp1 for PackedLinear {
         let m = (end - start) / k;
         let mut out: Vec<f32> = Vec::with_capacity(m * n);
         #[allow(clippy::uninit_vec)]
-        // SAFETY: `bf16_gemm::matmul*` store all m*n outputs before returning (their contract,
+        // SAFETY: `bf16_gemm::matmul*` and `f32_gemm::matmul` store all m*n outputs before returning (their contract,
         // checked by their tests) and nothing reads `out` before; any f32 bit pattern is valid.
         // This skips zeroing up to 32 MiB per call (2% of a bf16 DiT step).
         unsafe {
             out.set_len(m * n)
         };
         let bias = self.bias.as_deref();
-        match storage {
-            CpuStorage::F32(a) => {
-                bf16_gemm::matmul(&a[start..end], m, &self.weight, bias, &mut out)
+        match (&self.weight, storage) {
+            (PackedWeight::Bf16(w), CpuStorage::F32(a)) => {
+                bf16_gemm::matmul(&a[start..end], m, w, bias, &mut out)
             }
-            CpuStorage::BF16(a) => {
-                bf16_gemm::matmul_bf16_input(&a[start..end], m, &self.weight, bias, &mut out)
+            (PackedWeight::Bf16(w), CpuStorage::BF16(a)) => {
+                bf16_gemm::matmul_bf16_input(&a[start..end], m, w, bias, &mut out)
             }
-            other => {
+            (PackedWeight::F32(w), CpuStorage::F32(a)) => {
+                f32_gemm::matmul(&a[start..end], m, w, bias, &mut out)
+            }
+            (_, other) => {
                 candle_core::bail!("packed linear: unsupported input dtype {:?}", other.dtype())
             }
         }

@@ -12,9 +12,10 @@ use nice_plug::prelude::*;
 use crate::generation::Command;
 use crate::jobs::{envelope_job, random_seed};
 use crate::layout::{CAPTURE_SECONDS, MIN_CAPTURE_SECONDS};
-use crate::params::EzAudioParams;
+use crate::params::{EzAudioParams, PadParams};
 use crate::shared::Shared;
 use crate::state::{loudness_view, MAX_POINTS, VIEW_HZ};
+use crate::store::PadData;
 
 /// Range of the normalised views, as the energy conditioner's `min_db`.
 const RANGE_DB: f32 = 60.0;
@@ -85,6 +86,9 @@ impl ControlView {
             };
             ui.small(status);
         });
+        if data.control.follow_sidechain {
+            transport_lock_row(ui, &data, params.pad(pad), setter);
+        }
         ui.horizontal(|ui| {
             let l = ui.label("Strength");
             ui.add(egui::Slider::new(&mut data.control.scale, 0.0..=2.0).fixed_decimals(2))
@@ -264,4 +268,37 @@ mod tests {
         assert_eq!(insert_point(&mut p, 0.5, 2.0), Some(1));
         assert_eq!(p, vec![(0.0, 0.0), (0.5, 1.0), (1.0, 1.0)]);
     }
+}
+
+/// The follow pad's transport lock (a host parameter, `padN_lock`) and where it will play.
+fn transport_lock_row(
+    ui: &mut egui::Ui,
+    data: &PadData,
+    pad_params: &PadParams,
+    setter: Option<&ParamSetter>,
+) {
+    ui.horizontal(|ui| {
+        let mut locked = pad_params.lock.value();
+        let toggle = ui
+            .add_enabled(setter.is_some(), egui::Checkbox::new(&mut locked, "Lock to transport"))
+            .on_hover_text(
+                "Plays the clip when the host's transport passes where the capture started, \
+                 so it lands in the bounce without a MIDI note; stops with the transport",
+            );
+        if let (true, Some(setter)) = (toggle.changed(), setter) {
+            setter.begin_set_parameter(&pad_params.lock);
+            setter.set_parameter(&pad_params.lock, locked);
+            setter.end_set_parameter(&pad_params.lock);
+        }
+        let c = &data.control;
+        let note = match (c.capture_start, locked) {
+            (_, false) => "Plays from MIDI only".to_string(),
+            (None, true) => "No capture position yet: plays from MIDI until one is recorded".into(),
+            (Some(start), true) => {
+                let rate = c.capture_rate.max(1) as f64;
+                format!("Plays at {:.3} s on the timeline", start as f64 / rate)
+            }
+        };
+        ui.small(note);
+    });
 }

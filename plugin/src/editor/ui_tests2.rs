@@ -218,3 +218,23 @@ fn export_writes_rate_named_wav_and_sidecar_and_confirms() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn follow_pad_shows_its_transport_lock_and_where_it_plays() {
+    let (app, shared, _rx, _readers) = app();
+    let mut h = harness(app);
+    assert!(
+        h.query_by_label("Lock to transport").is_none(),
+        "a pad that does not follow the sidechain has no lock"
+    );
+    shared.store.with(|b| b.pads[0].control.follow_sidechain = true);
+    h.run();
+    h.get_by_label("Lock to transport");
+    h.get_by_label("No capture position yet: plays from MIDI until one is recorded");
+    shared.store.with(|b| {
+        b.pads[0].control.capture_start = Some(66_150);
+        b.pads[0].control.capture_rate = 44_100;
+    });
+    h.run();
+    h.get_by_label("Plays at 1.500 s on the timeline");
+}

@@ -18,6 +18,9 @@ pub struct Buffers<'a, 'buffer: 'a> {
     pub aux_outputs: &'a mut [Buffer<'buffer>],
 }
 
+/// PATCH(ezaudio): the aux input copy's capacity in frames, at least (see `for_audio_io_layout`).
+const AUX_INPUT_HEADROOM_FRAMES: usize = 32_768;
+
 /// A helper for safely creating and initializing [`Buffer`]s based on the host's input and output
 /// buffers.
 pub struct BufferManager {
@@ -114,10 +117,17 @@ impl BufferManager {
             };
 
             aux_input_buffers.push(buffer);
-            aux_input_storage.push(vec![
-                vec![0.0; max_buffer_size];
-                num_channels.get() as usize
-            ]);
+            // PATCH(ezaudio): room for blocks longer than the host announced (pedalboard
+            // announces 512 and passes 8192), so copying the aux input does not allocate on
+            // the audio thread. Longer blocks than this headroom still grow the copy once.
+            let frames = max_buffer_size.max(AUX_INPUT_HEADROOM_FRAMES);
+            let mut channels = Vec::with_capacity(num_channels.get() as usize);
+            for _ in 0..num_channels.get() {
+                let mut channel = Vec::with_capacity(frames);
+                channel.resize(max_buffer_size, 0.0);
+                channels.push(channel);
+            }
+            aux_input_storage.push(channels);
         }
 
         let mut aux_output_buffers = Vec::with_capacity(audio_io_layout.aux_output_ports.len());
