@@ -16,14 +16,10 @@ if [[ "${EZAUDIO_SETUP_STANDALONE:-0}" == 1 ]]; then
   packages+=(libjack-jackd2-dev libasound2-dev)
 fi
 # Real hosts for the end-to-end tests (EZAUDIO_SETUP_HOSTS=1, as scripts/test.sh sets it):
-# Python for pip's pedalboard below. Ardour 7 with its headless Lua session tool only with
-# EZAUDIO_SETUP_ARDOUR=1: tests/tests/ardour.rs is opt-in (EZAUDIO_ARDOUR=1), see there why.
-# It brings its own dummy audio backend, so no JACK server is needed.
+# Python for pip's pedalboard below, and Ardour 7 with its headless Lua session tool
+# (tests/tests/ardour.rs; it brings its own dummy audio backend, so no JACK server is needed).
 if [[ "${EZAUDIO_SETUP_HOSTS:-0}" == 1 ]]; then
-  packages+=(python3 python3-pip python3-venv)
-fi
-if [[ "${EZAUDIO_SETUP_ARDOUR:-0}" == 1 ]]; then
-  packages+=(ardour)
+  packages+=(python3 python3-pip python3-venv ardour)
 fi
 
 missing=()

@@ -41,7 +41,19 @@ if mode == "create" then
 		ARDOUR.ChanCount (ARDOUR.DataType ("audio"), 2), false, pi, nil, nil, 1, "EzAudio",
 		ARDOUR.PresentationInfo.max_order, ARDOUR.TrackMode.Normal, true, false)
 	assert (tl:size () == 1, "no track")
-	local _, ins = plugin_insert (s)
+	local route, ins = plugin_insert (s)
+	-- Ardour connects a new track's outputs to the master bus asynchronously; a session saved
+	-- before that has an unconnected track (and exports silence on every load).
+	local out = route:output ()
+	local function connected ()
+		local n = out:n_ports ():n_audio ()
+		return n > 0 and out:audio (0):connected () and out:audio (n - 1):connected ()
+	end
+	for _ = 1, 100 do
+		if connected () then break end
+		ARDOUR.LuaAPI.usleep (50000)
+	end
+	print ("EZ connected", connected ())
 	print ("EZ plugin_outputs", ins:output_streams ():n_audio ())
 	print ("EZ plugin_inputs", ins:input_streams ():n_audio ())
 	s:save_state ("", false, false, false, false, false)
