@@ -92,6 +92,7 @@ impl Default for EzAudio {
         let store = Arc::new(PadStore::default());
         let mut params = EzAudioParams::new(store.clone());
         let (shared, readers) = Shared::new(store);
+        follow::publish_after_state_loads(&shared);
         // One value: the host restores it into the params, the generation thread reads it.
         params.generation_cores = shared.generation_cores.clone();
         let params = Arc::new(params);

@@ -116,12 +116,22 @@ impl Bank {
 pub struct PadStore {
     bank: Mutex<Bank>,
     clip_changes: AtomicU64,
+    /// Runs at the end of every state load, on the host's thread (see [`PadStore::on_load`]).
+    after_load: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl PadStore {
     /// Runs `f` with the bank locked. Keep `f` short: no resampling or I/O inside.
     pub fn with<R>(&self, f: impl FnOnce(&mut Bank) -> R) -> R {
         f(&mut self.bank.lock())
+    }
+
+    /// Sets what runs after each state load (once; later calls are ignored). nice-plug does not
+    /// re-activate the plugin after the host loads a state, so without this the loaded clips
+    /// would reach the audio thread only at the generation thread's next tick, and a
+    /// freewheeling bounce started right after loading a project could pass them by.
+    pub fn on_load(&self, f: impl Fn() + Send + Sync + 'static) {
+        let _ = self.after_load.set(Box::new(f));
     }
 
     /// Bumped whenever a pad's clip changes (generation, restore, state load).
@@ -356,6 +366,9 @@ unsafe impl Params for PadStore {
             b.load_messages = summary.into_iter().chain(messages).collect();
         });
         self.clip_changes.fetch_add(1, Ordering::SeqCst);
+        if let Some(after_load) = self.after_load.get() {
+            after_load();
+        }
     }
 }
 

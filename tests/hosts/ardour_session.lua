@@ -64,10 +64,9 @@ elseif mode == "render" then
 	local route, ins = plugin_insert (s)
 	print ("EZ plugin_outputs", ins:output_streams ():n_audio ())
 	print ("EZ route_outputs", route:n_outputs ():n_audio ())
-	-- Ardour restores the plugin state after activating it; the plugin then publishes the
-	-- restored clips (and the transport-lock positions) from its generation thread within a
-	-- tick (25 ms). A freewheeling export would reach the clip's position sooner than that.
-	ARDOUR.LuaAPI.usleep (500000)
+	-- No wait here: Ardour restores the plugin state after activating it, and the plugin
+	-- publishes the restored clips and lock positions before the state call returns, so a
+	-- freewheeling export started at once must still find them.
 	local frames = tonumber (env ("EZ_FRAMES"))
 	local e = s:simple_export ()
 	e:set_folder (env ("EZ_OUT"))

@@ -54,6 +54,19 @@ pub fn publish_locks(shared: &Shared) {
     }
 }
 
+/// Makes every state load publish the loaded clips and lock origins at once, on the host's
+/// thread, instead of at the generation thread's next tick (when a host rate is known: before
+/// the first activation, `activate` publishes them).
+pub fn publish_after_state_loads(shared: &Arc<Shared>) {
+    let weak = Arc::downgrade(shared);
+    shared.store.on_load(move || {
+        if let Some(shared) = weak.upgrade() {
+            shared.publish_all();
+            publish_locks(&shared);
+        }
+    });
+}
+
 /// Generation thread, every tick: keeps the capture length at the following pads' length, and
 /// turns a finished capture into one controlled job per pad that follows the sidechain (which
 /// also records the capture's start and loudness view in those pads), and republishes the
@@ -159,5 +172,32 @@ mod tests {
         assert_eq!(lock_origin(&pad, 44_100), Some(44_100));
         pad.control.capture_start = None;
         assert_eq!(lock_origin(&pad, 48_000), None, "no position recorded");
+    }
+
+    /// A state loaded while the plugin is active (nice-plug does not re-activate it) reaches
+    /// the audio thread before the call returns: clip slot and lock origin, with no tick.
+    #[test]
+    fn a_state_load_publishes_clips_and_lock_origins_at_once() {
+        use nice_plug::prelude::Params;
+
+        let source = crate::store::PadStore::default();
+        source.with(|b| {
+            let c = &mut b.pads[0].control;
+            c.follow_sidechain = true;
+            c.capture_start = Some(24_000);
+            c.capture_rate = 24_000;
+        });
+        source.set_clip(0, Clip::new(vec![0.25; 480], 24_000, ClipMeta::default()));
+        let fields = source.serialize_fields();
+
+        let store = Arc::new(crate::store::PadStore::default());
+        let (shared, mut readers) = Shared::new(store.clone());
+        publish_after_state_loads(&shared);
+        shared.host_rate.store(48_000, Ordering::SeqCst);
+        assert!(readers[0].read().is_none());
+        store.deserialize_fields(&fields);
+        assert_eq!(shared.locks.get(0), Some(48_000), "one second in, at the host rate");
+        let played = readers[0].read().expect("the loaded clip is published");
+        assert!(played.len() > 900, "resampled to 48 kHz: {} frames", played.len());
     }
 }
