@@ -213,7 +213,10 @@ fn ardour_renders_a_locked_pad_at_its_capture_start_and_restores_the_clip() {
     let scan = sb
         .command(SCANNER)
         .args(["-f", "-q"])
-        .arg(sb.path("home/.vst3").join(vst3_bundle().file_name().expect("bundle name")))
+        .arg(
+            sb.path("home/.vst3")
+                .join(vst3_bundle().file_name().expect("bundle name")),
+        )
         .output()
         .expect("scanner runs");
     assert!(
@@ -307,7 +310,8 @@ fn ardour_renders_a_locked_pad_at_its_capture_start_and_restores_the_clip() {
         found = Some((audio, file));
         break;
     }
-    let (audio, file) = found.unwrap_or_else(|| panic!("no Ardour render with sound in {ATTEMPTS} tries"));
+    let (audio, file) =
+        found.unwrap_or_else(|| panic!("no Ardour render with sound in {ATTEMPTS} tries"));
     assert_eq!(audio.len(), 2);
     for (ch, o) in audio.iter().enumerate() {
         assert_eq!(o.len(), 2 * RATE, "channel {ch} length");

@@ -13,7 +13,11 @@ use std::path::{Path, PathBuf};
 /// The bundle name from bundler.toml; the test copies carry this plus [`TEST_SUFFIX`].
 const BUNDLE_NAME: &str = "EzAudio";
 /// Not on macOS, where the library's name is also written in the bundle's Info.plist.
-const TEST_SUFFIX: &str = if cfg!(target_os = "macos") { "" } else { "-test" };
+const TEST_SUFFIX: &str = if cfg!(target_os = "macos") {
+    ""
+} else {
+    "-test"
+};
 
 fn main() -> nice_plug_xtask::Result<()> {
     let mut args = std::env::args().skip(1);

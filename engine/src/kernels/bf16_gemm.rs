@@ -28,8 +28,6 @@ const MR: usize = 6;
 /// k pairs per cache block: the 6 x 256 activation block (6 KiB) stays in L1 while a task's
 /// weight panels (64 KiB each) stream from L2. 128 and 512 measured slightly slower.
 const KC: usize = 256;
-/// Weight panels swept per activation block: about half of Zen 4's 1 MiB per-core L2.
-const NC_BYTES: usize = 512 * 1024;
 
 /// One cache line of packed data; the alignment makes every weight load a single-line load.
 #[repr(C, align(64))]
@@ -311,6 +309,7 @@ fn gemm_fallback(a: &[u32], m: usize, w: &PackedBf16Weight, bias: Option<&[f32]>
 
 #[cfg(target_arch = "x86_64")]
 mod avx {
+    use super::tiles::Init;
     use super::*;
     use std::arch::x86_64::*;
     use std::ops::Range;
@@ -326,66 +325,34 @@ mod avx {
         panels: Range<usize>,
     ) {
         let (n, kp) = (w.n, w.kp);
-        let kc_max = KC.min(kp).max(1);
-        let nc = (NC_BYTES / (kc_max * NR * 4)).max(1);
         let (ap, bp) = (a.as_ptr(), w.words().as_ptr());
-        // Loop order: weight block (nc panels x kc pairs, ~L2) outermost, then each row tile's
-        // activation block (MR x kc, L1) is swept across those panels.
-        for jc in panels.clone().step_by(nc) {
-            let jc_end = (jc + nc).min(panels.end);
-            for pc in (0..kp).step_by(KC) {
-                let kc = KC.min(kp - pc);
-                let first = pc == 0;
-                for i in rows.clone().step_by(MR) {
-                    let h = MR.min(rows.end - i);
-                    for j in jc..jc_end {
-                        let col = j * NR;
-                        let valid = (n - col).min(NR);
-                        let mut masks = [0u16; NV];
-                        for (v, mk) in masks.iter_mut().enumerate() {
-                            let c = valid.saturating_sub(16 * v).min(16);
-                            *mk = ((1u32 << c) - 1) as u16;
-                        }
-                        let init = match (first, bias) {
-                            (false, _) => Init::Load,
-                            (true, Some(b)) => Init::Bias(b.as_ptr().add(col)),
-                            (true, None) => Init::Zero,
-                        };
-                        let args = Args {
-                            a: ap.add(i * kp + pc),
-                            lda: kp,
-                            b: bp.add((j * kp + pc) * NR),
-                            kc,
-                            c: out.0.add(i * n + col),
-                            ldc: n,
-                            init,
-                            masks,
-                        };
-                        match h {
-                            6 => kernel::<6>(&args),
-                            5 => kernel::<5>(&args),
-                            4 => kernel::<4>(&args),
-                            3 => kernel::<3>(&args),
-                            2 => kernel::<2>(&args),
-                            _ => kernel::<1>(&args),
-                        }
-                    }
-                }
+        tiles::sweep(rows, panels, (kp, KC, MR), NR * 4, |t| {
+            let col = t.panel * NR;
+            let args = Args {
+                a: ap.add(t.row * kp + t.k0),
+                lda: kp,
+                b: bp.add((t.panel * kp + t.k0) * NR),
+                kc: t.kc,
+                c: out.0.add(t.row * n + col),
+                ldc: n,
+                init: Init::for_tile(&t, bias, col),
+                masks: tiles::column_masks((n - col).min(NR)),
+            };
+            match t.height {
+                6 => kernel::<6>(&args),
+                5 => kernel::<5>(&args),
+                4 => kernel::<4>(&args),
+                3 => kernel::<3>(&args),
+                2 => kernel::<2>(&args),
+                _ => kernel::<1>(&args),
             }
-        }
+        });
     }
 
     /// The scalar rounding, compiled for AVX-512 so that it vectorizes 16 lanes wide.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn convert_row(src: &[f32], dst: &mut [u16]) {
         super::convert_row(src, dst)
-    }
-
-    #[derive(Clone, Copy)]
-    enum Init {
-        Zero,
-        Bias(*const f32),
-        Load,
     }
 
     struct Args {

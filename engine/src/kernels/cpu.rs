@@ -228,7 +228,12 @@ pub fn kernels() -> Vec<(&'static str, String)> {
         ),
         (
             "elementwise",
-            if t >= Tier::Avx2 { "avx2+fma" } else { "portable" }.to_string(),
+            if t >= Tier::Avx2 {
+                "avx2+fma"
+            } else {
+                "portable"
+            }
+            .to_string(),
         ),
     ]
 }
@@ -269,7 +274,10 @@ mod tests {
         assert_eq!(tier() == Tier::Amx, has_amx, "features: {:?}", features());
         if has_amx {
             let first = kernels().swap_remove(0);
-            assert_eq!(first, ("linear_bf16", "amx-bf16 tiles (tdpbf16ps)".to_string()));
+            assert_eq!(
+                first,
+                ("linear_bf16", "amx-bf16 tiles (tdpbf16ps)".to_string())
+            );
         }
     }
 

@@ -26,8 +26,6 @@ const MR: usize = 6;
 /// k per cache block: one panel's block (128 x 64 f32 = 32 KiB) fits L1 with the 6 activation
 /// rows; 64 and 256 measured slower on the Xeon (PERF.md).
 const KC: usize = 128;
-/// Weight panels swept per activation block (about half of a 1-2 MiB per-core L2).
-const NC_BYTES: usize = 512 * 1024;
 
 /// One cache line of packed weight; the alignment makes every weight load a single-line load.
 #[repr(C, align(64))]
@@ -142,6 +140,7 @@ fn fallback(a: &[f32], m: usize, w: &PackedF32Weight, bias: Option<&[f32]>, out:
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
+    use super::tiles::Init;
     use super::*;
     use std::arch::x86_64::*;
     use std::ops::Range;
@@ -157,57 +156,28 @@ mod avx512 {
         panels: Range<usize>,
     ) {
         let (n, k) = (w.n, w.k);
-        let nc = (NC_BYTES / (KC.min(k) * NR * 4)).max(1);
         let (ap, bp) = (a.as_ptr(), w.values().as_ptr());
-        // Weight block (nc panels x kc, ~L2) outermost; each row tile's activation block
-        // (MR x kc, L1) is swept across those panels.
-        for jc in panels.clone().step_by(nc) {
-            let jc_end = (jc + nc).min(panels.end);
-            for pc in (0..k).step_by(KC) {
-                let kc = KC.min(k - pc);
-                for i in rows.clone().step_by(MR) {
-                    let h = MR.min(rows.end - i);
-                    for j in jc..jc_end {
-                        let col = j * NR;
-                        let valid = (n - col).min(NR);
-                        let masks: [u16; NV] = std::array::from_fn(|v| {
-                            let c = valid.saturating_sub(16 * v).min(16);
-                            ((1u32 << c) - 1) as u16
-                        });
-                        let init = match (pc == 0, bias) {
-                            (false, _) => Init::Load,
-                            (true, Some(b)) => Init::Bias(b.as_ptr().add(col)),
-                            (true, None) => Init::Zero,
-                        };
-                        let args = Args {
-                            a: ap.add(i * k + pc),
-                            lda: k,
-                            b: bp.add((j * k + pc) * NR),
-                            kc,
-                            c: out.0.add(i * n + col),
-                            ldc: n,
-                            init,
-                            masks,
-                        };
-                        match h {
-                            6 => kernel::<6>(&args),
-                            5 => kernel::<5>(&args),
-                            4 => kernel::<4>(&args),
-                            3 => kernel::<3>(&args),
-                            2 => kernel::<2>(&args),
-                            _ => kernel::<1>(&args),
-                        }
-                    }
-                }
+        tiles::sweep(rows, panels, (k, KC, MR), NR * 4, |t| {
+            let col = t.panel * NR;
+            let args = Args {
+                a: ap.add(t.row * k + t.k0),
+                lda: k,
+                b: bp.add((t.panel * k + t.k0) * NR),
+                kc: t.kc,
+                c: out.0.add(t.row * n + col),
+                ldc: n,
+                init: Init::for_tile(&t, bias, col),
+                masks: tiles::column_masks((n - col).min(NR)),
+            };
+            match t.height {
+                6 => kernel::<6>(&args),
+                5 => kernel::<5>(&args),
+                4 => kernel::<4>(&args),
+                3 => kernel::<3>(&args),
+                2 => kernel::<2>(&args),
+                _ => kernel::<1>(&args),
             }
-        }
-    }
-
-    #[derive(Clone, Copy)]
-    enum Init {
-        Zero,
-        Bias(*const f32),
-        Load,
+        });
     }
 
     struct Args {
@@ -409,7 +379,14 @@ mod tests {
     #[test]
     fn matches_f64_reference_at_edges_and_blocks() {
         // Row tails (m % 6), column tails (n % 64), several k blocks (k > 128), no k at all.
-        for (m, k, n) in [(1, 1, 1), (7, 3, 65), (13, 300, 130), (6, 128, 64), (5, 0, 9), (20, 257, 200)] {
+        for (m, k, n) in [
+            (1, 1, 1),
+            (7, 3, 65),
+            (13, 300, 130),
+            (6, 128, 64),
+            (5, 0, 9),
+            (20, 257, 200),
+        ] {
             check(m, k, n, true);
             check(m, k, n, false);
         }

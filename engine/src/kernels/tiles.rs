@@ -39,6 +39,84 @@ pub(super) fn for_each_task(
     });
 }
 
+/// Packed weight swept per activation block (about half of a 1-2 MiB per-core L2).
+const NC_BYTES: usize = 512 * 1024;
+
+/// One micro-tile of a packed product: `height` rows from `row`, weight panel `panel`, over the
+/// k block `k0..k0 + kc` (`first`: the block at k = 0, where the accumulators start from the
+/// bias or zero instead of the partial sums in `out`).
+pub(super) struct MicroTile {
+    pub row: usize,
+    pub height: usize,
+    pub panel: usize,
+    pub k0: usize,
+    pub kc: usize,
+}
+
+impl MicroTile {
+    pub fn first(&self) -> bool {
+        self.k0 == 0
+    }
+}
+
+/// Visits a task's micro-tiles in cache order: a block of weight panels (~L2) outermost, then
+/// its k blocks of `kc_max`, then each row tile (`mr` rows, its activations in L1) swept across
+/// those panels. `panel_bytes_per_k`: bytes of one panel per unit of k.
+pub(super) fn sweep(
+    rows: Range<usize>,
+    panels: Range<usize>,
+    (k, kc_max, mr): (usize, usize, usize),
+    panel_bytes_per_k: usize,
+    mut visit: impl FnMut(MicroTile),
+) {
+    let nc = (NC_BYTES / (kc_max.min(k).max(1) * panel_bytes_per_k).max(1)).max(1);
+    for jc in panels.clone().step_by(nc) {
+        let jc_end = (jc + nc).min(panels.end);
+        for k0 in (0..k).step_by(kc_max) {
+            let kc = kc_max.min(k - k0);
+            for row in rows.clone().step_by(mr) {
+                let height = mr.min(rows.end - row);
+                for panel in jc..jc_end {
+                    visit(MicroTile {
+                        row,
+                        height,
+                        panel,
+                        k0,
+                        kc,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Store masks of the `NV` 16-lane vectors of a panel with `valid` real columns.
+pub(super) fn column_masks<const NV: usize>(valid: usize) -> [u16; NV] {
+    std::array::from_fn(|v| {
+        let c = valid.saturating_sub(16 * v).min(16);
+        ((1u32 << c) - 1) as u16
+    })
+}
+
+/// Where a micro-tile's accumulators start.
+#[derive(Clone, Copy)]
+pub(super) enum Init {
+    Zero,
+    Bias(*const f32),
+    /// The partial sums already in the output (k blocks after the first).
+    Load,
+}
+
+impl Init {
+    pub fn for_tile(tile: &MicroTile, bias: Option<&[f32]>, col: usize) -> Init {
+        match (tile.first(), bias) {
+            (false, _) => Init::Load,
+            (true, Some(b)) => Init::Bias(b[col..].as_ptr()),
+            (true, None) => Init::Zero,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,7 +134,10 @@ mod tests {
                     }
                 }
             });
-            assert!(seen.into_inner().unwrap().iter().all(|&c| c == 1), "{rows}x{panels}");
+            assert!(
+                seen.into_inner().unwrap().iter().all(|&c| c == 1),
+                "{rows}x{panels}"
+            );
         }
     }
 }

@@ -99,7 +99,9 @@ fn f32_bias(bias: bool, out_dim: usize, vb: &VarBuilder) -> Result<Option<Vec<f3
 pub fn linear_b(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
     if vb.device().is_cpu() && vb.dtype() == DType::F32 && f32_gemm::use_packed() {
         let weight = vb.get((out_dim, in_dim), "weight")?;
-        let weight = with_slice(&weight, |w: &[f32]| PackedF32Weight::new(w, out_dim, in_dim))?;
+        let weight = with_slice(&weight, |w: &[f32]| {
+            PackedF32Weight::new(w, out_dim, in_dim)
+        })?;
         let bias = f32_bias(bias, out_dim, &vb)?;
         return Ok(Linear::Packed(Arc::new(PackedLinear {
             weight: PackedWeight::F32(weight),

@@ -280,7 +280,10 @@ fn transport_lock_row(
     ui.horizontal(|ui| {
         let mut locked = pad_params.lock.value();
         let toggle = ui
-            .add_enabled(setter.is_some(), egui::Checkbox::new(&mut locked, "Lock to transport"))
+            .add_enabled(
+                setter.is_some(),
+                egui::Checkbox::new(&mut locked, "Lock to transport"),
+            )
             .on_hover_text(
                 "Plays the clip when the host's transport passes where the capture started, \
                  so it lands in the bounce without a MIDI note; stops with the transport",

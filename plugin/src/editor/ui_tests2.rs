@@ -227,7 +227,9 @@ fn follow_pad_shows_its_transport_lock_and_where_it_plays() {
         h.query_by_label("Lock to transport").is_none(),
         "a pad that does not follow the sidechain has no lock"
     );
-    shared.store.with(|b| b.pads[0].control.follow_sidechain = true);
+    shared
+        .store
+        .with(|b| b.pads[0].control.follow_sidechain = true);
     h.run();
     h.get_by_label("Lock to transport");
     h.get_by_label("No capture position yet: plays from MIDI until one is recorded");

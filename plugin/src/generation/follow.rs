@@ -196,8 +196,16 @@ mod tests {
         shared.host_rate.store(48_000, Ordering::SeqCst);
         assert!(readers[0].read().is_none());
         store.deserialize_fields(&fields);
-        assert_eq!(shared.locks.get(0), Some(48_000), "one second in, at the host rate");
+        assert_eq!(
+            shared.locks.get(0),
+            Some(48_000),
+            "one second in, at the host rate"
+        );
         let played = readers[0].read().expect("the loaded clip is published");
-        assert!(played.len() > 900, "resampled to 48 kHz: {} frames", played.len());
+        assert!(
+            played.len() > 900,
+            "resampled to 48 kHz: {} frames",
+            played.len()
+        );
     }
 }
