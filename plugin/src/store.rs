@@ -129,7 +129,9 @@ impl PadStore {
     /// Sets what runs after each state load (once; later calls are ignored). nice-plug does not
     /// re-activate the plugin after the host loads a state, so without this the loaded clips
     /// would reach the audio thread only at the generation thread's next tick, and a
-    /// freewheeling bounce started right after loading a project could pass them by.
+    /// freewheeling bounce started right after loading a project could pass them by. (Host state
+    /// loads run on the host's main thread. nice-plug moves only a state set from the editor
+    /// through `GuiContext::set_state` onto the audio thread, and this editor never does that.)
     pub fn on_load(&self, f: impl Fn() + Send + Sync + 'static) {
         let _ = self.after_load.set(Box::new(f));
     }
