@@ -57,8 +57,16 @@ impl std::fmt::Debug for PackedBf16Weight {
     }
 }
 
-/// True when a fast bf16 kernel runs here (AVX512-BF16 or AMX, as [`cpu::tier`] allows).
+/// True when a fast kernel for packed bf16 weights runs here, as [`cpu::tier`] allows: AMX or
+/// AVX512-BF16 (bf16 products), else AVX2 + FMA with the weights widened to f32 in registers
+/// (half the memory of f32 weights at about f32 speed).
 pub fn is_available() -> bool {
+    cpu::tier() >= Tier::Avx2
+}
+
+/// True when the CPU multiplies bf16 itself (`vdpbf16ps` or AMX tiles); the activations are then
+/// rounded to bf16 too.
+pub fn has_bf16_products() -> bool {
     cpu::tier() >= Tier::Avx512Bf16
 }
 
@@ -157,7 +165,11 @@ fn f32_to_bf16_bits(x: f32) -> u32 {
 /// out[i][j] = sum_k a[i][k] * w[j][k] + bias[j]; `a` is f32 row-major m x k, rounded to bf16 inside.
 pub fn matmul(a: &[f32], m: usize, w: &PackedBf16Weight, bias: Option<&[f32]>, out: &mut [f32]) {
     assert_eq!(a.len(), m * w.k, "a length != m * k");
-    let fast = is_available();
+    #[cfg(target_arch = "x86_64")]
+    if is_available() && !has_bf16_products() {
+        return widened(a, m, w, bias, out);
+    }
+    let fast = has_bf16_products();
     run(m, w, bias, out, fast, |i, dst| {
         let src = &a[i * w.k..(i + 1) * w.k];
         #[cfg(target_arch = "x86_64")]
@@ -178,7 +190,12 @@ pub fn matmul_bf16_input(
     out: &mut [f32],
 ) {
     assert_eq!(a.len(), m * w.k, "a length != m * k");
-    run(m, w, bias, out, is_available(), |i, dst| {
+    #[cfg(target_arch = "x86_64")]
+    if is_available() && !has_bf16_products() {
+        let a: Vec<f32> = a.iter().map(|x| x.to_f32()).collect();
+        return widened(&a, m, w, bias, out);
+    }
+    run(m, w, bias, out, has_bf16_products(), |i, dst| {
         for (d, s) in dst.iter_mut().zip(&a[i * w.k..(i + 1) * w.k]) {
             *d = s.to_bits();
         }
@@ -235,22 +252,31 @@ fn run(
     }
 }
 
-/// `a`: bf16 pairs, row-major m x kp.
-fn gemm(
-    a: &[u32],
+/// The AVX2 path: f32 activations times the widened bf16 weight.
+#[cfg(target_arch = "x86_64")]
+fn widened(a: &[f32], m: usize, w: &PackedBf16Weight, bias: Option<&[f32]>, out: &mut [f32]) {
+    if !check_or_fill_trivial(m, w, bias, out) {
+        // SAFETY: the tier has AVX2 and FMA; `a` is m x k (asserted by the callers), `out` and
+        // `bias` were checked.
+        unsafe { super::avx2_gemm::matmul_bf16(a, m, w, bias, out) }
+    }
+}
+
+/// Checks the output and bias lengths; returns true when there was nothing to multiply (no
+/// rows, no columns, or an empty sum, whose outputs are then the bias).
+fn check_or_fill_trivial(
     m: usize,
     w: &PackedBf16Weight,
     bias: Option<&[f32]>,
     out: &mut [f32],
-    fast: bool,
-) {
+) -> bool {
     let n = w.n;
     assert_eq!(out.len(), m * n, "out length != m * n");
     if let Some(b) = bias {
         assert_eq!(b.len(), n, "bias length != n");
     }
     if m == 0 || n == 0 {
-        return;
+        return true;
     }
     if w.kp == 0 {
         // Empty sum: the kernels would never write their tiles.
@@ -260,6 +286,21 @@ fn gemm(
                 None => row.fill(0.0),
             }
         }
+        return true;
+    }
+    false
+}
+
+/// `a`: bf16 pairs, row-major m x kp.
+fn gemm(
+    a: &[u32],
+    m: usize,
+    w: &PackedBf16Weight,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    fast: bool,
+) {
+    if check_or_fill_trivial(m, w, bias, out) {
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -422,7 +463,7 @@ mod tests {
         x.iter().map(|&v| bf16::from_f32(v).to_f32()).collect()
     }
 
-    /// f64 reference on the bf16-rounded inputs.
+    /// f64 reference on the bf16-rounded weight and the activations as given.
     fn reference(
         a: &[f32],
         w: &[f32],
@@ -431,7 +472,7 @@ mod tests {
         k: usize,
         n: usize,
     ) -> Vec<f32> {
-        let (a, w) = (round(a), round(w));
+        let w = round(w);
         let mut out = vec![0f32; m * n];
         for i in 0..m {
             for j in 0..n {
@@ -452,7 +493,9 @@ mod tests {
         let bias: Vec<f32> = (0..n).map(|_| r()).collect();
         let bias = with_bias.then_some(&bias[..]);
         let w = PackedBf16Weight::from_f32(&wf, n, k);
-        let want = reference(&a, &wf, bias, m, k, n);
+        // The bf16-product kernels round the activations too; the widening one does not.
+        let want = reference(&round(&a), &wf, bias, m, k, n);
+        let want_f32_a = reference(&a, &wf, bias, m, k, n);
         // |a|, |w| <= 1: errors come from f32 accumulation order only.
         let tol = 1e-4 * (k as f32).sqrt().max(1.0) + 1e-6;
 
@@ -473,27 +516,41 @@ mod tests {
             }
         }
         gemm(&buf, m, &w, bias, &mut slow, false);
-        let mut results = vec![("matmul", got), ("bf16_input", got16), ("fallback", slow)];
+        let matmul_want = if has_bf16_products() || !is_available() {
+            &want
+        } else {
+            &want_f32_a
+        };
+        let mut results = vec![
+            ("matmul", got, matmul_want),
+            ("bf16_input", got16, &want),
+            ("fallback", slow, &want),
+        ];
         // Every fast path this CPU has, called directly (matmul above takes the best one).
         #[cfg(target_arch = "x86_64")]
         if m > 0 && n > 0 && kp > 0 {
             if cpu::tier() >= Tier::Avx512Bf16 {
                 let mut v = vec![f32::NAN; m * n];
                 gemm_parallel(&buf, m, &w, bias, &mut v);
-                results.push(("avx512-bf16", v));
+                results.push(("avx512-bf16", v, &want));
             }
             if cpu::tier() >= Tier::Amx {
                 let mut v = vec![f32::NAN; m * n];
                 // SAFETY: the tier says AMX is there and permitted; rows and pairs are padded.
                 unsafe { amx::gemm(&buf, m, &w, bias, &mut v) };
-                results.push(("amx", v));
+                results.push(("amx", v, &want));
+            }
+            if cpu::tier() >= Tier::Avx2 {
+                let mut v = vec![f32::NAN; m * n];
+                widened(&a, m, &w, bias, &mut v);
+                results.push(("avx2-widened", v, &want_f32_a));
             }
         }
 
-        for (name, v) in &results {
+        for (name, v, want) in &results {
             let err = v
                 .iter()
-                .zip(&want)
+                .zip(want.iter())
                 .map(|(x, y)| (x - y).abs())
                 .fold(0f32, f32::max);
             assert!(
@@ -565,7 +622,7 @@ mod tests {
             );
         }
         #[cfg(target_arch = "x86_64")]
-        if is_available() {
+        if has_bf16_products() {
             let mut got = vec![0u16; xs.len()];
             unsafe { avx::convert_row(&xs, &mut got) };
             for (x, g) in xs.iter().zip(got) {

@@ -6,8 +6,8 @@
 //!
 //! The f32 matrix products go through the `gemm` crate (candle's), which picks its own kernels
 //! at run time (256-bit FMA on x86: it is built without its AVX-512 feature); this switch does
-//! not reach it. The f32 Linear layers may use our AVX-512 kernel instead (`f32_gemm`), only at
-//! the avx512 tier and above.
+//! not reach it. The f32 Linear layers may use our packed kernels instead (`f32_gemm`: AVX-512
+//! at the avx512 tier and above, AVX2 + FMA at the avx2 tier), where they measure faster.
 
 use std::sync::OnceLock;
 
@@ -210,14 +210,19 @@ pub fn kernels() -> Vec<(&'static str, String)> {
             match t {
                 Tier::Amx => "amx-bf16 tiles (tdpbf16ps)",
                 Tier::Avx512Bf16 => "avx512-bf16 (vdpbf16ps)",
-                _ => "portable (scalar)",
+                Tier::Avx512 | Tier::Avx2 => "avx2+fma, bf16 weights widened to f32",
+                Tier::Portable => "portable (scalar)",
             }
             .to_string(),
         ),
         (
             "linear_f32",
             if f32_linear.packed {
-                format!("packed avx512 f32 ({})", f32_linear.why)
+                format!(
+                    "packed {} f32 ({})",
+                    super::f32_gemm::packed_isa(),
+                    f32_linear.why
+                )
             } else {
                 format!("gemm crate, fma kernels ({})", f32_linear.why)
             },

@@ -1,11 +1,13 @@
-//! f32 GEMM for the Linear layers on AVX-512 CPUs, with the weight packed once at load time.
+//! f32 GEMM for the Linear layers, with the weight packed once at load time: an AVX-512 kernel
+//! here, an AVX2 + FMA one over the same layout in `avx2_gemm`.
 //!
 //! `out = a * w^T + bias`, `w` a PyTorch Linear weight ([n][k]). The `gemm` crate (candle's f32
 //! matmul) runs 256-bit FMA kernels on every x86 CPU unless built with its `x86-v4` feature,
 //! and it re-packs the weight on every call. On an Intel Xeon with two 512-bit FMA units this
 //! kernel reached 1.4-1.8x of that (`engine/PERF.md`); on AMD Zen 4 (512-bit instructions on
 //! 256-bit datapaths) the two may be close. So whether the Linear layers use it is decided once
-//! per process by a short measurement against `gemm` at a DiT-like shape ([`use_packed`]).
+//! per process by a short measurement against `gemm` at a DiT-like shape ([`use_packed`]), on
+//! AVX2-only CPUs too.
 //!
 //! Layout: the weight is cut into panels of `NR` = 64 columns; inside a panel, row `i` of all
 //! 64 columns is contiguous (4 zmm loads). The activations are read in place (row-major, one
@@ -83,7 +85,7 @@ impl PackedF32Weight {
         self.k
     }
 
-    fn values(&self) -> &[f32] {
+    pub(super) fn values(&self) -> &[f32] {
         bytemuck::cast_slice(&self.data)
     }
 }
@@ -118,11 +120,16 @@ pub fn matmul(a: &[f32], m: usize, w: &PackedF32Weight, bias: Option<&[f32]>, ou
         });
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if cpu::tier() >= Tier::Avx2 {
+        // SAFETY: AVX2 and FMA are there (the tier); the lengths were checked above.
+        return unsafe { super::avx2_gemm::matmul_f32(a, m, w, bias, out) };
+    }
     fallback(a, m, w, bias, out)
 }
 
 /// Portable path over the same packed data (only reached when forced onto a CPU without
-/// AVX-512; speed does not matter here).
+/// AVX2; speed does not matter here).
 fn fallback(a: &[f32], m: usize, w: &PackedF32Weight, bias: Option<&[f32]>, out: &mut [f32]) {
     let (n, k) = (w.n, w.k);
     let b = w.values();
@@ -255,9 +262,9 @@ pub fn choice() -> &'static F32LinearChoice {
                 packed: false,
                 why: "EZAUDIO_F32_LINEAR=gemm".into(),
             },
-            _ if cpu::tier() < Tier::Avx512 => F32LinearChoice {
+            _ if cpu::tier() < Tier::Avx2 => F32LinearChoice {
                 packed: false,
-                why: format!("tier {} has no AVX-512", cpu::tier().name()),
+                why: format!("tier {} has no AVX2", cpu::tier().name()),
             },
             _ => measure(),
         }
@@ -302,10 +309,22 @@ fn measure() -> F32LinearChoice {
     F32LinearChoice {
         packed: packed_wins,
         why: format!(
-            "measured at load: packed avx512 {:.0} GFLOP/s, gemm crate {:.0} GFLOP/s",
+            "measured at load: packed {} {:.0} GFLOP/s, gemm crate {:.0} GFLOP/s",
+            packed_isa(),
             gflops(t_packed),
             gflops(t_gemm)
         ),
+    }
+}
+
+/// The instruction set the packed kernel runs with at this tier.
+pub fn packed_isa() -> &'static str {
+    if cpu::tier() >= Tier::Avx512 {
+        "avx512"
+    } else if cpu::tier() >= Tier::Avx2 {
+        "avx2"
+    } else {
+        "portable"
     }
 }
 
@@ -359,13 +378,22 @@ mod tests {
         matmul(&a, m, &packed, bias, &mut fast);
         let mut slow = vec![f32::NAN; m * n];
         fallback(&a, m, &packed, bias, &mut slow);
+        let mut results = vec![("matmul", fast), ("fallback", slow)];
+        // The AVX2 kernel too where the tier picks AVX-512 (matmul takes the best one).
+        #[cfg(target_arch = "x86_64")]
+        if cpu::tier() >= Tier::Avx2 && m > 0 && n > 0 && k > 0 {
+            let mut v = vec![f32::NAN; m * n];
+            // SAFETY: the tier says AVX2 and FMA are there; the lengths are right.
+            unsafe { crate::kernels::avx2_gemm::matmul_f32(&a, m, &packed, bias, &mut v) };
+            results.push(("avx2", v));
+        }
         for i in 0..m {
             for j in 0..n {
                 let mut want = bias.map_or(0.0, |b| b[j] as f64);
                 for p in 0..k {
                     want += a[i * k + p] as f64 * w[j * k + p] as f64;
                 }
-                for (name, got) in [("matmul", &fast), ("fallback", &slow)] {
+                for (name, got) in &results {
                     let g = got[i * n + j];
                     assert!(
                         (g as f64 - want).abs() <= tol as f64,
@@ -386,6 +414,8 @@ mod tests {
             (6, 128, 64),
             (5, 0, 9),
             (20, 257, 200),
+            (9, 130, 20),
+            (3, 64, 100),
         ] {
             check(m, k, n, true);
             check(m, k, n, false);
@@ -396,8 +426,8 @@ mod tests {
     fn the_choice_says_why() {
         let c = choice();
         assert!(!c.why.is_empty());
-        if cpu::tier() < Tier::Avx512 && std::env::var_os("EZAUDIO_F32_LINEAR").is_none() {
-            assert!(!c.packed, "packed chosen without AVX-512");
+        if cpu::tier() < Tier::Avx2 && std::env::var_os("EZAUDIO_F32_LINEAR").is_none() {
+            assert!(!c.packed, "packed chosen without AVX2");
         }
     }
 }

@@ -1,14 +1,15 @@
 //! The Linear layer of every transformer part, and the rule for which precision a part computes in.
 //!
 //! On a GPU (or in f32 / f16 anywhere) a part computes in the dtype it was loaded with and uses
-//! candle's `Linear`. On a CPU with AVX512-BF16, loading in bf16 means "bf16 weights, f32
-//! everything else": Linear weights are packed once into [`PackedBf16Weight`] panels for our
-//! `vdpbf16ps` kernel, activations are rounded to bf16 only inside that kernel, and norms,
-//! softmax, RoPE and the residual stream stay f32 (what PyTorch's CPU autocast does). candle's
-//! own CPU matmul has no bf16 kernel (it widens both operands to f32 on every call), so a model
-//! that merely *stores* bf16 is not faster there.
+//! candle's `Linear`. On a CPU with AVX2 or better, loading in bf16 means "bf16 weights, f32
+//! everything else": Linear weights are packed once into [`PackedBf16Weight`] panels, and norms,
+//! softmax, RoPE and the residual stream stay f32 (what PyTorch's CPU autocast does). With
+//! AVX512-BF16 or AMX the kernel multiplies in bf16 (activations rounded inside it); with AVX2
+//! only it widens the weights to f32 in registers (half the memory at f32 speed). candle's own
+//! CPU matmul has no bf16 kernel (it widens both operands to f32 on every call), so a model that
+//! merely *stores* bf16 is not faster there.
 //!
-//! In f32 on a CPU, the weights are packed once for our AVX-512 kernel
+//! In f32 on a CPU, the weights are packed once for our AVX-512 or AVX2 kernel
 //! ([`PackedF32Weight`]) when a measurement at load shows it beats the `gemm` crate on this CPU
 //! (`f32_gemm::use_packed`); otherwise they are stored transposed for `gemm`.
 

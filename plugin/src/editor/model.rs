@@ -55,9 +55,6 @@ pub fn clip_summary(clip: &Clip) -> String {
     )
 }
 
-/// Prompt characters shown on a pad button (it has a fixed size).
-const CAPTION_CHARS: usize = 10;
-
 /// A MIDI note as "36 C1": the number (which every DAW agrees on) and a name with middle C
 /// (60) called C3. DAWs disagree on octave numbers (C3 or C4 for 60), so the number comes first.
 pub fn note_name(note: i32) -> String {
@@ -81,17 +78,26 @@ pub fn pad_name(pad: &PadData) -> &str {
     }
 }
 
-/// The caption of a pad button: number and note, then the start of its name (at most
-/// [`CAPTION_CHARS`], so every caption has the same shape).
-pub fn pad_caption(index: usize, pad: &PadData, note: i32) -> String {
-    let name = pad_name(pad);
-    let short: String = name.chars().take(CAPTION_CHARS).collect();
-    let ellipsis = if name.chars().count() > CAPTION_CHARS {
-        "…"
-    } else {
-        ""
-    };
-    format!("{}  ·  {}\n{short}{ellipsis}", index + 1, note_name(note))
+/// What a pad button says: a head line with its number and MIDI note, then its name. The
+/// button draws each line on its own and elides the name at its width; screen readers and
+/// tests get both lines in full ([`PadCaption::label`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PadCaption {
+    pub head: String,
+    pub name: String,
+}
+
+impl PadCaption {
+    pub fn label(&self) -> String {
+        format!("{}\n{}", self.head, self.name)
+    }
+}
+
+pub fn pad_caption(index: usize, pad: &PadData, note: i32) -> PadCaption {
+    PadCaption {
+        head: format!("{} · {}", index + 1, note_name(note)),
+        name: pad_name(pad).to_owned(),
+    }
 }
 
 /// Peak of a clip in dBFS (None for silence), for the waveform's readout.
@@ -311,7 +317,12 @@ mod tests {
         assert_eq!(waveform_envelope(&[0.5], 4), vec![(0.5, 0.5); 4]);
         let mut pad = PadData::default();
         pad.recipe.prompt = "a very long prompt about thunder".into();
-        assert_eq!(pad_caption(0, &pad, 36), "1  ·  36 C1\na very lon…");
+        let caption = pad_caption(0, &pad, 36);
+        assert_eq!(caption.head, "1 · 36 C1");
+        assert_eq!(
+            caption.label(),
+            "1 · 36 C1\na very long prompt about thunder"
+        );
         // The pad's own prompt names it, not the span prompt of an edited clip.
         pad.recipe.prompt = "glass".into();
         pad.clip = Some(std::sync::Arc::new(Clip::new(

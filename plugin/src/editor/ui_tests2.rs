@@ -69,9 +69,9 @@ fn pads_show_notes_and_select_without_playing() {
     shared.store.set_clip(2, clip(1, "door slam", 0.5));
     let mut h = harness(app);
     // Every pad: number, MIDI note number and name.
-    h.get_by_label_contains("1  ·  36 C1");
-    h.get_by_label_contains("16  ·  51 D#2");
-    h.get_by_label_contains("3  ·  38 D1\ndoor slam").click();
+    h.get_by_label_contains("1 · 36 C1");
+    h.get_by_label_contains("16 · 51 D#2");
+    h.get_by_label_contains("3 · 38 D1\ndoor slam").click();
     h.run();
     assert_eq!(h.state().selected(), 2);
     assert_eq!(
@@ -106,7 +106,7 @@ fn kept_variation_sets_the_seed_and_span_edits_keep_the_name() {
     shared.store.set_clip(0, edited);
     shared.candidates.lock()[0] = vec![Some(Arc::new(clip(77, "glass", 0.5)))];
     let mut h = harness(app);
-    h.get_by_label_contains("1  ·  36 C1\nglass");
+    h.get_by_label_contains("1 · 36 C1\nglass");
     assert!(
         h.query_by_label_contains("glass brea").is_none(),
         "the pad was renamed"
