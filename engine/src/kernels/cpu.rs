@@ -6,8 +6,8 @@
 //!
 //! The f32 matrix products go through the `gemm` crate (candle's), which picks its own kernels
 //! at run time (256-bit FMA on x86: it is built without its AVX-512 feature); this switch does
-//! not reach it. The f32 Linear layers may use our packed kernels instead (`f32_gemm`: AVX-512
-//! at the avx512 tier and above, AVX2 + FMA at the avx2 tier), where they measure faster.
+//! not reach it. The f32 Linear layers may use our packed AVX-512 kernel instead (`f32_gemm`, at
+//! the avx512 tier and above, where it measures faster at load).
 
 use std::sync::OnceLock;
 

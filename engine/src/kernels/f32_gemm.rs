@@ -6,8 +6,8 @@
 //! and it re-packs the weight on every call. On an Intel Xeon with two 512-bit FMA units this
 //! kernel reached 1.4-1.8x of that (`engine/PERF.md`); on AMD Zen 4 (512-bit instructions on
 //! 256-bit datapaths) the two may be close. So whether the Linear layers use it is decided once
-//! per process by a short measurement against `gemm` at a DiT-like shape ([`use_packed`]), on
-//! AVX2-only CPUs too.
+//! per process by a short measurement against `gemm` at a DiT-like shape ([`use_packed`]). On
+//! AVX2-only CPUs gemm is kept (the AVX2 kernel was not faster on Zen 3); it can be forced.
 //!
 //! Layout: the weight is cut into panels of `NR` = 64 columns; inside a panel, row `i` of all
 //! 64 columns is contiguous (4 zmm loads). The activations are read in place (row-major, one
@@ -244,8 +244,8 @@ pub struct F32LinearChoice {
 static CHOICE: OnceLock<F32LinearChoice> = OnceLock::new();
 
 /// Whether the CPU f32 Linear layers use [`PackedF32Weight`] (decided on first call, once per
-/// process). `EZAUDIO_F32_LINEAR=packed|gemm` forces one (packed still needs AVX-512 to be fast:
-/// below that tier it runs the portable loop); default `auto`.
+/// process). `EZAUDIO_F32_LINEAR=packed|gemm` forces one (packed runs the AVX-512 kernel, else the
+/// AVX2 one, else the portable loop); default `auto`, which measures only at the avx512 tier.
 pub fn use_packed() -> bool {
     choice().packed
 }
@@ -265,6 +265,17 @@ pub fn choice() -> &'static F32LinearChoice {
             _ if cpu::tier() < Tier::Avx2 => F32LinearChoice {
                 packed: false,
                 why: format!("tier {} has no AVX2", cpu::tier().name()),
+            },
+            // On AMD Zen 3 the AVX2 kernel measured 0.7-1.1x gemm's rate at load, and the one
+            // time the measurement picked it the guided DiT-L step was 1.19x PyTorch's instead
+            // of 1.11x (PERF.md): a short measurement cannot separate them reliably, so only
+            // EZAUDIO_F32_LINEAR=packed takes it.
+            _ if cpu::tier() < Tier::Avx512 => F32LinearChoice {
+                packed: false,
+                why: format!(
+                    "tier {}: gemm's FMA kernels (the packed avx2 kernel is not faster)",
+                    cpu::tier().name()
+                ),
             },
             _ => measure(),
         }
@@ -426,8 +437,8 @@ mod tests {
     fn the_choice_says_why() {
         let c = choice();
         assert!(!c.why.is_empty());
-        if cpu::tier() < Tier::Avx2 && std::env::var_os("EZAUDIO_F32_LINEAR").is_none() {
-            assert!(!c.packed, "packed chosen without AVX2");
+        if cpu::tier() < Tier::Avx512 && std::env::var_os("EZAUDIO_F32_LINEAR").is_none() {
+            assert!(!c.packed, "packed chosen by default without AVX-512");
         }
     }
 }

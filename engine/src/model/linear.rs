@@ -9,7 +9,7 @@
 //! CPU matmul has no bf16 kernel (it widens both operands to f32 on every call), so a model that
 //! merely *stores* bf16 is not faster there.
 //!
-//! In f32 on a CPU, the weights are packed once for our AVX-512 or AVX2 kernel
+//! In f32 on a CPU, the weights are packed once for our AVX-512 kernel
 //! ([`PackedF32Weight`]) when a measurement at load shows it beats the `gemm` crate on this CPU
 //! (`f32_gemm::use_packed`); otherwise they are stored transposed for `gemm`.
 

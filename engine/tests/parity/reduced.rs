@@ -112,7 +112,11 @@ fn bf16_on_cpu_uses_the_packed_kernel_when_available() {
     assert_eq!(compute_dtype(&vb), expected);
     let (bf16, _) = prepared_forward(DType::BF16, false);
     let (f32_out, _) = prepared_forward(DType::F32, false);
-    assert_eq!(bf16.dtype(), DType::F32, "the output keeps the latent's dtype");
+    assert_eq!(
+        bf16.dtype(),
+        DType::F32,
+        "the output keeps the latent's dtype"
+    );
     let rel = rel_error(&bf16, &f32_out);
     eprintln!("bf16 vs f32 path: rel {rel:e}");
     assert!(rel > 1e-4 && rel <= TOL_BF16, "bf16 vs f32: rel {rel:e}");
